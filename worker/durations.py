@@ -1,0 +1,92 @@
+"""Retention durations as a register writes them: `13 months`, `3 years`, `P2Y`, `0 days`.
+
+Kept as calendar units (years, months, days), never as a number of seconds,
+because `2020-02-29 + 5 years` must land on 2025-02-28, not on 1826 days later.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import pendulum
+
+_UNITS = {
+    "year": "years",
+    "years": "years",
+    "an": "years",
+    "ans": "years",
+    "month": "months",
+    "months": "months",
+    "mois": "months",
+    "week": "weeks",
+    "weeks": "weeks",
+    "day": "days",
+    "days": "days",
+    "jour": "days",
+    "jours": "days",
+}
+_PART = re.compile(r"(\d+)\s*([a-zA-Z]+)")
+_ISO = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?$")
+
+
+class DurationError(ValueError):
+    """A duration the register cannot use, with what is accepted."""
+
+
+@dataclass(frozen=True, order=True)
+class Duration:
+    years: int = 0
+    months: int = 0
+    weeks: int = 0
+    days: int = 0
+
+    def after(self, moment: pendulum.DateTime) -> pendulum.DateTime:
+        """`moment` plus this duration, calendar-wise in `moment`'s own time zone.
+
+        pendulum clamps to the month's last day (31 Jan + 1 month = 28/29 Feb)
+        and keeps the wall-clock time across daylight-saving changes.
+        """
+        return moment.add(years=self.years, months=self.months, weeks=self.weeks, days=self.days)
+
+    def __str__(self) -> str:
+        parts = [
+            f"{n} {unit if n != 1 else unit[:-1]}"
+            for n, unit in (
+                (self.years, "years"),
+                (self.months, "months"),
+                (self.weeks, "weeks"),
+                (self.days, "days"),
+            )
+            if n
+        ]
+        return " ".join(parts) or "0 days"
+
+
+def parse_duration(text: str | int) -> Duration:
+    """Parse `13 months`, `5 years`, `2 years 6 months`, `P2Y`, `P1Y6M`, `0 days`."""
+    if not isinstance(text, str):
+        raise DurationError(
+            f"duration {text!r} has no unit: write it like '13 months', '3 years' or 'P2Y'"
+        )
+    raw = text.strip()
+    iso = _ISO.match(raw.upper())
+    if iso and raw.upper() != "P":
+        y, m, w, d = (int(g) if g else 0 for g in iso.groups())
+        return Duration(years=y, months=m, weeks=w, days=d)
+    parts = _PART.findall(raw)
+    if not parts or _PART.sub("", raw).strip(" ,+and") != "":
+        raise DurationError(
+            f"bad duration {text!r}: write a number and a unit, like '13 months', "
+            "'3 years', '2 years 6 months' or ISO 8601 'P2Y'"
+        )
+    amounts = {"years": 0, "months": 0, "weeks": 0, "days": 0}
+    for number, unit in parts:
+        key = _UNITS.get(unit.lower())
+        if key is None:
+            raise DurationError(
+                f"bad duration {text!r}: unknown unit {unit!r} "
+                "(use years, months, weeks or days)"
+            )
+        amounts[key] += int(number)
+    return Duration(**amounts)

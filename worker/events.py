@@ -1,0 +1,126 @@
+"""Domain events as the shop sends them, and their refusal when malformed.
+
+An event is `{"id", "type", "subject": "KIND:ID", "occurred_at", "data"}`;
+`occurred_at` must carry a UTC offset, because a deadline computed from a
+naive time would move by an hour or two depending on where it was read.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import pendulum
+
+from worker.register import Register
+
+REQUIRED = ("id", "type", "subject", "occurred_at")
+
+
+class EventRefused(ValueError):
+    """The event cannot be used; the message says which field and why."""
+
+
+@dataclass(frozen=True)
+class Event:
+    id: str
+    type: str
+    subject: str
+    occurred_at: pendulum.DateTime
+    data: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def kind(self) -> str:
+        return self.subject.split(":", 1)[0]
+
+    def to_message(self) -> dict[str, Any]:
+        """The JSON-safe form sent on the queue and stored in the event log."""
+        return {
+            "id": self.id,
+            "type": self.type,
+            "subject": self.subject,
+            "occurred_at": self.occurred_at.isoformat(),
+            "data": self.data,
+        }
+
+
+def parse_event(raw: Any, register: Register) -> Event:
+    """Check one event (a dict, or a JSON text) against the register's catalogue."""
+    if isinstance(raw, str | bytes):
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise EventRefused(f"not valid JSON: {exc.msg} at column {exc.colno}") from None
+    if not isinstance(raw, dict):
+        raise EventRefused("an event is a JSON object with id, type, subject, occurred_at")
+    missing = [name for name in REQUIRED if raw.get(name) in (None, "")]
+    if missing:
+        raise EventRefused(f"missing field{'s' if len(missing) > 1 else ''}: {', '.join(missing)}")
+    unknown_fields = set(raw) - {*REQUIRED, "data"}
+    if unknown_fields:
+        raise EventRefused(
+            f"unknown field{'s' if len(unknown_fields) > 1 else ''} "
+            f"{', '.join(sorted(unknown_fields))}: put extra details under 'data'"
+        )
+    event_id, event_type, subject = raw["id"], raw["type"], raw["subject"]
+    for name, value in (("id", event_id), ("type", event_type), ("subject", subject)):
+        if not isinstance(value, str):
+            raise EventRefused(f"field {name} must be a string, not {type(value).__name__}")
+    if len(event_id) > 200:
+        raise EventRefused("field id is longer than 200 characters")
+    if event_type not in register.events:
+        raise EventRefused(
+            f"unknown event type {event_type!r}: the register {register.name!r} "
+            f"knows {', '.join(sorted(register.events))}"
+        )
+    kind, sep, local_id = subject.partition(":")
+    if not sep or not kind or not local_id:
+        raise EventRefused(
+            f"subject must be KIND:ID such as customer:42 (got a subject without "
+            f"{'a kind' if not sep or not kind else 'an id'})"
+        )
+    if kind not in register.subject_kinds:
+        raise EventRefused(
+            f"unknown subject kind {kind!r}: the register knows "
+            f"{', '.join(register.subject_kinds)}"
+        )
+    if not register.activities_touched(event_type, kind) and not register.is_hold_event(
+        event_type
+    ):
+        raise EventRefused(
+            f"no activity of the register takes {event_type!r} for a {kind!r}: "
+            "check the subject kind or the register"
+        )
+    data = raw.get("data", {})
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise EventRefused("field data must be a JSON object")
+    return Event(
+        id=event_id,
+        type=event_type,
+        subject=subject,
+        occurred_at=parse_instant(raw["occurred_at"], "occurred_at"),
+        data=data,
+    )
+
+
+def parse_instant(value: Any, name: str = "time") -> pendulum.DateTime:
+    """An ISO 8601 instant that carries its UTC offset (`Z` or `+01:00`)."""
+    if not isinstance(value, str):
+        raise EventRefused(f"field {name} must be an ISO 8601 string with a UTC offset")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise EventRefused(
+            f"field {name} is not an ISO 8601 date-time: {value!r} "
+            "(expected e.g. 2026-03-01T10:00:00+01:00)"
+        ) from None
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        raise EventRefused(
+            f"field {name} has no UTC offset: {value!r} "
+            "(add Z or +01:00; a naive time is ambiguous by hours)"
+        )
+    return pendulum.instance(parsed)

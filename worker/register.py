@@ -1,0 +1,408 @@
+"""The processing register: activities, their retention rules, loaded and checked from YAML.
+
+Every problem found is reported as `file:line: message`, all at once, so a DPO
+fixes a broken register in one pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+import pendulum
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from worker.durations import Duration, DurationError, parse_duration
+
+END_ACTIONS = ("anonymise", "delete", "archive")
+
+
+class LegalBasis(StrEnum):
+    """GDPR art. 6(1) legal bases, as the register's `legal_basis` names them."""
+
+    consent = "consent"
+    contract = "contract"
+    legal_obligation = "legal_obligation"
+    vital_interests = "vital_interests"
+    public_task = "public_task"
+    legitimate_interest = "legitimate_interest"
+
+
+LEGAL_BASIS_LABELS = {
+    LegalBasis.consent: "Consent (art. 6(1)(a))",
+    LegalBasis.contract: "Performance of a contract (art. 6(1)(b))",
+    LegalBasis.legal_obligation: "Legal obligation (art. 6(1)(c))",
+    LegalBasis.vital_interests: "Vital interests (art. 6(1)(d))",
+    LegalBasis.public_task: "Public task (art. 6(1)(e))",
+    LegalBasis.legitimate_interest: "Legitimate interest (art. 6(1)(f))",
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _duration(value: Any) -> Duration:
+    if isinstance(value, Duration):
+        return value
+    try:
+        return parse_duration(value)
+    except DurationError as exc:
+        raise ValueError(str(exc)) from None
+
+
+class Purpose(_Strict):
+    purpose: str
+    legal_basis: LegalBasis
+    legal_basis_text: str | None = None
+
+
+class KeepBy(_Strict):
+    """Durations chosen by a field of the clock event's data (per distributor)."""
+
+    field: str
+    durations: dict[str, Duration] = Field(default_factory=dict)
+
+    @field_validator("durations", mode="before")
+    @classmethod
+    def _parse(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {str(k): _duration(v) for k, v in value.items()}
+        return value
+
+
+class Consent(_Strict):
+    """Retention that only consent allows (recruitment: CNIL, 2 years on consent).
+
+    Without consent, `otherwise_ends_on` events end retention at once; with it,
+    they only restart the clock.
+    """
+
+    given_by: list[str] = Field(default_factory=list)
+    flag: str | None = None
+    otherwise_ends_on: list[str] = Field(default_factory=list)
+
+
+class Target(_Strict):
+    """Where a rule's data lives in the shop database (used by sweeps)."""
+
+    table: str
+    key: str
+    columns: dict[str, str] = Field(default_factory=dict)
+    keeps: list[str] = Field(default_factory=list)
+    note: str | None = None
+
+
+class Rule(_Strict):
+    clock: list[str] = Field(default_factory=list)
+    opens_on: list[str] = Field(default_factory=list)
+    ends_on: list[str] = Field(default_factory=list)
+    keep: Duration
+    keep_by: KeepBy | None = None
+    consent: Consent | None = None
+    then: Literal["anonymise", "delete", "archive"]
+    source: str
+    targets: list[Target] = Field(default_factory=list)
+
+    @field_validator("keep", mode="before")
+    @classmethod
+    def _parse_keep(cls, value: Any) -> Duration:
+        return _duration(value)
+
+    @property
+    def event_types(self) -> frozenset[str]:
+        """Every event type that touches this rule (creates or moves a lifecycle)."""
+        types = set(self.clock) | set(self.opens_on) | set(self.ends_on)
+        if self.consent:
+            types |= set(self.consent.given_by) | set(self.consent.otherwise_ends_on)
+        return frozenset(types)
+
+
+class Activity(_Strict):
+    id: str
+    name: str
+    section: str | None = None
+    role: Literal["controller", "processor"]
+    controller: str
+    subjects: list[str] = Field(min_length=1)
+    data: list[str] = Field(min_length=1)
+    purposes: list[Purpose] = Field(min_length=1)
+    retention: list[Rule]
+    recipients: list[str] = Field(default_factory=list)
+
+    @property
+    def event_types(self) -> frozenset[str]:
+        return frozenset().union(*(rule.event_types for rule in self.retention))
+
+    def touched_by(self, event_type: str, kind: str) -> bool:
+        return kind in self.subjects and event_type in self.event_types
+
+
+class Holds(_Strict):
+    place: list[str] = Field(default_factory=list)
+    lift: list[str] = Field(default_factory=list)
+
+
+class Organisation(_Strict):
+    name: str
+    address: str | None = None
+    contact: str | None = None
+    dpo: str | None = None
+
+
+class Register(_Strict):
+    name: str
+    controller: Organisation
+    timezone: str = "Europe/Paris"
+    subject_kinds: list[str] = Field(min_length=1)
+    events: dict[str, str] = Field(min_length=1)
+    holds: Holds = Holds()
+    activities: list[Activity]
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            pendulum.timezone(value)
+        except Exception:
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Europe/Paris)")
+        return value
+
+    @property
+    def tz(self) -> pendulum.Timezone:
+        return pendulum.timezone(self.timezone)
+
+    def activity(self, activity_id: str) -> Activity:
+        for activity in self.activities:
+            if activity.id == activity_id:
+                return activity
+        raise KeyError(activity_id)
+
+    def activities_touched(self, event_type: str, kind: str) -> list[Activity]:
+        return [a for a in self.activities if a.touched_by(event_type, kind)]
+
+    def is_hold_event(self, event_type: str) -> bool:
+        return event_type in self.holds.place or event_type in self.holds.lift
+
+
+@dataclass(frozen=True)
+class RegisterProblem:
+    path: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.message}"
+
+
+class RegisterError(Exception):
+    """The register file cannot be used; `problems` says what and where."""
+
+    def __init__(self, problems: list[RegisterProblem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+def default_register_path() -> Path:
+    return Path(__file__).resolve().parent.parent / "registers" / "negomarkets.yaml"
+
+
+def load_register(path: str | Path) -> Register:
+    """Load and check a register file; raises RegisterError listing every problem."""
+    path = Path(path)
+    shown = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RegisterError(
+            [RegisterProblem(shown, 0, f"cannot read the register: {exc.strerror}")]
+        ) from None
+    return parse_register(text, shown)
+
+
+def parse_register(text: str, shown: str = "<register>") -> Register:
+    try:
+        data, lines = _load_yaml(text)
+    except yaml.MarkedYAMLError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else 0
+        raise RegisterError(
+            [RegisterProblem(shown, line, f"not valid YAML: {exc.problem}")]
+        ) from None
+    except _DuplicateKey as exc:
+        raise RegisterError([RegisterProblem(shown, exc.line, str(exc))]) from None
+    if not isinstance(data, dict):
+        raise RegisterError(
+            [RegisterProblem(shown, 1, "a register is a mapping with 'name', 'activities', ...")]
+        )
+    try:
+        register = Register.model_validate(data)
+    except ValidationError as exc:
+        raise RegisterError(
+            [_problem_from_pydantic(err, data, lines, shown) for err in exc.errors()]
+        ) from None
+    problems = [
+        RegisterProblem(shown, _line_of(lines, where), message)
+        for where, message in _semantic_problems(register)
+    ]
+    if problems:
+        raise RegisterError(problems)
+    return register
+
+
+def _semantic_problems(register: Register) -> Iterator[tuple[tuple, str]]:
+    known_events = set(register.events)
+    kinds = set(register.subject_kinds)
+
+    def unknown(types: Iterable[str], where: tuple, field: str) -> Iterator[tuple[tuple, str]]:
+        for i, event_type in enumerate(types):
+            if event_type not in known_events:
+                yield (
+                    (*where, field, i),
+                    f"unknown event type {event_type!r} in {field}: declare it under 'events' "
+                    f"or fix the name (known: {', '.join(sorted(known_events))})",
+                )
+
+    yield from unknown(register.holds.place, ("holds",), "place")
+    yield from unknown(register.holds.lift, ("holds",), "lift")
+    seen: dict[str, int] = {}
+    for a, activity in enumerate(register.activities):
+        where = ("activities", a)
+        if activity.id in seen:
+            yield (
+                (*where, "id"),
+                f"duplicate activity id {activity.id!r} (first used by activity "
+                f"#{seen[activity.id] + 1}): each activity needs its own id",
+            )
+        seen.setdefault(activity.id, a)
+        for k, kind in enumerate(activity.subjects):
+            if kind not in kinds:
+                yield (
+                    (*where, "subjects", k),
+                    f"activity {activity.id!r}: unknown subject kind {kind!r} "
+                    f"(declared kinds: {', '.join(register.subject_kinds)})",
+                )
+        if not activity.retention:
+            yield (
+                (*where, "retention"),
+                f"activity {activity.id!r} has no retention rule: "
+                "art. 5(1)(e) needs a storage limit for every activity",
+            )
+        for r, rule in enumerate(activity.retention):
+            rule_where = (*where, "retention", r)
+            for field in ("clock", "opens_on", "ends_on"):
+                yield from unknown(getattr(rule, field), rule_where, field)
+            if rule.consent:
+                yield from unknown(rule.consent.given_by, (*rule_where, "consent"), "given_by")
+                yield from unknown(
+                    rule.consent.otherwise_ends_on, (*rule_where, "consent"), "otherwise_ends_on"
+                )
+            if not (rule.clock or rule.opens_on or rule.ends_on):
+                yield (
+                    rule_where,
+                    f"activity {activity.id!r}: a retention rule needs a clock, "
+                    "opens_on or ends_on event, or nothing ever starts it",
+                )
+
+
+def _problem_from_pydantic(
+    err: dict[str, Any], data: Any, lines: dict[tuple, int], shown: str
+) -> RegisterProblem:
+    loc = tuple(err["loc"])
+    # pydantic puts the member name of a union/literal branch in loc; keep the data path only
+    path = _data_path(loc, data)
+    context = ""
+    if len(path) >= 2 and path[0] == "activities" and isinstance(path[1], int):
+        try:
+            context = f"activity {data['activities'][path[1]]['id']!r}: "
+        except (KeyError, IndexError, TypeError):
+            context = f"activity #{path[1] + 1}: "
+    field = ".".join(str(p) for p in path[2:] if not isinstance(p, int)) if context else ".".join(
+        str(p) for p in path
+    )
+    message = _friendly(err, path)
+    return RegisterProblem(shown, _line_of(lines, path), f"{context}{field}: {message}".strip())
+
+
+def _friendly(err: dict[str, Any], path: tuple) -> str:
+    kind = err["type"]
+    last = path[-1] if path else ""
+    if kind == "missing":
+        if last == "retention":
+            return "missing: every activity needs a retention rule (art. 5(1)(e))"
+        return "required field is missing"
+    if kind == "extra_forbidden":
+        return f"unknown field {last!r} (check its spelling)"
+    if kind == "literal_error" and last == "then":
+        return f"unknown end action {err['input']!r}: use one of {', '.join(END_ACTIONS)}"
+    if kind == "literal_error" and last == "role":
+        return f"unknown role {err['input']!r}: use controller or processor"
+    if kind == "enum" and last == "legal_basis":
+        return (
+            f"unknown legal basis {err['input']!r}: use one of "
+            f"{', '.join(b.value for b in LegalBasis)}"
+        )
+    message = err["msg"]
+    return message.removeprefix("Value error, ")
+
+
+def _data_path(loc: tuple, data: Any) -> tuple:
+    path: list[Any] = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+            path.append(part)
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+            path.append(part)
+        elif isinstance(node, dict) or isinstance(part, int):
+            path.append(part)
+            node = None
+    return tuple(path)
+
+
+def _line_of(lines: dict[tuple, int], path: tuple) -> int:
+    for end in range(len(path), -1, -1):
+        if path[:end] in lines:
+            return lines[path[:end]]
+    return 1
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str, line: int):
+        self.line = line
+        super().__init__(f"key {key!r} appears twice in the same mapping")
+
+
+def _load_yaml(text: str) -> tuple[Any, dict[tuple, int]]:
+    """YAML data plus the line of every key and list item, for `file:line` errors."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None, {}
+        lines: dict[tuple, int] = {}
+        _record_lines(node, (), lines)
+        return loader.construct_document(node), lines
+    finally:
+        loader.dispose()
+
+
+def _record_lines(node: yaml.Node, path: tuple, lines: dict[tuple, int]) -> None:
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = key_node.value
+            if key in seen:
+                raise _DuplicateKey(key, key_node.start_mark.line + 1)
+            seen.add(key)
+            lines[(*path, key)] = key_node.start_mark.line + 1
+            _record_lines(value_node, (*path, key), lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _record_lines(item, (*path, i), lines)

@@ -1,0 +1,164 @@
+"""Retention arithmetic: from one subject's events, each touched activity's lifecycle.
+
+Pure: no Celery, no database, no clock of its own (`now` is passed in). The
+result depends on the set of events only, never on their order or on
+duplicates, so a redelivered or late event cannot move a deadline the wrong way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+import pendulum
+
+from worker.events import Event
+from worker.register import Activity, Register, Rule
+
+
+class State(StrEnum):
+    active = "active"
+    due = "due"
+    held = "held"
+    erased = "erased"
+
+
+@dataclass(frozen=True)
+class Lifecycle:
+    subject: str
+    activity: str
+    anchor_at: pendulum.DateTime | None
+    deadline_at: pendulum.DateTime | None
+    held: bool
+    then: str
+
+    def state(self, now: pendulum.DateTime) -> State:
+        if self.held:
+            return State.held
+        if self.deadline_at is not None and self.deadline_at <= now:
+            return State.due
+        return State.active
+
+    def as_row(self, now: pendulum.DateTime, state: State | None = None) -> dict[str, str | None]:
+        """The row `lethe simulate` and `lethe deadlines` print."""
+        return {
+            "subject": self.subject,
+            "activity": self.activity,
+            "anchor_at": _iso(self.anchor_at),
+            "deadline_at": _iso(self.deadline_at),
+            "state": str(state or self.state(now)),
+            "then": self.then,
+        }
+
+
+def _iso(moment: pendulum.DateTime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    anchor_at: pendulum.DateTime | None
+    deadline_at: pendulum.DateTime | None
+
+    def sort_key(self) -> tuple[int, pendulum.DateTime | None]:
+        # An open-ended outcome (no deadline) outlasts any dated one.
+        if self.deadline_at is None:
+            return (2, self.anchor_at) if self.anchor_at else (0, None)
+        return (1, self.deadline_at)
+
+
+def lifecycles(subject: str, events: Iterable[Event], register: Register) -> list[Lifecycle]:
+    """Every lifecycle of `subject` that its events open, sorted by activity id."""
+    own = _own_events(subject, events)
+    found = (_lifecycle_of(subject, activity, own, register) for activity in register.activities)
+    return sorted((lc for lc in found if lc is not None), key=lambda lc: lc.activity)
+
+
+def lifecycle_for(
+    subject: str, activity: Activity, events: Iterable[Event], register: Register
+) -> Lifecycle | None:
+    """One activity's lifecycle for `subject`, or None when no event touches it."""
+    return _lifecycle_of(subject, activity, _own_events(subject, events), register)
+
+
+def _own_events(subject: str, events: Iterable[Event]) -> list[Event]:
+    # Keyed by id so a duplicated event counts once; sorted so ties break the same way.
+    own = {e.id: e for e in events if e.subject == subject}
+    return sorted(own.values(), key=lambda e: (e.occurred_at, e.id))
+
+
+def _lifecycle_of(
+    subject: str, activity: Activity, own: list[Event], register: Register
+) -> Lifecycle | None:
+    kind = subject.split(":", 1)[0]
+    touching = [e for e in own if activity.touched_by(e.type, kind)]
+    if not touching:
+        return None
+    outcomes = [_apply_rule(rule, touching, register.tz) for rule in activity.retention]
+    # Several rules: the data may be kept as long as any rule justifies it.
+    best = max(outcomes, key=_Outcome.sort_key)
+    return Lifecycle(
+        subject=subject,
+        activity=activity.id,
+        anchor_at=best.anchor_at,
+        deadline_at=best.deadline_at,
+        held=is_held(own, register),
+        then=activity.retention[outcomes.index(best)].then,
+    )
+
+
+def is_held(events: Iterable[Event], register: Register) -> bool:
+    """A dispute holds the subject while its latest opening is after its latest closing."""
+    placed = _latest(e for e in events if e.type in register.holds.place)
+    if placed is None:
+        return False
+    lifted = _latest(e for e in events if e.type in register.holds.lift)
+    return lifted is None or placed.occurred_at > lifted.occurred_at
+
+
+def _apply_rule(rule: Rule, events: list[Event], tz: pendulum.Timezone) -> _Outcome:
+    consented = _has_consent(rule, events)
+    ends = set(rule.ends_on)
+    clock = set(rule.clock)
+    if rule.consent and not consented:
+        ends |= set(rule.consent.otherwise_ends_on)
+    ended = _latest(e for e in events if e.type in ends)
+    opened = _latest(e for e in events if e.type in rule.opens_on)
+    clocked = _latest(e for e in events if e.type in clock)
+    later = [e.occurred_at for e in (opened, clocked) if e is not None]
+
+    # An end (unsubscribe, erasure request, rejection without consent) wins over
+    # anything at the same instant or before it; a later clock event reopens.
+    if ended is not None and (not later or ended.occurred_at >= max(later)):
+        anchor = ended.occurred_at.in_timezone(tz)
+        return _Outcome(anchor, anchor)
+    if opened is not None and (clocked is None or opened.occurred_at > clocked.occurred_at):
+        return _Outcome(opened.occurred_at.in_timezone(tz), None)
+    if clocked is None:
+        return _Outcome(None, None)
+    anchor = clocked.occurred_at.in_timezone(tz)
+    same_instant = [e for e in events if e.type in clock and e.occurred_at == clocked.occurred_at]
+    deadline = max(_keep(rule, e).after(anchor) for e in same_instant)
+    return _Outcome(anchor, deadline)
+
+
+def _keep(rule: Rule, event: Event):
+    if rule.keep_by is not None:
+        chosen = event.data.get(rule.keep_by.field)
+        if chosen is not None and str(chosen) in rule.keep_by.durations:
+            return rule.keep_by.durations[str(chosen)]
+    return rule.keep
+
+
+def _has_consent(rule: Rule, events: list[Event]) -> bool:
+    if rule.consent is None:
+        return False
+    if any(e.type in rule.consent.given_by for e in events):
+        return True
+    flag = rule.consent.flag
+    return flag is not None and any(e.data.get(flag) is True for e in events)
+
+
+def _latest(events: Iterable[Event]) -> Event | None:
+    return max(events, key=lambda e: (e.occurred_at, e.id), default=None)

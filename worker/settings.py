@@ -1,0 +1,88 @@
+"""One settings object, read from the environment (names are a contract: keep them).
+
+With nothing set, Lethe runs embedded: SQLite files and a broker that needs
+no server, under `LETHE_HOME` (default `./var`).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from worker.register import default_register_path
+
+
+class SettingsError(RuntimeError):
+    """A setting is missing or unusable; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    broker_url: str
+    database_url: str
+    shop_database_url: str
+    register_path: Path
+    secret: bytes
+    dashboard_token: str | None
+    queue_prefix: str
+
+    @property
+    def embedded(self) -> bool:
+        return self.broker_url.startswith("filesystem://")
+
+    @property
+    def broker_folder(self) -> Path:
+        return self.home / "broker"
+
+
+def load_settings(env: dict[str, str] | None = None) -> Settings:
+    env = dict(os.environ if env is None else env)
+    home = Path(env.get("LETHE_HOME", "var")).resolve()
+    broker_url = env.get("LETHE_BROKER_URL") or "filesystem://"
+    database_url = env.get("LETHE_DATABASE_URL") or f"sqlite:///{home / 'lethe.sqlite3'}"
+    shop_url = env.get("LETHE_SHOP_DATABASE_URL") or f"sqlite:///{home / 'shop.sqlite3'}"
+    register_path = register_path_from_env(env)
+    return Settings(
+        home=home,
+        broker_url=broker_url,
+        database_url=database_url,
+        shop_database_url=shop_url,
+        register_path=register_path,
+        secret=_secret(env, home, embedded=broker_url.startswith("filesystem://")),
+        dashboard_token=env.get("LETHE_DASHBOARD_TOKEN") or None,
+        queue_prefix=env.get("LETHE_QUEUE_PREFIX", "lethe"),
+    )
+
+
+def register_path_from_env(env: dict[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    return Path(env.get("LETHE_REGISTER") or default_register_path())
+
+
+def _secret(env: dict[str, str], home: Path, embedded: bool) -> bytes:
+    value = env.get("LETHE_SECRET")
+    if value:
+        if len(value) < 16:
+            raise SettingsError("LETHE_SECRET is shorter than 16 characters: use a random value")
+        return value.encode()
+    if not embedded:
+        raise SettingsError(
+            "LETHE_SECRET is not set: a shared broker and store need one key for the "
+            "subject hashes on every machine (e.g. `python -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))'`)"
+        )
+    # Embedded mode keeps its own random key beside its data, never one in the code.
+    path = home / "secret"
+    if not path.exists():
+        home.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass  # another process made it first
+        else:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(32))
+    return path.read_text().strip().encode()
