@@ -108,5 +108,6 @@ def simulate(events_file: str, register_path: str | None, now_text: str | None) 
     json.dump(rows, sys.stdout, indent=2, ensure_ascii=False)
     sys.stdout.write("\n")
     if refused:
-        click.echo(f"{len(refused)} event(s) refused out of {len(refused) + len(accepted)}", err=True)
+        total = len(refused) + len(accepted)
+        click.echo(f"{len(refused)} event(s) refused out of {total}", err=True)
         raise SystemExit(3)

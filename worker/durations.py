@@ -85,8 +85,7 @@ def parse_duration(text: str | int) -> Duration:
         key = _UNITS.get(unit.lower())
         if key is None:
             raise DurationError(
-                f"bad duration {text!r}: unknown unit {unit!r} "
-                "(use years, months, weeks or days)"
+                f"bad duration {text!r}: unknown unit {unit!r} (use years, months, weeks or days)"
             )
         amounts[key] += int(number)
     return Duration(**amounts)

@@ -83,12 +83,9 @@ def parse_event(raw: Any, register: Register) -> Event:
         )
     if kind not in register.subject_kinds:
         raise EventRefused(
-            f"unknown subject kind {kind!r}: the register knows "
-            f"{', '.join(register.subject_kinds)}"
+            f"unknown subject kind {kind!r}: the register knows {', '.join(register.subject_kinds)}"
         )
-    if not register.activities_touched(event_type, kind) and not register.is_hold_event(
-        event_type
-    ):
+    if not register.activities_touched(event_type, kind) and not register.is_hold_event(event_type):
         raise EventRefused(
             f"no activity of the register takes {event_type!r} for a {kind!r}: "
             "check the subject kind or the register"

@@ -169,7 +169,9 @@ class Register(_Strict):
         try:
             pendulum.timezone(value)
         except Exception:
-            raise ValueError(f"unknown time zone {value!r} (use an IANA name such as Europe/Paris)")
+            raise ValueError(
+                f"unknown time zone {value!r} (use an IANA name such as Europe/Paris)"
+            ) from None
         return value
 
     @property
@@ -320,8 +322,10 @@ def _problem_from_pydantic(
             context = f"activity {data['activities'][path[1]]['id']!r}: "
         except (KeyError, IndexError, TypeError):
             context = f"activity #{path[1] + 1}: "
-    field = ".".join(str(p) for p in path[2:] if not isinstance(p, int)) if context else ".".join(
-        str(p) for p in path
+    field = (
+        ".".join(str(p) for p in path[2:] if not isinstance(p, int))
+        if context
+        else ".".join(str(p) for p in path)
     )
     message = _friendly(err, path)
     return RegisterProblem(shown, _line_of(lines, path), f"{context}{field}: {message}".strip())
@@ -353,10 +357,10 @@ def _data_path(loc: tuple, data: Any) -> tuple:
     path: list[Any] = []
     node = data
     for part in loc:
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-            path.append(part)
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+        present = (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and part < len(node)
+        )
+        if present:
             node = node[part]
             path.append(part)
         elif isinstance(node, dict) or isinstance(part, int):
