@@ -27,6 +27,8 @@ _UNITS = {
     "jours": "days",
 }
 _PART = re.compile(r"(\d+)\s*([a-zA-Z]+)")
+# What may sit between the parts: `2 years 6 months`, `2 years, 6 months`, `2 years and 6 months`.
+_SEPARATORS = re.compile(r"(?:[\s,+]|\band\b)*")
 _ISO = re.compile(r"^P(?:(\d+)Y)?(?:(\d+)M)?(?:(\d+)W)?(?:(\d+)D)?$")
 
 
@@ -75,7 +77,7 @@ def parse_duration(text: str | int) -> Duration:
         y, m, w, d = (int(g) if g else 0 for g in iso.groups())
         return Duration(years=y, months=m, weeks=w, days=d)
     parts = _PART.findall(raw)
-    if not parts or _PART.sub("", raw).strip(" ,+and") != "":
+    if not parts or not _SEPARATORS.fullmatch(_PART.sub(" ", raw)):
         raise DurationError(
             f"bad duration {text!r}: write a number and a unit, like '13 months', "
             "'3 years', '2 years 6 months' or ISO 8601 'P2Y'"

@@ -83,8 +83,12 @@ def lifecycle_for(
 
 
 def _own_events(subject: str, events: Iterable[Event]) -> list[Event]:
-    # Keyed by id so a duplicated event counts once; sorted so ties break the same way.
-    own = {e.id: e for e in events if e.subject == subject}
+    # Keyed by id so a duplicated event counts once, the first seen as ingestion keeps it;
+    # sorted so ties break the same way.
+    own: dict[str, Event] = {}
+    for e in events:
+        if e.subject == subject:
+            own.setdefault(e.id, e)
     return sorted(own.values(), key=lambda e: (e.occurred_at, e.id))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import secrets
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from worker.register import default_register_path
@@ -36,6 +37,12 @@ class Settings:
     @property
     def broker_folder(self) -> Path:
         return self.home / "broker"
+
+
+@lru_cache(maxsize=1)
+def current_settings() -> Settings:
+    """This process's settings, read once from the environment."""
+    return load_settings()
 
 
 def load_settings(env: dict[str, str] | None = None) -> Settings:

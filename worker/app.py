@@ -1,0 +1,86 @@
+"""The Celery app, configured from settings. `celery -A worker.app worker` starts a worker.
+
+The client imports this module only to publish by task name; task code lives
+in `tasks/` and is imported by workers alone.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_init
+
+from worker.settings import Settings, current_settings
+
+INGEST_TASK = "lethe.ingest"
+NOOP_TASK = "lethe.noop"
+
+# Redis redelivers a task that stays unacknowledged (running, or waiting for a
+# retry's countdown) longer than this; it must exceed the longest task and the
+# longest retry delay (RETRY_BACKOFF_MAX in tasks/ingest.py).
+DEFAULT_VISIBILITY_TIMEOUT = 3600
+
+
+def events_queue(settings: Settings) -> str:
+    return f"{settings.queue_prefix}.events"
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    visibility = int(os.environ.get("LETHE_VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT))
+    transport_options: dict[str, Any] = {}
+    if settings.embedded:
+        folder = settings.broker_folder
+        for sub in ("out", "processed"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        transport_options = {
+            "data_folder_in": str(folder / "out"),
+            "data_folder_out": str(folder / "out"),
+            "processed_folder": str(folder / "processed"),
+            "store_processed": False,
+        }
+    elif settings.broker_url.startswith(("redis://", "rediss://")):
+        transport_options = {
+            "visibility_timeout": visibility,
+            # several Lethe installs (or test runs) can share one Redis server
+            "global_keyprefix": f"{settings.queue_prefix}:",
+        }
+    return {
+        "broker_url": settings.broker_url,
+        "broker_transport_options": transport_options,
+        "broker_connection_retry_on_startup": True,
+        "task_default_queue": events_queue(settings),
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_backend": None,
+        "task_ignore_result": True,
+        # A task is acknowledged once it has run, and given back if its worker
+        # dies: the event is then ingested again, which is harmless (idempotent).
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": int(os.environ.get("LETHE_PREFETCH", 4)),
+        "worker_hijack_root_logger": False,
+        "worker_send_task_events": False,
+        "timezone": "Europe/Paris",
+        "enable_utc": True,
+        "broker_pool_limit": 10,
+    }
+
+
+def create_app(settings: Settings | None = None) -> Celery:
+    settings = settings or current_settings()
+    app = Celery("lethe", include=["tasks.ingest"])
+    app.conf.update(celery_config(settings))
+    app.conf.lethe_settings = settings
+    return app
+
+
+app = create_app()
+
+
+@worker_init.connect
+def _prepare_store(**_: Any) -> None:
+    from worker.migrate import ensure_schema
+
+    ensure_schema(current_settings())

@@ -1,0 +1,189 @@
+"""What the shop imports: `emit` and `emit_many`. No task code is imported.
+
+Events are checked here, before they leave the shop, so a typo fails in the
+shop's own code instead of becoming a dead letter. Values that are only needed
+for matching later (a newsletter address) leave as keyed hashes, never as text.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+import pendulum
+from kombu.exceptions import OperationalError as KombuOperationalError
+
+from worker.events import Event, EventRefused, parse_event
+from worker.hashing import value_hash
+from worker.register import Register, load_register
+from worker.settings import Settings, current_settings
+
+BATCH_SIZE = 500
+
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[a-zA-Z]{2,}")
+_PHONE = re.compile(r"^\+?[\d .()-]{9,}$")
+
+
+class BrokerUnavailable(ConnectionError):
+    """The queue cannot be reached: nothing (or only what `sent` says) left the shop."""
+
+
+class EventInvalid(ValueError):
+    """The event was refused before sending; the message says which field and why."""
+
+
+@dataclass
+class EmitReport:
+    sent: int = 0
+    refused: list[tuple[int, str]] = field(default_factory=list)
+    ids: list[str] = field(default_factory=list)
+
+
+@lru_cache(maxsize=4)
+def _register(path: str) -> Register:
+    return load_register(path)
+
+
+def _app():
+    from worker.app import app
+
+    return app
+
+
+def emit(
+    type: str,
+    *,
+    subject: str,
+    occurred_at: datetime | str | None = None,
+    id: str | None = None,
+    data: Mapping[str, Any] | None = None,
+    match: Mapping[str, str] | None = None,
+) -> str:
+    """Send one event; returns its id. Pass your own `id` to make retries harmless."""
+    event = build_event(
+        type, subject=subject, occurred_at=occurred_at, id=id, data=data, match=match
+    )
+    _publish([event.to_message()])
+    return event.id
+
+
+def emit_many(
+    events: Iterable[Mapping[str, Any] | str],
+    *,
+    batch_size: int = BATCH_SIZE,
+    progress: Callable[[int], None] | None = None,
+) -> EmitReport:
+    """Check and send many events (dicts or JSON texts) in batches.
+
+    Refused ones are reported by position (1-based) and not sent.
+
+    Raises BrokerUnavailable when the queue fails; the error says how many were sent.
+    """
+    settings = current_settings()
+    register = _register(str(settings.register_path))
+    report = EmitReport()
+    batch: list[dict[str, Any]] = []
+    for position, raw in enumerate(events, start=1):
+        try:
+            event = parse_event(dict(raw) if isinstance(raw, Mapping) else raw, register)
+            _refuse_plain_personal_data(event.data)
+        except (EventRefused, EventInvalid) as exc:
+            report.refused.append((position, str(exc)))
+            continue
+        batch.append(event.to_message())
+        report.ids.append(event.id)
+        if len(batch) >= batch_size:
+            _send_batch(batch, report, progress)
+            batch = []
+    if batch:
+        _send_batch(batch, report, progress)
+    return report
+
+
+def _send_batch(
+    batch: list[dict[str, Any]], report: EmitReport, progress: Callable[[int], None] | None
+) -> None:
+    try:
+        _publish(batch)
+    except BrokerUnavailable as exc:
+        raise BrokerUnavailable(
+            f"{exc}; {report.sent} event(s) were sent before the failure, the rest were not "
+            "(sending again is harmless: event ids make ingestion idempotent)"
+        ) from exc
+    report.sent += len(batch)
+    if progress:
+        progress(len(batch))
+
+
+def build_event(
+    type: str,
+    *,
+    subject: str,
+    occurred_at: datetime | str | None = None,
+    id: str | None = None,
+    data: Mapping[str, Any] | None = None,
+    match: Mapping[str, str] | None = None,
+) -> Event:
+    """A checked event; `match` values become keyed hashes (`email` -> `email_hash`)."""
+    settings = current_settings()
+    payload = dict(data or {})
+    _refuse_plain_personal_data(payload)
+    for name, value in (match or {}).items():
+        payload[f"{name}_hash"] = value_hash(settings.secret, value)
+    when = occurred_at or pendulum.now("UTC")
+    raw = {
+        "id": id or str(uuid.uuid4()),
+        "type": type,
+        "subject": subject,
+        "occurred_at": when if isinstance(when, str) else when.isoformat(),
+        "data": payload,
+    }
+    try:
+        return parse_event(raw, _register(str(settings.register_path)))
+    except EventRefused as exc:
+        raise EventInvalid(str(exc)) from None
+
+
+def _refuse_plain_personal_data(data: Mapping[str, Any]) -> None:
+    # The queue and the event log must not become a second copy of the shop's
+    # customer file: an address or phone number in `data` is refused outright.
+    for key, value in data.items():
+        if not isinstance(value, str) or key.endswith("_hash"):
+            continue
+        if _EMAIL.search(value) or _PHONE.match(value):
+            raise EventInvalid(
+                f"data.{key} looks like an e-mail address or phone number: send only the "
+                f"shop's ids, or pass it as match={{'{key}': ...}} to send its keyed hash"
+            )
+
+
+def _publish(messages: list[dict[str, Any]]) -> None:
+    from worker.app import INGEST_TASK
+    from worker.spool import spooled
+
+    app = _app()
+    settings: Settings = app.conf.lethe_settings
+    task_id = str(uuid.uuid4())
+    try:
+        with spooled(settings, task_id, messages):
+            app.send_task(
+                INGEST_TASK,
+                args=[messages],
+                task_id=task_id,
+                retry=True,
+                retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
+            )
+    except (KombuOperationalError, OSError) as exc:
+        raise BrokerUnavailable(
+            f"cannot reach the broker at {_safe_url(settings.broker_url)} "
+            f"({type(exc).__name__}: {exc}); start it or fix LETHE_BROKER_URL"
+        ) from None
+
+
+def _safe_url(url: str) -> str:
+    return re.sub(r"//[^@/]*@", "//***@", url)

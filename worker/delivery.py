@@ -1,0 +1,54 @@
+"""The redelivery cap: a batch that keeps killing its worker goes to the dead letters.
+
+With `task_reject_on_worker_lost`, a message whose worker dies is delivered
+again; one that crashes the worker every time would loop forever, so after
+MAX_DELIVERIES the events are set aside, kept whole for a replay.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+from worker.store import DeadLetter, Delivery, now_utc, transaction
+
+MAX_DELIVERIES = 5
+
+
+def too_many_deliveries(url: str, request: Any, events: list[Any]) -> bool:
+    """Count a redelivery of this task; True (and events dead-lettered) past the cap."""
+    delivery_info = getattr(request, "delivery_info", None) or {}
+    if not delivery_info.get("redelivered"):
+        return False
+    now = now_utc()
+    with transaction(url) as session:
+        dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+        statement = dialect.insert(Delivery).values(task_id=request.id, attempts=2, first_seen=now)
+        session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["task_id"], set_={"attempts": Delivery.attempts + 1}
+            )
+        )
+        attempts = session.scalar(select(Delivery.attempts).where(Delivery.task_id == request.id))
+        if attempts < MAX_DELIVERIES:
+            return False
+        session.execute(
+            DeadLetter.__table__.insert(),
+            [
+                {
+                    "received_at": now,
+                    "event_id": e.get("id") if isinstance(e, dict) else None,
+                    "reason": (
+                        f"delivered {attempts} times and the worker was lost each time: "
+                        "set aside so the queue goes on; replay with `lethe dead-letters --replay`"
+                    ),
+                    "payload": e if isinstance(e, str) else json.dumps(e, ensure_ascii=False),
+                }
+                for e in events
+            ],
+        )
+        session.execute(delete(Delivery).where(Delivery.task_id == request.id))
+    return True

@@ -1,0 +1,227 @@
+"""Ingestion: record a batch of events once, recompute what they touch, in one transaction.
+
+Called by the Celery task and by `lethe dead-letters --replay`; knows nothing of Celery.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pendulum
+from sqlalchemy import select, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from worker.events import Event, EventRefused, parse_event
+from worker.register import Register
+from worker.retention import Lifecycle, lifecycle_for
+from worker.store import DeadLetter, StoredEvent, StoredLifecycle
+
+_CHUNK = 500
+
+
+@dataclass
+class IngestReport:
+    stored: int = 0
+    duplicates: int = 0
+    refused: int = 0
+    lifecycles: int = 0
+
+    def add(self, other: IngestReport) -> None:
+        self.stored += other.stored
+        self.duplicates += other.duplicates
+        self.refused += other.refused
+        self.lifecycles += other.lifecycles
+
+
+def ingest(
+    session: Session, raw_events: Sequence[Any], register: Register, now: pendulum.DateTime
+) -> IngestReport:
+    """Store new events, dead-letter refused ones, and bring touched lifecycles up to date.
+
+    Idempotent: events already in the log (same id) change nothing.
+    """
+    report = IngestReport()
+    accepted: dict[str, Event] = {}
+    dead: list[dict[str, Any]] = []
+    for raw in raw_events:
+        try:
+            event = parse_event(raw, register)
+        except EventRefused as exc:
+            dead.append(_dead_letter(raw, str(exc), now))
+            continue
+        accepted.setdefault(event.id, event)
+    if dead:
+        session.execute(DeadLetter.__table__.insert(), dead)
+        report.refused = len(dead)
+    new_events = _insert_new_events(session, list(accepted.values()), now)
+    report.stored = len(new_events)
+    report.duplicates = len(raw_events) - report.refused - report.stored
+    if new_events:
+        report.lifecycles = _recompute(session, new_events, register, now)
+    return report
+
+
+def _dead_letter(raw: Any, reason: str, now: pendulum.DateTime) -> dict[str, Any]:
+    payload = raw if isinstance(raw, str) else json.dumps(raw, ensure_ascii=False, default=str)
+    event_id = raw.get("id") if isinstance(raw, dict) else None
+    return {
+        "received_at": now,
+        "event_id": event_id if isinstance(event_id, str) else None,
+        "reason": reason,
+        "payload": payload,
+    }
+
+
+def _insert(session: Session):
+    return (postgresql if session.get_bind().dialect.name == "postgresql" else sqlite).insert
+
+
+def _insert_new_events(
+    session: Session, events: list[Event], now: pendulum.DateTime
+) -> list[Event]:
+    """Insert in bulk, skipping ids already logged; returns the events that were new."""
+    by_id = {e.id: e for e in events}
+    new_ids: list[str] = []
+    for start in range(0, len(events), _CHUNK):
+        chunk = events[start : start + _CHUNK]
+        statement = (
+            _insert(session)(StoredEvent)
+            .on_conflict_do_nothing(index_elements=["id"])
+            .returning(StoredEvent.id)
+        )
+        rows = [
+            {
+                "id": e.id,
+                "type": e.type,
+                "subject": e.subject,
+                "occurred_at": e.occurred_at,
+                "data": e.data,
+                "received_at": now,
+            }
+            for e in chunk
+        ]
+        new_ids.extend(session.scalars(statement.values(rows)).all())
+    return [by_id[i] for i in new_ids]
+
+
+def _lock_subjects(session: Session, subjects: list[str]) -> None:
+    # Two workers ingesting events of one subject must not each compute its
+    # lifecycles from half of the events. Locks are taken in hash order, so two
+    # batches never wait on each other in a cycle. SQLite serialises writers
+    # already (BEGIN IMMEDIATE, see store.py).
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    session.execute(
+        text(
+            "SELECT pg_advisory_xact_lock(h) FROM "
+            "(SELECT DISTINCT hashtextextended(s, 0) AS h FROM unnest(:subjects) AS s) AS keys "
+            "ORDER BY h"
+        ),
+        {"subjects": subjects},
+    )
+
+
+def _recompute(
+    session: Session, new_events: list[Event], register: Register, now: pendulum.DateTime
+) -> int:
+    touched: dict[str, set[str]] = defaultdict(set)
+    for event in new_events:
+        activities = register.activities_touched(event.type, event.kind)
+        touched[event.subject].update(a.id for a in activities)
+        if register.is_hold_event(event.type):
+            # a hold moves every lifecycle of the subject, touched or not
+            touched[event.subject].update(a.id for a in register.activities)
+    subjects = sorted(touched)
+    _lock_subjects(session, subjects)
+    history = events_of(session, subjects)
+    existing = _lifecycles_of(session, subjects)
+    rows = []
+    for subject in subjects:
+        for activity_id in sorted(touched[subject]):
+            lifecycle = lifecycle_for(
+                subject, register.activity(activity_id), history[subject], register
+            )
+            if lifecycle is None:
+                continue
+            rows.append(_stored_row(lifecycle, existing.get((subject, activity_id)), now))
+    upsert_lifecycles(session, rows)
+    return len(rows)
+
+
+def events_of(session: Session, subjects: list[str]) -> dict[str, list[Event]]:
+    history: dict[str, list[Event]] = defaultdict(list)
+    for start in range(0, len(subjects), _CHUNK):
+        chunk = subjects[start : start + _CHUNK]
+        for row in session.scalars(select(StoredEvent).where(StoredEvent.subject.in_(chunk))):
+            history[row.subject].append(
+                Event(row.id, row.type, row.subject, row.occurred_at, row.data or {})
+            )
+    return history
+
+
+def _lifecycles_of(session: Session, subjects: list[str]) -> dict[tuple[str, str], Any]:
+    found = {}
+    for start in range(0, len(subjects), _CHUNK):
+        chunk = subjects[start : start + _CHUNK]
+        query = select(
+            StoredLifecycle.subject,
+            StoredLifecycle.activity,
+            StoredLifecycle.state,
+            StoredLifecycle.anchor_at,
+        ).where(StoredLifecycle.subject.in_(chunk))
+        for row in session.execute(query):
+            found[(row.subject, row.activity)] = row
+    return found
+
+
+def stored_state(lifecycle: Lifecycle, previous: Any) -> str:
+    """active, held or erased; `due` is not stored, it is `active` with a past deadline.
+
+    An erased lifecycle stays erased unless a later event starts a new one (the
+    customer came back), so a late or replayed old event never resurrects it.
+    """
+    if previous is not None and previous.state == "erased":
+        newer = (
+            lifecycle.anchor_at is not None
+            and previous.anchor_at is not None
+            and lifecycle.anchor_at > previous.anchor_at
+        )
+        if not newer:
+            return "erased"
+    return "held" if lifecycle.held else "active"
+
+
+def _stored_row(lifecycle: Lifecycle, previous: Any, now: pendulum.DateTime) -> dict[str, Any]:
+    return {
+        "subject": lifecycle.subject,
+        "activity": lifecycle.activity,
+        "anchor_at": lifecycle.anchor_at,
+        "deadline_at": lifecycle.deadline_at,
+        "state": stored_state(lifecycle, previous),
+        "then": lifecycle.then,
+        "updated_at": now,
+    }
+
+
+def upsert_lifecycles(session: Session, rows: Iterable[dict[str, Any]]) -> None:
+    rows = list(rows)
+    for start in range(0, len(rows), _CHUNK):
+        statement = _insert(session)(StoredLifecycle).values(rows[start : start + _CHUNK])
+        excluded = statement.excluded
+        session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["subject", "activity"],
+                set_={
+                    "anchor_at": excluded.anchor_at,
+                    "deadline_at": excluded.deadline_at,
+                    "state": excluded.state,
+                    "then": excluded.then,
+                    "updated_at": excluded.updated_at,
+                },
+            )
+        )

@@ -1,0 +1,58 @@
+"""Schema migrations, run by `lethe db upgrade` and automatically on the embedded default."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from worker.settings import Settings
+
+_SCRIPTS = Path(__file__).resolve().parent / "migrations"
+
+
+def alembic_config(url: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(_SCRIPTS))
+    # configparser would read '%' in a password as interpolation
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+def upgrade(url: str) -> None:
+    """Bring the store at `url` to the newest schema (no-op when already there)."""
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    command.upgrade(alembic_config(url), "head")
+
+
+class SchemaNotReady(RuntimeError):
+    """The store's schema is older than this code: the message says what to run."""
+
+
+def ensure_schema(settings: Settings) -> None:
+    """Embedded: migrate on start. Shared store: refuse to start on an old schema.
+
+    A shared PostgreSQL is migrated once, by `lethe db upgrade` (the compose
+    stack's one-shot service), never by each worker racing the others.
+    """
+    if settings.database_url.startswith("sqlite"):
+        upgrade(settings.database_url)
+        return
+    current = current_revision(settings.database_url)
+    head = ScriptDirectory.from_config(alembic_config(settings.database_url)).get_current_head()
+    if current != head:
+        raise SchemaNotReady(
+            f"the store's schema is at {current or 'nothing'}, this code needs {head}: "
+            "run `lethe db upgrade` first"
+        )
+
+
+def current_revision(url: str) -> str | None:
+    from worker.store import engine_for
+
+    with engine_for(url).connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()

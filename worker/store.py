@@ -1,0 +1,158 @@
+"""Lethe's own store: the event log, lifecycles and dead letters (SQLAlchemy 2).
+
+PostgreSQL in production, SQLite embedded. The schema is owned by the Alembic
+migrations in `worker/migrations`; these models describe it for queries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+import pendulum
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware datetimes in, aware UTC pendulum datetimes out, on PostgreSQL and SQLite alike.
+
+    SQLite has no time zone type; storing naive UTC keeps comparisons such as
+    `deadline_at <= now` correct in SQL on both engines.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store: pass an aware one")
+        utc = value.astimezone(UTC)
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return pendulum.instance(value).in_timezone("UTC")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class StoredEvent(Base):
+    """The event log; its primary key is the shop's event id, which makes ingestion idempotent."""
+
+    __tablename__ = "events"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    type: Mapped[str] = mapped_column(String(100))
+    subject: Mapped[str] = mapped_column(String(200), index=True)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    data: Mapped[dict] = mapped_column(JSON, default=dict)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class StoredLifecycle(Base):
+    __tablename__ = "lifecycles"
+    __table_args__ = (
+        UniqueConstraint("subject", "activity", name="uq_lifecycles_subject_activity"),
+        # "What is due before T" is the sweep's and the dashboard's question.
+        Index("ix_lifecycles_state_deadline", "state", "deadline_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    subject: Mapped[str] = mapped_column(String(200))
+    activity: Mapped[str] = mapped_column(String(100))
+    anchor_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    state: Mapped[str] = mapped_column(String(10))
+    then: Mapped[str] = mapped_column(String(20))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class DeadLetter(Base):
+    """An event that could not be used, kept with its reason until replayed."""
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    event_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    reason: Mapped[str] = mapped_column(Text)
+    payload: Mapped[str] = mapped_column(Text)
+
+
+class Delivery(Base):
+    """Redeliveries of a task, counted so a message that kills its worker cannot loop forever."""
+
+    __tablename__ = "deliveries"
+
+    task_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    attempts: Mapped[int] = mapped_column(Integer)
+    first_seen: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 60})
+        _sqlite_serialised_writes(engine)
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _sqlite_serialised_writes(engine: Engine) -> None:
+    # pysqlite starts transactions lazily, so two processes could read the same
+    # subject's events and both write a lifecycle from a partial view. BEGIN
+    # IMMEDIATE takes the write lock first; WAL lets readers go on meanwhile.
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+@lru_cache(maxsize=8)
+def engine_for(url: str) -> Engine:
+    """One engine per URL per process (Celery's prefork children each get their own)."""
+    return make_engine(url)
+
+
+def session_factory(url: str) -> sessionmaker[Session]:
+    return sessionmaker(engine_for(url), expire_on_commit=False)
+
+
+@contextmanager
+def transaction(url: str) -> Iterator[Session]:
+    """One unit of work: commits on success, rolls back on any error."""
+    with session_factory(url)() as session, session.begin():
+        yield session
+
+
+def now_utc() -> pendulum.DateTime:
+    return pendulum.now("UTC")
