@@ -9,7 +9,7 @@ import structlog
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from worker.app import INGEST_TASK, app
-from worker.delivery import too_many_deliveries
+from worker.delivery import set_aside, too_many_deliveries
 from worker.ingest import ingest
 from worker.runtime import runtime
 from worker.spool import release
@@ -58,6 +58,20 @@ def ingest_events(self: Any, events: list[Any]) -> dict[str, int]:
             events=len(events),
         )
         raise
+    except Exception as exc:
+        # A failed task is acknowledged and gone: keep its events as dead letters.
+        # Only the error's type is told: its text may quote the events' values.
+        reason = (
+            f"internal error {type(exc).__name__} while ingesting this batch; "
+            "replay with `lethe dead-letters --replay` once fixed"
+        )
+        with transaction(rt.settings.database_url) as session:
+            set_aside(session, events, reason)
+        release(rt.settings, self.request.id)
+        rt.log.error(
+            "batch set aside after an internal error", error=type(exc).__name__, events=len(events)
+        )
+        return {"dead_lettered": len(events)}
     finally:
         structlog.contextvars.unbind_contextvars("task_id")
 

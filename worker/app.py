@@ -10,7 +10,7 @@ import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_init
+from celery.signals import worker_init, worker_process_init
 
 from worker.settings import Settings, current_settings
 
@@ -43,6 +43,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     elif settings.broker_url.startswith(("redis://", "rediss://")):
         transport_options = {
             "visibility_timeout": visibility,
+            # kombu sweeps for expired unacked messages every interval x throttle
+            # seconds (100 s by default): keep that well below a short timeout.
+            "unacked_restore_interval": max(1, min(10, visibility // 5)),
+            "unacked_restore_throttle": 1 if visibility < 300 else 10,
             # several Lethe installs (or test runs) can share one Redis server
             "global_keyprefix": f"{settings.queue_prefix}:",
         }
@@ -61,6 +65,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": int(os.environ.get("LETHE_PREFETCH", 4)),
         "worker_hijack_root_logger": False,
+        # structlog writes its own JSON lines; Celery must not re-wrap them as warnings
+        "worker_redirect_stdouts": False,
         "worker_send_task_events": False,
         "timezone": "Europe/Paris",
         "enable_utc": True,
@@ -84,3 +90,12 @@ def _prepare_store(**_: Any) -> None:
     from worker.migrate import ensure_schema
 
     ensure_schema(current_settings())
+
+
+@worker_process_init.connect
+def _fresh_connections(**_: Any) -> None:
+    # A prefork child inherits the parent's pooled connections (opened by the
+    # schema check); two processes on one socket corrupt each other's results.
+    from worker.store import dispose_inherited_engines
+
+    dispose_inherited_engines()

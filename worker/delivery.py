@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
 
 from worker.store import DeadLetter, Delivery, now_utc, transaction
 
@@ -35,20 +36,28 @@ def too_many_deliveries(url: str, request: Any, events: list[Any]) -> bool:
         attempts = session.scalar(select(Delivery.attempts).where(Delivery.task_id == request.id))
         if attempts < MAX_DELIVERIES:
             return False
-        session.execute(
-            DeadLetter.__table__.insert(),
-            [
-                {
-                    "received_at": now,
-                    "event_id": e.get("id") if isinstance(e, dict) else None,
-                    "reason": (
-                        f"delivered {attempts} times and the worker was lost each time: "
-                        "set aside so the queue goes on; replay with `lethe dead-letters --replay`"
-                    ),
-                    "payload": e if isinstance(e, str) else json.dumps(e, ensure_ascii=False),
-                }
-                for e in events
-            ],
+        set_aside(
+            session,
+            events,
+            f"delivered {attempts} times and the worker was lost each time: set aside so "
+            "the queue goes on; replay with `lethe dead-letters --replay`",
         )
         session.execute(delete(Delivery).where(Delivery.task_id == request.id))
     return True
+
+
+def set_aside(session: Session, events: list[Any], reason: str) -> None:
+    """Keep a whole batch as dead letters with one reason, so it can be replayed."""
+    now = now_utc()
+    session.execute(
+        DeadLetter.__table__.insert(),
+        [
+            {
+                "received_at": now,
+                "event_id": e.get("id") if isinstance(e, dict) else None,
+                "reason": reason,
+                "payload": e if isinstance(e, str) else json.dumps(e, ensure_ascii=False),
+            }
+            for e in events
+        ],
+    )

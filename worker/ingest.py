@@ -118,9 +118,8 @@ def _lock_subjects(session: Session, subjects: list[str]) -> None:
         return
     session.execute(
         text(
-            "SELECT pg_advisory_xact_lock(h) FROM "
-            "(SELECT DISTINCT hashtextextended(s, 0) AS h FROM unnest(:subjects) AS s) AS keys "
-            "ORDER BY h"
+            "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended(s, 0) AS h "
+            "FROM unnest(CAST(:subjects AS text[])) AS s) AS keys ORDER BY h"
         ),
         {"subjects": subjects},
     )

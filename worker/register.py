@@ -10,11 +10,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pendulum
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from worker.durations import Duration, DurationError, parse_duration
 
@@ -65,13 +65,16 @@ class KeepBy(_Strict):
     """Durations chosen by a field of the clock event's data (per distributor)."""
 
     field: str
-    durations: dict[str, Duration] = Field(default_factory=dict)
+    # Checked one by one, so an error points at the distributor's own line.
+    durations: dict[str, Annotated[Duration, BeforeValidator(_duration)]] = Field(
+        default_factory=dict
+    )
 
     @field_validator("durations", mode="before")
     @classmethod
     def _parse(cls, value: Any) -> Any:
         if isinstance(value, dict):
-            return {str(k): _duration(v) for k, v in value.items()}
+            return {str(k): v for k, v in value.items()}
         return value
 
 
@@ -334,9 +337,10 @@ def _problem_from_pydantic(
 def _friendly(err: dict[str, Any], path: tuple) -> str:
     kind = err["type"]
     last = path[-1] if path else ""
+    if last == "retention" and (kind == "missing" or err.get("input") is None):
+        # `retention:` left empty reads as null: the same mistake as no key at all.
+        return "missing: every activity needs a retention rule (art. 5(1)(e))"
     if kind == "missing":
-        if last == "retention":
-            return "missing: every activity needs a retention rule (art. 5(1)(e))"
         return "required field is missing"
     if kind == "extra_forbidden":
         return f"unknown field {last!r} (check its spelling)"

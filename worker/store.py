@@ -140,9 +140,21 @@ def _sqlite_serialised_writes(engine: Engine) -> None:
 @lru_cache(maxsize=8)
 def engine_for(url: str) -> Engine:
     """One engine per URL per process (Celery's prefork children each get their own)."""
-    return make_engine(url)
+    engine = make_engine(url)
+    _created.append(engine)
+    return engine
 
 
+_created: list[Engine] = []
+
+
+def dispose_inherited_engines() -> None:
+    """In a forked child: drop the parent's pooled connections without closing them."""
+    for engine in _created:
+        engine.dispose(close=False)
+
+
+@lru_cache(maxsize=8)
 def session_factory(url: str) -> sessionmaker[Session]:
     return sessionmaker(engine_for(url), expire_on_commit=False)
 

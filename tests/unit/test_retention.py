@@ -10,6 +10,7 @@ from __future__ import annotations
 import pendulum
 import pytest
 
+from worker.register import default_register_path, parse_register
 from worker.retention import Lifecycle, State, is_held, lifecycle_for, lifecycles
 
 
@@ -227,9 +228,7 @@ def test_an_erasure_request_ends_an_active_subscription(register, event):
         event("newsletter.subscribed", "visitor:v-1", SUBSCRIBED),
         event("erasure.requested", "visitor:v-1", "2026-10-01T16:00:00+02:00"),
     ]
-    assert deadline(register, "visitor:v-1", "newsletter", *events) == (
-        "2026-10-01T16:00:00+02:00"
-    )
+    assert deadline(register, "visitor:v-1", "newsletter", *events) == ("2026-10-01T16:00:00+02:00")
 
 
 # recruitment: erased at rejection, unless the candidate consented (then 2 years)
@@ -326,7 +325,9 @@ def test_a_distributor_customer_is_kept_as_long_as_its_distributor_says(
     register, event, distributor, expected
 ):
     order = event(
-        "order.closed", "distributor-customer:DN-501", "2023-12-31T23:59:00+01:00",
+        "order.closed",
+        "distributor-customer:DN-501",
+        "2023-12-31T23:59:00+01:00",
         distributor=distributor,
     )
     lc = lifecycle(register, "distributor-customer:DN-501", "distributors.orders", order)
@@ -438,6 +439,15 @@ def test_a_closing_without_any_opening_holds_nothing(register, event):
         event("dispute.closed", "customer:43", "2026-02-01T09:00:00+01:00"),
     ]
     assert not is_held(events, register)
+
+
+def test_a_dispute_opened_and_closed_at_the_same_instant_holds_nothing(register, event):
+    events = [
+        event("order.closed", "customer:43", ORDER_43),
+        event("dispute.opened", "customer:43", "2025-06-01T09:00:00+02:00"),
+        event("dispute.closed", "customer:43", "2025-06-01T07:00:00Z"),
+    ]
+    assert not lifecycle(register, "customer:43", "sales", *events).held
 
 
 def test_a_dispute_about_someone_else_holds_nothing(register, event):
@@ -569,7 +579,9 @@ def test_a_leap_day_anchor_lands_on_28_february(
 
 def test_a_leap_day_anchor_with_a_distributor_lands_on_28_february(register, event):
     order = event(
-        "order.closed", "distributor-customer:DN-1", "2024-02-29T15:00:00+01:00",
+        "order.closed",
+        "distributor-customer:DN-1",
+        "2024-02-29T15:00:00+01:00",
         distributor="DIST-NORD",
     )
     assert deadline(register, "distributor-customer:DN-1", "distributors.orders", order) == (
@@ -637,9 +649,7 @@ def test_a_deadline_in_the_repeated_autumn_hour_takes_the_later_one(register, ev
     assert lc.state(at("2026-10-25T02:30:00+02:00")) is State.active
 
 
-def test_an_event_at_half_past_eleven_utc_on_new_years_eve_is_new_year_in_paris(
-    register, event
-):
+def test_an_event_at_half_past_eleven_utc_on_new_years_eve_is_new_year_in_paris(register, event):
     contact = event("contact.made", "prospect:p-1", "2024-12-31T23:30:00Z")
     lc = lifecycle(register, "prospect:p-1", "website.prospects", contact)
     assert iso(lc.anchor_at) == "2025-01-01T00:30:00+01:00"
@@ -732,3 +742,47 @@ def test_a_second_event_with_the_same_id_does_not_replace_the_first(register, ev
     assert deadline(register, "customer:42", "sales", first, resent) == (
         "2025-02-28T10:00:00+01:00"
     )
+
+
+# several rules for one activity: kept as long as any rule justifies it
+
+SALES_RULE = """      - clock: [order.closed]
+        ends_on: [erasure.requested]
+        keep: 5 years
+        then: anonymise
+"""
+
+
+def register_with_second_sales_rule(rule: str):
+    text = default_register_path().read_text(encoding="utf-8")
+    assert SALES_RULE in text
+    return parse_register(
+        text.replace(SALES_RULE, SALES_RULE + "        source: test\n" + rule),
+        "two-rules.yaml",
+    )
+
+
+def test_with_two_rules_the_longer_one_decides(event):
+    two = register_with_second_sales_rule(
+        "      - clock: [invoice.issued]\n        keep: 10 years\n        then: delete\n"
+    )
+    events = [
+        event("order.closed", "customer:42", "2020-02-29T10:00:00+01:00"),
+        event("invoice.issued", "customer:42", "2020-02-29T10:05:00+01:00"),
+    ]
+    lc = lifecycle(two, "customer:42", "sales", *events)
+    assert iso(lc.deadline_at) == "2030-02-28T10:05:00+01:00"
+    assert lc.then == "delete"
+
+
+def test_with_two_rules_an_open_ended_one_outlasts_any_deadline(event):
+    two = register_with_second_sales_rule(
+        "      - opens_on: [newsletter.subscribed]\n        keep: 0 days\n        then: delete\n"
+    )
+    events = [
+        event("order.closed", "customer:42", "2020-02-29T10:00:00+01:00"),
+        event("newsletter.subscribed", "customer:42", "2019-01-07T08:00:00+01:00"),
+    ]
+    lc = lifecycle(two, "customer:42", "sales", *events)
+    assert lc.deadline_at is None
+    assert iso(lc.anchor_at) == "2019-01-07T08:00:00+01:00"

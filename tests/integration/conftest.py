@@ -1,0 +1,131 @@
+"""Real services for integration tests: a PostgreSQL database and a Redis key prefix per run,
+and real `lethe` / `celery` processes started as a user would.
+
+Nothing here assumes an empty server: every run makes its own database and prefix
+and removes them afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from harness import BIN, ROOT, Lethe
+
+REDIS_URL = os.environ.get("LETHE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+POSTGRES_URL = os.environ.get(
+    "LETHE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+REQUIRED = os.environ.get("LETHE_REQUIRE_SERVICES") == "1"
+
+
+def _unavailable(what: str, exc: Exception) -> None:
+    message = f"{what} is not reachable ({exc}); start it or set the LETHE_TEST_* URL"
+    if REQUIRED:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    import sqlalchemy as sa
+
+    try:
+        with sa.create_engine(POSTGRES_URL).connect() as connection:
+            connection.execute(sa.text("select 1"))
+    except Exception as exc:  # any failure to connect means: no server for this run
+        _unavailable("PostgreSQL", exc)
+    return POSTGRES_URL
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """A fresh database of our own on the shared server, dropped afterwards."""
+    import sqlalchemy as sa
+
+    name = f"lethe_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(postgres_server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    base = postgres_server.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> str:
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_timeout=2).ping()
+    except Exception as exc:
+        _unavailable("Redis", exc)
+    return REDIS_URL
+
+
+@pytest.fixture
+def redis_prefix(redis_server: str) -> Iterator[str]:
+    """A key prefix of our own; its keys are deleted afterwards."""
+    import redis
+
+    prefix = f"lethe-test-{uuid.uuid4().hex[:10]}"
+    yield prefix
+    client = redis.Redis.from_url(redis_server)
+    for key in client.scan_iter(match=f"{prefix}*", count=1000):
+        client.delete(key)
+
+
+def _base_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LETHE_")}
+    env.update(
+        {
+            "LETHE_HOME": str(home / "var"),
+            "LETHE_LOG_FORMAT": "json",
+            "PATH": f"{BIN}:{env.get('PATH', '')}",
+        }
+    )
+    return env
+
+
+@pytest.fixture
+def embedded(tmp_path: Path) -> Iterator[Lethe]:
+    """The embedded default: no settings at all but a home folder."""
+    lethe = Lethe(tmp_path, _base_env(tmp_path))
+    yield lethe
+    lethe.kill_workers(signal.SIGTERM)
+
+
+@pytest.fixture
+def distributed(tmp_path: Path, postgres_url: str, redis_prefix: str) -> Iterator[Lethe]:
+    """Redis broker and PostgreSQL store, migrated as ops would (`lethe db upgrade`)."""
+    env = _base_env(tmp_path)
+    env.update(
+        {
+            "LETHE_BROKER_URL": REDIS_URL,
+            "LETHE_DATABASE_URL": postgres_url,
+            "LETHE_SECRET": f"test-secret-{uuid.uuid4().hex}",
+            "LETHE_QUEUE_PREFIX": redis_prefix,
+            "LETHE_VISIBILITY_TIMEOUT": "5",
+        }
+    )
+    lethe = Lethe(tmp_path, env)
+    lethe.run("db", "upgrade")
+    yield lethe
+    lethe.kill_workers(signal.SIGTERM)
+
+
+@pytest.fixture(params=["embedded", "distributed"])
+def lethe(request: pytest.FixtureRequest) -> Lethe:
+    """Each pipeline test runs on the embedded default and on Redis + PostgreSQL."""
+    return request.getfixturevalue(request.param)
+
+
+@pytest.fixture
+def samples() -> Path:
+    return ROOT / "samples" / "events.jsonl"

@@ -1,0 +1,147 @@
+"""Real processes for integration tests: `lethe` and `celery` run as a user would run them."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+LETHE = str(BIN / "lethe")
+CELERY = str(BIN / "celery")
+NOW = "2026-11-26T00:00:00+01:00"
+
+
+class Lethe:
+    """One Lethe installation: an environment, and the commands and workers run in it."""
+
+    def __init__(self, home: Path, env: dict[str, str]):
+        self.home = home
+        self.env = env
+        self.workers: list[subprocess.Popen] = []
+        self.logs: list[Path] = []
+
+    def run(self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120):
+        result = subprocess.run(
+            [LETHE, *args],
+            env=self.env,
+            cwd=self.home,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"lethe {' '.join(args)} exited {result.returncode}\n"
+                f"stdout: {result.stdout}\nstderr: {result.stderr}"
+            )
+        return result
+
+    def python(self, code: str, check: bool = True) -> subprocess.CompletedProcess:
+        """Run shop code (the client) in its own process, as the shop would."""
+        result = subprocess.run(
+            [sys.executable, "-c", code],
+            env=self.env,
+            cwd=self.home,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"shop code failed:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def start_worker(self, *extra: str) -> subprocess.Popen:
+        log = self.home / f"worker-{len(self.logs)}.log"
+        if self.embedded:
+            command = [LETHE, "worker", *extra]
+        else:
+            command = [
+                CELERY,
+                "-A",
+                "worker.app",
+                "worker",
+                "--loglevel=INFO",
+                "-Q",
+                f"{self.env['LETHE_QUEUE_PREFIX']}.events",
+                *extra,
+            ]
+        handle = log.open("w")
+        process = subprocess.Popen(
+            command,
+            env=self.env,
+            cwd=self.home,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.workers.append(process)
+        self.logs.append(log)
+        wait_for(lambda: "ready" in log.read_text() or process.poll() is not None, 60, "worker")
+        assert process.poll() is None, f"worker died at start:\n{log.read_text()}"
+        return process
+
+    def kill_workers(self, sig: int = 9) -> None:
+        for process in self.workers:
+            if process.poll() is None:
+                os.killpg(process.pid, sig)
+                process.wait(timeout=30)
+        self.workers.clear()
+
+    @property
+    def embedded(self) -> bool:
+        return "LETHE_BROKER_URL" not in self.env
+
+    def deadlines(self) -> list[dict]:
+        return json.loads(self.run("deadlines", "--format", "json", "--now", NOW).stdout)
+
+    def simulate(self, events_file: Path) -> list[dict]:
+        result = self.run("simulate", str(events_file), "--now", NOW, check=False)
+        return json.loads(result.stdout)
+
+    def store_count(self, table: str) -> int:
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(
+            self.env.get("LETHE_DATABASE_URL") or f"sqlite:///{self.home / 'var' / 'lethe.sqlite3'}"
+        )
+        try:
+            with engine.connect() as connection:
+                return connection.execute(sa.text(f"select count(*) from {table}")).scalar_one()
+        except Exception:
+            return -1
+        finally:
+            engine.dispose()
+
+    def wait_stored(self, events: int, timeout: float = 60) -> None:
+        wait_for(
+            lambda: self.store_count("events") >= events,
+            timeout,
+            f"{events} events in the store",
+            self.logs,
+        )
+
+
+def wait_for(
+    condition: Callable[[], bool], timeout: float, what: str, logs: list[Path] | None = None
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    tails = "\n".join(p.read_text()[-3000:] for p in logs or [] if p.exists())
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{tails}")
+
+
+def copy_register(tmp_path: Path) -> Path:
+    target = tmp_path / "register.yaml"
+    shutil.copy(ROOT / "registers" / "negomarkets.yaml", target)
+    return target

@@ -1,0 +1,179 @@
+"""The shop's events reach the store through a real broker and a real worker process,
+and the stored deadlines are exactly those `lethe simulate` computes."""
+
+from __future__ import annotations
+
+import json
+import random
+import signal
+from pathlib import Path
+
+from harness import Lethe, copy_register, wait_for
+
+
+def _lines(path: Path) -> list[str]:
+    return [line for line in path.read_text().splitlines() if line.strip()]
+
+
+def _unique_ids(path: Path) -> int:
+    return len({json.loads(line)["id"] for line in _lines(path)})
+
+
+def test_emitted_file_gives_the_deadlines_simulate_computes(lethe: Lethe, samples: Path):
+    lethe.start_worker()
+    result = lethe.run("emit", "--file", str(samples))
+    assert "sent 29, refused 0" in result.stderr
+    lethe.wait_stored(_unique_ids(samples))
+    wait_for(lambda: lethe.deadlines() == lethe.simulate(samples), 30, "all lifecycles")
+
+
+def test_duplicates_and_out_of_order_events_change_nothing(lethe: Lethe, samples: Path, tmp_path):
+    shuffled = _lines(samples)
+    random.Random(7).shuffle(shuffled)
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text("\n".join(shuffled + shuffled[:10]) + "\n")
+    lethe.start_worker()
+    lethe.run("emit", "--file", str(mixed))
+    lethe.run("emit", "--file", str(samples))
+    lethe.wait_stored(_unique_ids(samples))
+    wait_for(lambda: lethe.deadlines() == lethe.simulate(samples), 30, "all lifecycles")
+    assert lethe.store_count("events") == _unique_ids(samples)
+
+
+def test_shop_code_emits_with_the_client_and_addresses_leave_only_as_hashes(lethe: Lethe):
+    lethe.start_worker()
+    lethe.python(
+        "from worker.client import emit, emit_many\n"
+        "emit('order.closed', subject='customer:9001', occurred_at='2024-03-31T02:30:00+02:00',"
+        " id='shop-1', data={'order': 'B-1'})\n"
+        "emit('newsletter.unsubscribed', subject='customer:9001', id='shop-2',"
+        " occurred_at='2025-01-01T00:00:00+01:00', match={'email': 'Jeanne.Martin@example.org'})\n"
+        "report = emit_many([{'id': f'shop-{i}', 'type': 'visit.recorded',"
+        " 'subject': f'visitor:{i}', 'occurred_at': '2026-01-15T12:00:00Z'}"
+        " for i in range(3, 603)])\n"
+        "assert report.sent == 600, report\n"
+    )
+    refused = lethe.python(
+        "from worker.client import emit, EventInvalid\n"
+        "try:\n"
+        "    emit('contact.made', subject='prospect:7', data={'from': 'jeanne@example.org'})\n"
+        "except EventInvalid as exc:\n"
+        "    print(exc)\n",
+    )
+    assert "data.from looks like an e-mail address" in refused.stdout
+    lethe.wait_stored(602)
+    rows = {(r["subject"], r["activity"]): r for r in lethe.deadlines()}
+    # 02:30+02:00 is 00:30 UTC, 01:30 in Paris before that night's change to summer time
+    assert rows[("customer:9001", "crm.customers")]["deadline_at"] == "2029-03-31T01:30:00+02:00"
+    assert rows[("customer:9001", "newsletter")]["state"] == "due"
+    assert rows[("visitor:602", "website.navigation")]["deadline_at"] == "2027-02-15T13:00:00+01:00"
+    dump = lethe.run("deadlines", "--subject", "customer:9001", "--format", "json").stdout
+    assert "Jeanne" not in dump and "jeanne" not in dump.lower()
+    assert lethe.store_count("events where cast(data as text) like '%hmac-sha256:%'") == 1
+    assert lethe.store_count("events where lower(cast(data as text)) like '%jeanne%'") == 0
+
+
+def test_refused_events_become_dead_letters_and_replay_after_a_register_fix(
+    lethe: Lethe, tmp_path: Path
+):
+    lethe.start_worker()
+    # A misbehaving producer skips the client's checks and publishes by task name.
+    batch = [
+        {
+            "id": "ok-1",
+            "type": "order.closed",
+            "subject": "customer:1",
+            "occurred_at": "2025-05-05T10:00:00+02:00",
+        },
+        {
+            "id": "bad-type",
+            "type": "loyalty.joined",
+            "subject": "customer:1",
+            "occurred_at": "2025-05-05T10:00:00+02:00",
+        },
+        {
+            "id": "no-offset",
+            "type": "order.closed",
+            "subject": "customer:2",
+            "occurred_at": "2025-05-05T10:00:00",
+        },
+        {
+            "id": "no-kind",
+            "type": "order.closed",
+            "subject": "42",
+            "occurred_at": "2025-05-05T10:00:00+02:00",
+        },
+        "{not json",
+        {
+            "id": "ok-2",
+            "type": "visit.recorded",
+            "subject": "visitor:3",
+            "occurred_at": "2025-05-05T10:00:00+02:00",
+        },
+    ]
+    lethe.python(f"from worker.app import app\napp.send_task('lethe.ingest', args=[{batch!r}])\n")
+    wait_for(lambda: lethe.store_count("dead_letters") == 4, 30, "4 dead letters", lethe.logs)
+    lethe.wait_stored(2)
+    letters = json.loads(lethe.run("dead-letters", "--format", "json").stdout)
+    reasons = {x["event_id"]: x["reason"] for x in letters}
+    assert "unknown event type 'loyalty.joined'" in reasons["bad-type"]
+    assert "no UTC offset" in reasons["no-offset"]
+    assert "subject must be KIND:ID" in reasons["no-kind"]
+    assert "not valid JSON" in reasons[None]
+
+    register = copy_register(tmp_path)
+    text = register.read_text()
+    text = text.replace(
+        "  erasure.requested:",
+        "  loyalty.joined: joined the loyalty programme\n  erasure.requested:",
+    )
+    text = text.replace(
+        "clock: [order.closed, contact.made]", "clock: [order.closed, contact.made, loyalty.joined]"
+    )
+    register.write_text(text)
+    lethe.env["LETHE_REGISTER"] = str(register)
+    replay = lethe.run("dead-letters", "--replay")
+    assert "replayed 1, still refused 3" in replay.stderr
+    assert lethe.store_count("dead_letters") == 3
+    assert lethe.store_count("events where id = 'bad-type'") == 1
+
+
+def test_emit_with_the_broker_down_fails_clearly(lethe: Lethe, samples: Path):
+    lethe.env["LETHE_BROKER_URL"] = "redis://127.0.0.1:1/0"
+    lethe.env.setdefault("LETHE_SECRET", "a-secret-long-enough-for-tests")
+    result = lethe.run("emit", "order.closed", "--subject", "customer:1", check=False)
+    assert result.returncode != 0
+    assert "cannot reach the broker at redis://127.0.0.1:1/0" in result.stderr
+    result = lethe.run("emit", "--file", str(samples), check=False)
+    assert result.returncode != 0
+    assert "0 event(s) were sent before the failure" in result.stderr
+
+
+def test_worker_killed_mid_batch_stores_every_event_once_after_restart(
+    lethe: Lethe, tmp_path: Path
+):
+    events = tmp_path / "many.jsonl"
+    with events.open("w") as handle:
+        for i in range(6000):
+            handle.write(
+                json.dumps(
+                    {
+                        "id": f"k-{i}",
+                        "type": "order.closed" if i % 3 else "contact.made",
+                        "subject": f"customer:{i % 1500}",
+                        "occurred_at": f"2024-{1 + i % 12:02d}-{1 + i % 28:02d}T10:00:00+01:00",
+                    }
+                )
+                + "\n"
+            )
+    lethe.start_worker()
+    lethe.run("emit", "--file", str(events))
+    wait_for(lambda: lethe.store_count("events") > 0, 60, "the first batch", lethe.logs)
+    lethe.kill_workers(signal.SIGKILL)
+    assert lethe.store_count("events") < 6000, "worker finished before it was killed"
+    lethe.start_worker()
+    lethe.wait_stored(6000, timeout=120)
+    expected = lethe.simulate(events)
+    wait_for(lambda: lethe.store_count("lifecycles") == len(expected), 60, "lifecycles", lethe.logs)
+    assert lethe.store_count("events") == 6000
+    assert lethe.deadlines() == expected
