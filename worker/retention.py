@@ -140,7 +140,10 @@ def _apply_rule(rule: Rule, events: list[Event], tz: pendulum.Timezone) -> _Outc
     if opened is not None and (clocked is None or opened.occurred_at > clocked.occurred_at):
         return _Outcome(opened.occurred_at.in_timezone(tz), None)
     if clocked is None:
-        return _Outcome(None, None)
+        # Only a consent so far: nothing may be kept forever without a clock,
+        # so the consent itself starts it.
+        clocked = _latest(events)
+        clock = {clocked.type}
     anchor = clocked.occurred_at.in_timezone(tz)
     same_instant = [e for e in events if e.type in clock and e.occurred_at == clocked.occurred_at]
     deadline = max(_keep(rule, e).after(anchor) for e in same_instant)

@@ -310,6 +310,13 @@ def test_an_erasure_request_ends_recruitment_even_with_consent(register, event):
     )
 
 
+def test_a_consent_alone_starts_the_clock_so_nothing_is_kept_forever(register, event):
+    consent = event("candidate.consented", "candidate:c-9", "2025-06-01T09:00:00+02:00")
+    assert deadline(register, "candidate:c-9", "recruitment", consent) == (
+        "2027-06-01T09:00:00+02:00"
+    )
+
+
 # distributors.orders: each distributor sets its own duration, 5 years by default
 
 

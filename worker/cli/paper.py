@@ -1,0 +1,88 @@
+"""Commands on paper: the register and `simulate`, with no queue and no database."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import defaultdict
+
+import click
+
+from worker.cli import main
+from worker.cli.common import default_register, now_option, register_or_exit
+from worker.events import Event, EventRefused, parse_event
+from worker.register import Register
+from worker.retention import lifecycles
+
+
+@main.group()
+def register() -> None:
+    """Check and render the processing register."""
+
+
+@register.command("check")
+@click.argument("path", required=False)
+def register_check(path: str | None) -> None:
+    """Validate a register file: exit 0, or 1 with one `file:line: message` per problem."""
+    path = path or default_register()
+    reg = register_or_exit(path)
+    click.echo(
+        f"{path}: ok — {len(reg.activities)} activities, {len(reg.events)} event types",
+        err=True,
+    )
+
+
+@register.command("show")
+@click.argument("path", required=False)
+@click.option("--format", "fmt", type=click.Choice(["md", "csv", "html"]), default="md")
+def register_show(path: str | None, fmt: str) -> None:
+    """Render the art. 30 register (controller and processor activities apart)."""
+    from worker.art30 import render
+
+    click.echo(render(register_or_exit(path or default_register()), fmt), nl=False)
+
+
+def read_event_lines(path: str, reg: Register) -> tuple[list[Event], list[tuple[int, str]]]:
+    """Events of a JSON Lines file, and the refused ones as (line number, reason)."""
+    accepted: list[Event] = []
+    refused: list[tuple[int, str]] = []
+    with click.open_file(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                accepted.append(parse_event(line, reg))
+            except EventRefused as exc:
+                refused.append((number, str(exc)))
+    return accepted, refused
+
+
+@main.command()
+@click.argument("events_file", metavar="EVENTS.jsonl")
+@click.option("--register", "register_path", help="Register file (default: LETHE_REGISTER).")
+@click.option("--now", "now_text", help="Evaluate states at this instant (ISO 8601 with offset).")
+def simulate(events_file: str, register_path: str | None, now_text: str | None) -> None:
+    """Compute lifecycles from events, with no queue and no database."""
+    reg = register_or_exit(register_path or default_register())
+    now = now_option(now_text)
+    accepted, refused = read_event_lines(events_file, reg)
+    for number, reason in refused:
+        click.echo(f"{events_file}:{number}: refused: {reason}", err=True)
+    by_subject: dict[str, list[Event]] = defaultdict(list)
+    seen: set[str] = set()
+    for event in accepted:
+        # the store keeps the first event of an id, whatever its subject: so does simulate
+        if event.id not in seen:
+            seen.add(event.id)
+            by_subject[event.subject].append(event)
+    rows = [
+        lc.as_row(now)
+        for subject in sorted(by_subject)
+        for lc in lifecycles(subject, by_subject[subject], reg)
+    ]
+    json.dump(rows, sys.stdout, indent=2, ensure_ascii=False)
+    sys.stdout.write("\n")
+    if refused:
+        total = len(refused) + len(accepted)
+        click.echo(f"{len(refused)} event(s) refused out of {total}", err=True)
+        raise SystemExit(3)
