@@ -1,4 +1,4 @@
-"""Lethe's own store: the event log, lifecycles and dead letters (SQLAlchemy 2).
+"""Lethe's own store: the event log, lifecycles, dead letters, sweeps and their audit.
 
 PostgreSQL in production, SQLite embedded. The schema is owned by the Alembic
 migrations in `worker/migrations`; these models describe it for queries.
@@ -16,6 +16,7 @@ import pendulum
 from sqlalchemy import (
     JSON,
     DateTime,
+    ForeignKey,
     Index,
     Integer,
     String,
@@ -30,7 +31,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 
 class UTCDateTime(TypeDecorator):
-    """Aware datetimes in, aware UTC pendulum datetimes out, on PostgreSQL and SQLite alike.
+    """Aware datetimes in, aware UTC datetimes out, on PostgreSQL and SQLite alike.
 
     SQLite has no time zone type; storing naive UTC keeps comparisons such as
     `deadline_at <= now` correct in SQL on both engines.
@@ -50,9 +51,11 @@ class UTCDateTime(TypeDecorator):
     def process_result_value(self, value: datetime | None, dialect: Any) -> Any:
         if value is None:
             return None
+        # plain datetimes: pendulum.instance costs ~20 µs a row, and only the
+        # few anchors that get calendar arithmetic need it (retention.py)
         if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return pendulum.instance(value).in_timezone("UTC")
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):
@@ -78,6 +81,8 @@ class StoredLifecycle(Base):
         UniqueConstraint("subject", "activity", name="uq_lifecycles_subject_activity"),
         # "What is due before T" is the sweep's and the dashboard's question.
         Index("ix_lifecycles_state_deadline", "state", "deadline_at"),
+        # Added by migration 0002: sweeps page through due lifecycles by (deadline_at, id).
+        Index("ix_lifecycles_sweep", "state", "deadline_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -110,6 +115,95 @@ class Delivery(Base):
     task_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     attempts: Mapped[int] = mapped_column(Integer)
     first_seen: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class PurgeRun(Base):
+    """One sweep: scheduled (its slot claimed under a unique constraint) or manual."""
+
+    __tablename__ = "purge_runs"
+    __table_args__ = (
+        UniqueConstraint("schedule", "slot_at", name="uq_purge_runs_schedule_slot"),
+        Index("ix_purge_runs_started_at", "started_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    schedule: Mapped[str] = mapped_column(String(100))
+    slot_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The instant deadlines are compared with (`lethe purge --now`, the demo's clock).
+    now_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # running | done | failed | awaiting_approval | dry_run
+    status: Mapped[str] = mapped_column(String(20))
+    due: Mapped[int] = mapped_column(Integer, default=0)
+    held: Mapped[int] = mapped_column(Integer, default=0)
+    erased: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    rows: Mapped[int] = mapped_column(Integer, default=0)
+    parts: Mapped[int] = mapped_column(Integer, default=1)
+    parts_done: Mapped[int] = mapped_column(Integer, default=0)
+    register_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    approved_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    plan: Mapped[str | None] = mapped_column(Text, nullable=True)
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class Erasure(Base):
+    """The audit trail, append-only: what was done to whom (as a keyed hash), never the data."""
+
+    __tablename__ = "erasures"
+    __table_args__ = (
+        Index("ix_erasures_subject_ref", "subject_ref"),
+        Index("ix_erasures_run_id", "run_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("purge_runs.id"))
+    subject_ref: Mapped[str] = mapped_column(String(64))
+    activity: Mapped[str] = mapped_column(String(100))
+    rule: Mapped[str] = mapped_column(Text)
+    target: Mapped[str] = mapped_column(String(200))
+    columns: Mapped[str] = mapped_column(Text)
+    strategy: Mapped[str] = mapped_column(Text)
+    # erased | nothing_to_erase | kept_by_law | failed
+    outcome: Mapped[str] = mapped_column(String(20))
+    rows: Mapped[int] = mapped_column(Integer)
+    erased_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Hold(Base):
+    """A legal hold placed by hand (`lethe hold place`); dispute events hold through the log."""
+
+    __tablename__ = "holds"
+    __table_args__ = (Index("ix_holds_subject", "subject"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    subject: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text)
+    placed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    lifted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    lift_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class Suppression(Base):
+    """Keyed hashes of addresses that must not be contacted again (newsletter unsubscribes)."""
+
+    __tablename__ = "suppression"
+
+    value_hash: Mapped[str] = mapped_column(String(100), primary_key=True)
+    activity: Mapped[str] = mapped_column(String(100))
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ScheduleSlot(Base):
+    """Scheduled runs other than sweeps (the daily report) claim their slot here."""
+
+    __tablename__ = "schedule_slots"
+
+    schedule: Mapped[str] = mapped_column(String(100), primary_key=True)
+    slot_at: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    claimed_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 def make_engine(url: str) -> Engine:
