@@ -12,9 +12,13 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_init, worker_process_init
 
+# Imported for its Celery `setup_logging` receiver: worker, beat and Flower then
+# log through Lethe's processors (personal data kept out), not Celery's format.
+from worker import logs as _logs  # noqa: F401
 from worker.settings import Settings, current_settings
 
 INGEST_TASK = "lethe.ingest"
+INGEST_ONE_TASK = "lethe.ingest_one"
 NOOP_TASK = "lethe.noop"
 
 # Redis redelivers a task that stays unacknowledged (running, or waiting for a
@@ -63,7 +67,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # dies: the event is then ingested again, which is harmless (idempotent).
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
-        "worker_prefetch_multiplier": int(os.environ.get("LETHE_PREFETCH", 4)),
+        # High enough that single-event messages can be gathered into one
+        # transaction (tasks/ingest.py); they stay unacknowledged until then.
+        "worker_prefetch_multiplier": int(os.environ.get("LETHE_PREFETCH", 64)),
         "worker_hijack_root_logger": False,
         # structlog writes its own JSON lines; Celery must not re-wrap them as warnings
         "worker_redirect_stdouts": False,

@@ -68,7 +68,7 @@ def emit(
     event = build_event(
         type, subject=subject, occurred_at=occurred_at, id=id, data=data, match=match
     )
-    _publish([event.to_message()])
+    _publish([event.to_message()], one=True)
     return event.id
 
 
@@ -162,8 +162,8 @@ def _refuse_plain_personal_data(data: Mapping[str, Any]) -> None:
             )
 
 
-def _publish(messages: list[dict[str, Any]]) -> None:
-    from worker.app import INGEST_TASK
+def _publish(messages: list[dict[str, Any]], one: bool = False) -> None:
+    from worker.app import INGEST_ONE_TASK, INGEST_TASK
     from worker.spool import spooled
 
     app = _app()
@@ -172,7 +172,7 @@ def _publish(messages: list[dict[str, Any]]) -> None:
     try:
         with spooled(settings, task_id, messages):
             app.send_task(
-                INGEST_TASK,
+                INGEST_ONE_TASK if one else INGEST_TASK,
                 args=[messages],
                 task_id=task_id,
                 retry=True,

@@ -10,7 +10,7 @@ from sqlalchemy import delete, func, select, update
 
 from worker.ingest import events_of, ingest, stored_state, upsert_lifecycles
 from worker.register import Register
-from worker.retention import Lifecycle, State, lifecycles
+from worker.retention import Lifecycle, State, in_zone, lifecycles
 from worker.store import DeadLetter, StoredEvent, StoredLifecycle, now_utc, transaction
 
 
@@ -50,7 +50,7 @@ def deadline_rows(
 
 
 def _local(moment: Any, register: Register) -> pendulum.DateTime | None:
-    return moment.in_timezone(register.tz) if moment is not None else None
+    return in_zone(moment, register.tz) if moment is not None else None
 
 
 def dead_letter_rows(url: str) -> list[dict[str, Any]]:

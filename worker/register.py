@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -91,13 +92,42 @@ class Consent(_Strict):
 
 
 class Target(_Strict):
-    """Where a rule's data lives in the shop database (used by sweeps)."""
+    """Where a rule's data lives in the shop database, and what a sweep does to it.
+
+    `key` is the column that names the subject: its value is the subject's id
+    (`customer:42` -> 42) or, with `key_value: subject`, the whole `KIND:ID`.
+    `kinds` limits the target to some of the activity's subject kinds.
+    `columns` maps each column to a strategy (worker/strategies.py);
+    `delete_rows` removes the subject's rows instead; `suppress` keeps a keyed
+    hash of those columns in the suppression list first; `keeps` names the
+    columns a legal duty keeps, and `note` says which duty.
+    """
 
     table: str
     key: str
+    key_value: Literal["id", "subject"] = "id"
+    kinds: list[str] = Field(default_factory=list)
     columns: dict[str, str] = Field(default_factory=dict)
+    delete_rows: bool = False
+    suppress: list[str] = Field(default_factory=list)
     keeps: list[str] = Field(default_factory=list)
     note: str | None = None
+
+    @field_validator("columns", mode="before")
+    @classmethod
+    def _null_is_a_strategy(cls, value: Any) -> Any:
+        # `email: null` in YAML reads as None: the DPO meant the `null` strategy.
+        if isinstance(value, dict):
+            return {str(k): "null" if v is None else v for k, v in value.items()}
+        return value
+
+    @property
+    def name(self) -> str:
+        """How the audit names it: the table, and the kinds when only some apply."""
+        return f"{self.table}[{','.join(self.kinds)}]" if self.kinds else self.table
+
+    def applies_to(self, kind: str) -> bool:
+        return not self.kinds or kind in self.kinds
 
 
 class Rule(_Strict):
@@ -116,7 +146,7 @@ class Rule(_Strict):
     def _parse_keep(cls, value: Any) -> Duration:
         return _duration(value)
 
-    @property
+    @cached_property
     def event_types(self) -> frozenset[str]:
         """Every event type that touches this rule (creates or moves a lifecycle)."""
         types = set(self.clock) | set(self.opens_on) | set(self.ends_on)
@@ -137,7 +167,7 @@ class Activity(_Strict):
     retention: list[Rule]
     recipients: list[str] = Field(default_factory=list)
 
-    @property
+    @cached_property
     def event_types(self) -> frozenset[str]:
         return frozenset().union(*(rule.event_types for rule in self.retention))
 
@@ -311,6 +341,74 @@ def _semantic_problems(register: Register) -> Iterator[tuple[tuple, str]]:
                     f"activity {activity.id!r}: a retention rule needs a clock, "
                     "opens_on or ends_on event, or nothing ever starts it",
                 )
+            for t, target in enumerate(rule.targets):
+                yield from _target_problems(activity, target, (*rule_where, "targets", t))
+
+
+def _target_problems(
+    activity: Activity, target: Target, where: tuple
+) -> Iterator[tuple[tuple, str]]:
+    """What can be told about a target without the shop: the schema check is in worker/shop.py."""
+    from worker.strategies import STRATEGIES
+
+    label = f"activity {activity.id!r}, target {target.table!r}"
+    for column, strategy in target.columns.items():
+        if strategy not in STRATEGIES:
+            yield (
+                (*where, "columns", column),
+                f"{label}: unknown strategy {strategy!r} for column {column!r} "
+                f"(known: {', '.join(STRATEGIES)})",
+            )
+    if target.key in target.columns:
+        yield (
+            (*where, "columns", target.key),
+            f"{label}: the key column {target.key!r} cannot be anonymised: "
+            "the sweep finds the subject's rows by it",
+        )
+    for column in sorted(set(target.keeps) & set(target.columns)):
+        yield (
+            (*where, "keeps"),
+            f"{label}: column {column!r} is both kept and anonymised: choose one",
+        )
+    if target.delete_rows and (target.columns or target.keeps):
+        yield (
+            (*where, "delete_rows"),
+            f"{label}: delete_rows removes whole rows, so columns and keeps mean nothing here: "
+            "drop them, or drop delete_rows",
+        )
+    if not (target.columns or target.delete_rows or target.keeps):
+        yield (
+            where,
+            f"{label}: says nothing to do: give columns with strategies, delete_rows: true, "
+            "or keeps (columns a legal duty keeps)",
+        )
+    if target.keeps and not target.note:
+        yield (
+            (*where, "keeps"),
+            f"{label}: columns kept by law need a note naming the legal duty (art. 17(3)(b))",
+        )
+    for column in target.suppress:
+        if not (target.delete_rows or column in target.columns):
+            yield (
+                (*where, "suppress"),
+                f"{label}: suppress {column!r} only makes sense when the column is erased",
+            )
+    for kind in target.kinds:
+        if kind not in activity.subjects:
+            yield (
+                (*where, "kinds"),
+                f"{label}: kind {kind!r} is not one of the activity's subjects "
+                f"({', '.join(activity.subjects)})",
+            )
+
+
+def register_line(path: str | Path, where: tuple) -> int:
+    """The line of `where` (a data path such as ("activities", 3, "retention", 0)) in a file."""
+    try:
+        _, lines = _load_yaml(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, _DuplicateKey):
+        return 0
+    return _line_of(lines, where)
 
 
 def _problem_from_pydantic(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 
 import pendulum
@@ -135,19 +136,24 @@ def _apply_rule(rule: Rule, events: list[Event], tz: pendulum.Timezone) -> _Outc
     # An end (unsubscribe, erasure request, rejection without consent) wins over
     # anything at the same instant or before it; a later clock event reopens.
     if ended is not None and (not later or ended.occurred_at >= max(later)):
-        anchor = ended.occurred_at.in_timezone(tz)
+        anchor = in_zone(ended.occurred_at, tz)
         return _Outcome(anchor, anchor)
     if opened is not None and (clocked is None or opened.occurred_at > clocked.occurred_at):
-        return _Outcome(opened.occurred_at.in_timezone(tz), None)
+        return _Outcome(in_zone(opened.occurred_at, tz), None)
     if clocked is None:
         # Only a consent so far: nothing may be kept forever without a clock,
         # so the consent itself starts it.
         clocked = _latest(events)
         clock = {clocked.type}
-    anchor = clocked.occurred_at.in_timezone(tz)
+    anchor = in_zone(clocked.occurred_at, tz)
     same_instant = [e for e in events if e.type in clock and e.occurred_at == clocked.occurred_at]
     deadline = max(_keep(rule, e).after(anchor) for e in same_instant)
     return _Outcome(anchor, deadline)
+
+
+def in_zone(moment: datetime, tz: pendulum.Timezone) -> pendulum.DateTime:
+    """`moment` as a pendulum datetime in the register's zone, ready for calendar arithmetic."""
+    return pendulum.instance(moment).in_timezone(tz)
 
 
 def _keep(rule: Rule, event: Event):

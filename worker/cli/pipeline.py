@@ -80,7 +80,7 @@ def _emit_file(path: str, emit_many) -> None:
 @click.option("--loglevel", default="INFO")
 def worker_command(concurrency: int | None, loglevel: str) -> None:
     """Run a worker (and beat, when a schedule is set) on the configured broker."""
-    from worker.app import app, events_queue
+    from worker.app import INGEST_TASK, app, events_queue
     from worker.spool import pending
 
     settings = settings_or_exit()
@@ -91,7 +91,7 @@ def worker_command(concurrency: int | None, loglevel: str) -> None:
         # transport has no broadcast for mingle, gossip or heartbeats.
         argv += ["--pool=solo", "--without-mingle", "--without-gossip", "--without-heartbeat"]
         for task_id, messages in pending(settings):
-            app.send_task("lethe.ingest", args=[messages], task_id=task_id)
+            app.send_task(INGEST_TASK, args=[messages], task_id=task_id)
     elif concurrency:
         argv.append(f"--concurrency={concurrency}")
     app.worker_main(argv)
