@@ -37,10 +37,14 @@ def now_option(value: str | None) -> pendulum.DateTime:
 
 
 def table(rows: list[dict], columns: list[str]) -> str:
-    widths = {c: max([len(c), *(len(str(r.get(c) or "-")) for r in rows)]) for c in columns}
+    def cell(row: dict, column: str) -> str:
+        value = row.get(column)
+        return "-" if value is None or value == "" else str(value)
+
+    widths = {c: max([len(c), *(len(cell(r, c)) for r in rows)]) for c in columns}
     lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
-    lines += ["  ".join(str(r.get(c) or "-").ljust(widths[c]) for c in columns) for r in rows]
-    return "\n".join(lines)
+    lines += ["  ".join(cell(r, c).ljust(widths[c]) for c in columns) for r in rows]
+    return "\n".join(line.rstrip() for line in lines)
 
 
 def print_rows(rows: list[dict], fmt: str, columns: list[str]) -> None:

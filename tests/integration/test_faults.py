@@ -1,0 +1,143 @@
+"""Faults: the store goes down under a running worker, a register changes under a running store."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+from harness import Lethe, copy_register, wait_for
+
+
+class TcpProxy:
+    """A loopback TCP relay we can cut, standing for a network or database outage."""
+
+    def __init__(self, target_port: int):
+        self.target_port = target_port
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.listener.listen(64)
+        self.up = True
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.up:
+                client.close()
+                continue
+            server = socket.create_connection(("127.0.0.1", self.target_port))
+            self.sockets += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while chunk := source.recv(65536):
+                sink.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        """Every open connection dropped, every new one refused at once."""
+        self.up = False
+        for s in self.sockets:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+        self.sockets.clear()
+
+    def restore(self) -> None:
+        self.up = True
+
+    def close(self) -> None:
+        self.cut()
+        self.listener.close()
+
+
+@pytest.fixture
+def proxied_store(distributed: Lethe):
+    """The distributed setup, with the worker reaching PostgreSQL through a cuttable relay."""
+    direct = distributed.env["LETHE_DATABASE_URL"]
+    proxy = TcpProxy(5432)
+    distributed.env["LETHE_DATABASE_URL"] = direct.replace(":5432/", f":{proxy.port}/")
+    yield distributed, proxy, direct
+    proxy.close()
+
+
+def test_events_sent_while_the_store_is_down_are_stored_once_it_is_back(
+    proxied_store, samples: Path
+):
+    lethe, proxy, direct = proxied_store
+    lethe.start_worker()
+    proxy.cut()
+    lethe.run("emit", "--file", str(samples))
+    lethe.python(
+        "from worker.client import emit\n"
+        "emit('contact.made', subject='prospect:77', id='while-down',"
+        " occurred_at='2026-02-02T10:00:00+01:00')\n"
+    )
+    wait_for(
+        lambda: "store unavailable, will retry" in lethe.logs[0].read_text(),
+        30,
+        "the worker to see the outage",
+        lethe.logs,
+    )
+    watcher = Lethe(lethe.home, {**lethe.env, "LETHE_DATABASE_URL": direct})
+    assert watcher.store_count("events") == 0
+    proxy.restore()
+    unique = len({json.loads(x)["id"] for x in samples.read_text().splitlines() if x.strip()})
+    watcher.wait_stored(unique + 1, timeout=90)
+    rows = watcher.deadlines()
+    assert [r for r in rows if r["subject"] != "prospect:77"] == watcher.simulate(samples)
+    assert watcher.store_count("dead_letters") == 0
+
+
+def test_recompute_shows_the_diff_then_applies_a_register_change(
+    lethe: Lethe, samples: Path, tmp_path: Path
+):
+    lethe.start_worker()
+    lethe.run("emit", "--file", str(samples))
+    wait_for(lambda: lethe.deadlines() == lethe.simulate(samples), 60, "lifecycles", lethe.logs)
+    before = lethe.deadlines()
+
+    register = copy_register(tmp_path)
+    text = register.read_text()
+    shorter = text.replace(
+        "      - clock: [order.closed, contact.made]\n        ends_on: [erasure.requested]\n"
+        "        keep: 5 years",
+        "      - clock: [order.closed, contact.made]\n        ends_on: [erasure.requested]\n"
+        "        keep: 3 years",
+    )
+    assert shorter != text
+    register.write_text(shorter)
+    lethe.env["LETHE_REGISTER"] = str(register)
+
+    dry = lethe.run("recompute", "--dry-run")
+    crm = next(line for line in dry.stdout.splitlines() if line.startswith("crm.customers"))
+    # customer:42, 43 and 45 are anchored on an order or a contact; 44 ended by erasure request
+    assert crm.split()[1:4] == ["3", "0", "1"], dry.stdout
+    assert "dry run: nothing changed" in dry.stderr
+    assert lethe.deadlines() == before
+
+    lethe.run("recompute")
+    assert lethe.deadlines() == lethe.simulate(samples)
+    moved = {
+        r["subject"]: r["deadline_at"]
+        for r in lethe.deadlines()
+        if r["activity"] == "crm.customers"
+    }
+    assert moved["customer:42"] == "2024-03-28T01:30:00+01:00"
