@@ -82,9 +82,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 def create_app(settings: Settings | None = None) -> Celery:
     settings = settings or current_settings()
-    app = Celery("lethe", include=["tasks.ingest"])
+    from schedules.beat import install as install_beat_schedule
+
+    app = Celery("lethe", include=["tasks.ingest", "tasks.sweep"])
     app.conf.update(celery_config(settings))
     app.conf.lethe_settings = settings
+    install_beat_schedule(app, settings)
     return app
 
 
@@ -93,9 +96,17 @@ app = create_app()
 
 @worker_init.connect
 def _prepare_store(**_: Any) -> None:
-    from worker.migrate import ensure_schema
+    import sys
 
-    ensure_schema(current_settings())
+    from worker.migrate import SchemaNotReady, ensure_schema
+
+    try:
+        ensure_schema(current_settings())
+    except SchemaNotReady as exc:
+        # Celery logs and ignores a receiver's Exception; a worker on an old
+        # schema would acknowledge tasks it cannot store, so it must not start.
+        print(f"lethe: {exc}", file=sys.stderr)
+        raise SystemExit(78) from None
 
 
 @worker_process_init.connect

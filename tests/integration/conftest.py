@@ -14,12 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import BIN, ROOT, Lethe
+from harness import BIN, POSTGRES_URL, REDIS_URL, ROOT, Lethe
 
-REDIS_URL = os.environ.get("LETHE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-POSTGRES_URL = os.environ.get(
-    "LETHE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
 REQUIRED = os.environ.get("LETHE_REQUIRE_SERVICES") == "1"
 
 

@@ -1,0 +1,72 @@
+"""The store as ops meet it: migrations, a worker on an old schema, the redelivery cap."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+
+import sqlalchemy as sa
+from harness import CELERY, REDIS_URL, Lethe, wait_for
+
+from worker.delivery import MAX_DELIVERIES, too_many_deliveries
+from worker.migrate import upgrade
+
+
+def test_a_worker_refuses_to_start_on_a_store_that_was_not_migrated(
+    tmp_path: Path, postgres_url: str, redis_prefix: str
+):
+    env = {
+        **os.environ,
+        "LETHE_BROKER_URL": REDIS_URL,
+        "LETHE_DATABASE_URL": postgres_url,
+        "LETHE_SECRET": "a-secret-long-enough-for-tests",
+        "LETHE_QUEUE_PREFIX": redis_prefix,
+    }
+    result = subprocess.run(
+        [CELERY, "-A", "worker.app", "worker", "--loglevel=INFO"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "run `lethe db upgrade` first" in result.stderr + result.stdout
+
+
+def test_db_upgrade_is_idempotent_and_deadlines_filter(embedded: Lethe, samples: Path):
+    embedded.run("db", "upgrade")
+    embedded.run("db", "upgrade")
+    embedded.start_worker()
+    embedded.run("emit", "--file", str(samples))
+    embedded.wait_stored(28)
+    wait_for(lambda: len(embedded.deadlines()) == 29, 30, "lifecycles", embedded.logs)
+    due = embedded.run(
+        "deadlines", "--due-before", "2025-03-01T00:00:00+01:00", "--format", "json"
+    ).stdout
+    rows = json.loads(due)
+    assert {(r["subject"], r["activity"]) for r in rows} == {
+        ("customer:42", "sales"),
+        ("customer:42", "newsletter"),
+    }
+    one = embedded.run("deadlines", "--subject", "customer:43").stdout.splitlines()
+    assert one[0].split() == ["subject", "activity", "anchor_at", "deadline_at", "state", "then"]
+    assert len(one) == 4 and all(line.split()[4] == "held" for line in one[1:])
+
+
+def test_a_batch_redelivered_too_often_is_set_aside_not_looped(tmp_path: Path):
+    url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    upgrade(url)
+    request = SimpleNamespace(id="task-1", delivery_info={"redelivered": True})
+    events = [{"id": "e-1", "type": "order.closed", "subject": "customer:1"}]
+    verdicts = [too_many_deliveries(url, request, events) for _ in range(MAX_DELIVERIES)]
+    assert verdicts == [False] * (MAX_DELIVERIES - 2) + [True, False]
+    first = SimpleNamespace(id="task-2", delivery_info={})
+    assert too_many_deliveries(url, first, events) is False
+    with sa.create_engine(url).connect() as connection:
+        reasons = connection.execute(sa.text("select reason, event_id from dead_letters")).all()
+    assert len(reasons) == 1 and reasons[0].event_id == "e-1"
+    assert "worker was lost each time" in reasons[0].reason
