@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import click
 
@@ -15,6 +17,9 @@ from worker.cli.common import (
     store_url,
     table,
 )
+
+if TYPE_CHECKING:
+    from worker.client import EmitReport
 
 
 @main.command()
@@ -29,7 +34,14 @@ from worker.cli.common import (
     type=click.Path(exists=True, dir_okay=False, allow_dash=True),
     help="send every event of a JSON Lines file",
 )
-def emit(event_type, subject, at, event_id, data, file) -> None:
+def emit(
+    event_type: str | None,
+    subject: str | None,
+    at: str | None,
+    event_id: str | None,
+    data: tuple[str, ...],
+    file: str | None,
+) -> None:
     """Send events to the queue: one from options, or a JSON Lines file with --file."""
     from worker.client import BrokerUnavailable, EventInvalid, emit_many
     from worker.client import emit as emit_one
@@ -60,8 +72,7 @@ def _key_value(item: str) -> tuple[str, object]:
     return key, value
 
 
-def _emit_file(path: str, emit_many) -> None:
-    numbered: list[tuple[int, str]] = []
+def _emit_file(path: str, emit_many: Callable[..., EmitReport]) -> None:
     with click.open_file(path, encoding="utf-8") as handle:
         numbered = [(n, line) for n, line in enumerate(handle, start=1) if line.strip()]
     with click.progressbar(
