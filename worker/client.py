@@ -187,3 +187,24 @@ def _publish(messages: list[dict[str, Any]], one: bool = False) -> None:
 
 def _safe_url(url: str) -> str:
     return re.sub(r"//[^@/]*@", "//***@", url)
+
+
+def is_suppressed(email: str) -> bool:
+    """True when this address left the newsletter (or was erased) and must not get mail again.
+
+    The suppression list holds keyed hashes only; the address is hashed here the
+    same way, so it is never stored or sent.
+    """
+    from worker.store import Suppression, transaction
+
+    settings = current_settings()
+    _schema_ready(settings.database_url)
+    with transaction(settings.database_url) as session:
+        return session.get(Suppression, value_hash(settings.secret, email)) is not None
+
+
+@lru_cache(maxsize=4)
+def _schema_ready(url: str) -> None:
+    from worker.migrate import ensure_schema
+
+    ensure_schema(current_settings())

@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import pendulum
-from sqlalchemy import select, text
+from sqlalchemy import and_, case, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from worker.events import Event, EventRefused, parse_event
+from worker.holds import held_by_hand
 from worker.register import Register
 from worker.retention import Lifecycle, lifecycle_for
 from worker.store import DeadLetter, StoredEvent, StoredLifecycle
@@ -150,6 +151,11 @@ def _recompute(
             if lifecycle is None:
                 continue
             rows.append(_stored_row(lifecycle, existing.get((subject, activity_id)), now))
+    # `lethe hold place` holds a subject outside the event log (worker/holds.py).
+    by_hand = held_by_hand(session, subjects)
+    for row in rows:
+        if row["subject"] in by_hand and row["state"] == "active":
+            row["state"] = "held"
     upsert_lifecycles(session, rows)
     return len(rows)
 
@@ -216,15 +222,28 @@ def _stored_row(lifecycle: Lifecycle, previous: Any, now: pendulum.DateTime) -> 
 def upsert_lifecycles(session: Session, rows: Iterable[dict[str, Any]]) -> None:
     rows = list(rows)
     for start in range(0, len(rows), _CHUNK):
-        statement = _insert(session)(StoredLifecycle.__table__)
+        table = StoredLifecycle.__table__
+        statement = _insert(session)(table)
         excluded = statement.excluded
+        # Decided again under the row's lock: a sweep may have erased it since
+        # `previous` was read, and an old anchor must not bring it back.
+        stays_erased = and_(
+            table.c.state == "erased",
+            or_(
+                excluded.anchor_at.is_(None),
+                table.c.anchor_at.is_(None),
+                excluded.anchor_at <= table.c.anchor_at,
+            ),
+        )
         session.execute(
             statement.on_conflict_do_update(
                 index_elements=["subject", "activity"],
                 set_={
-                    "anchor_at": excluded.anchor_at,
-                    "deadline_at": excluded.deadline_at,
-                    "state": excluded.state,
+                    "anchor_at": case((stays_erased, table.c.anchor_at), else_=excluded.anchor_at),
+                    "deadline_at": case(
+                        (stays_erased, table.c.deadline_at), else_=excluded.deadline_at
+                    ),
+                    "state": case((stays_erased, "erased"), else_=excluded.state),
                     "then": excluded.then,
                     "updated_at": excluded.updated_at,
                 },

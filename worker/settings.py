@@ -7,16 +7,33 @@ no server, under `LETHE_HOME` (default `./var`).
 from __future__ import annotations
 
 import os
+import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from worker.register import default_register_path
 
 
 class SettingsError(RuntimeError):
     """A setting is missing or unusable; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    """When sweeps run and when they stop for a DPO's approval (LETHE_SWEEP_*)."""
+
+    at: str = "03:00"  # LETHE_SWEEP_AT, local time in `timezone`
+    report_at: str = "07:00"  # LETHE_REPORT_AT: the daily report
+    timezone: str = "Europe/Paris"  # LETHE_SWEEP_TIMEZONE
+    batch: int = 500  # LETHE_SWEEP_BATCH: lifecycles claimed per transaction
+    parts: int = 1  # LETHE_SWEEP_PARTS: workers sharing one scheduled sweep
+    max_factor: float = 10.0  # LETHE_SWEEP_MAX_FACTOR: x the median of recent sweeps
+    max_share: float = 0.5  # LETHE_SWEEP_MAX_SHARE: of a shop table's rows
+    alarm_floor: int = 100  # LETHE_SWEEP_ALARM_FLOOR: smaller sweeps never need approval
 
 
 @dataclass(frozen=True)
@@ -29,6 +46,7 @@ class Settings:
     secret: bytes
     dashboard_token: str | None
     queue_prefix: str
+    sweep: SweepSettings = field(default_factory=SweepSettings)
 
     @property
     def embedded(self) -> bool:
@@ -61,6 +79,45 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         secret=_secret(env, home, embedded=broker_url.startswith("filesystem://")),
         dashboard_token=env.get("LETHE_DASHBOARD_TOKEN") or None,
         queue_prefix=env.get("LETHE_QUEUE_PREFIX", "lethe"),
+        sweep=_sweep_settings(env, embedded=broker_url.startswith("filesystem://")),
+    )
+
+
+def _sweep_settings(env: dict[str, str], embedded: bool) -> SweepSettings:
+    def number(name: str, default: float, cast: type = float) -> Any:
+        value = env.get(name)
+        if not value:
+            return default
+        try:
+            parsed = cast(value)
+        except ValueError:
+            raise SettingsError(f"{name}={value!r} is not a number") from None
+        if parsed <= 0:
+            raise SettingsError(f"{name}={value!r} must be positive")
+        return parsed
+
+    for name in ("LETHE_SWEEP_AT", "LETHE_REPORT_AT"):
+        value = env.get(name)
+        if value and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", value):
+            raise SettingsError(f"{name}={value!r} is not a time of day: use HH:MM, e.g. 03:00")
+    zone = env.get("LETHE_SWEEP_TIMEZONE") or SweepSettings.timezone
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(
+            f"LETHE_SWEEP_TIMEZONE={zone!r} is not a known time zone: use an IANA name "
+            "such as Europe/Paris"
+        ) from None
+    return SweepSettings(
+        at=env.get("LETHE_SWEEP_AT") or SweepSettings.at,
+        report_at=env.get("LETHE_REPORT_AT") or SweepSettings.report_at,
+        timezone=zone,
+        batch=number("LETHE_SWEEP_BATCH", SweepSettings.batch, int),
+        # Embedded runs one worker process: parts beyond one would only queue.
+        parts=number("LETHE_SWEEP_PARTS", 1 if embedded else 2, int),
+        max_factor=number("LETHE_SWEEP_MAX_FACTOR", SweepSettings.max_factor),
+        max_share=number("LETHE_SWEEP_MAX_SHARE", SweepSettings.max_share),
+        alarm_floor=number("LETHE_SWEEP_ALARM_FLOOR", SweepSettings.alarm_floor, int),
     )
 
 

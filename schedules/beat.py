@@ -1,0 +1,70 @@
+"""The beat schedule, built from settings: the nightly sweep and the daily report.
+
+Each tick names its slot (the scheduled local time it stands for); the run
+claims that slot under a unique constraint, so a second beat, a clock jump or
+a daylight-saving night cannot make two sweeps of one slot.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import pendulum
+from celery.schedules import crontab
+
+SWEEP_TASK = "lethe.sweep"
+SWEEP_PART_TASK = "lethe.sweep_part"
+REPORT_TASK = "lethe.report"
+NIGHTLY_SWEEP = "nightly-sweep"
+DAILY_REPORT = "daily-report"
+
+
+def hour_minute(at: str) -> tuple[int, int]:
+    hour, minute = at.split(":")
+    return int(hour), int(minute)
+
+
+def slot_for(now: datetime, at: str, timezone: str) -> pendulum.DateTime:
+    """The latest scheduled instant at or before `now`, in UTC.
+
+    Whatever time a tick actually fires (late, twice in a repeated hour, after
+    a clock jump), ticks of one local day get the same slot.
+    """
+    hour, minute = hour_minute(at)
+    local = pendulum.instance(now).in_timezone(timezone)
+    candidate = _at(local, hour, minute)
+    if candidate > local:
+        candidate = _at(local.subtract(days=1), hour, minute)
+    return candidate.in_timezone("UTC")
+
+
+def _at(day: pendulum.DateTime, hour: int, minute: int) -> pendulum.DateTime:
+    # Built from the calendar date, never by moving a clock time: in a repeated
+    # hour the first occurrence wins, in a skipped hour pendulum moves forward.
+    return pendulum.datetime(day.year, day.month, day.day, hour, minute, tz=day.timezone)
+
+
+def beat_schedule(settings: Any) -> dict[str, dict[str, Any]]:
+    sweep_hour, sweep_minute = hour_minute(settings.sweep.at)
+    report_hour, report_minute = hour_minute(settings.sweep.report_at)
+    return {
+        NIGHTLY_SWEEP: {
+            "task": SWEEP_TASK,
+            "schedule": crontab(hour=sweep_hour, minute=sweep_minute),
+            "kwargs": {"schedule": NIGHTLY_SWEEP},
+        },
+        DAILY_REPORT: {
+            "task": REPORT_TASK,
+            "schedule": crontab(hour=report_hour, minute=report_minute),
+            "kwargs": {"schedule": DAILY_REPORT},
+        },
+    }
+
+
+def install(app: Any, settings: Any) -> None:
+    """Give the Celery app its beat schedule, in the sweep's own time zone."""
+    app.conf.beat_schedule = beat_schedule(settings)
+    # crontab reads hours in the app's time zone; only beat and ETAs use it.
+    app.conf.timezone = settings.sweep.timezone
+    app.conf.beat_schedule_filename = str(settings.home / "celerybeat-schedule")

@@ -1,0 +1,132 @@
+"""Reading the audit trail: rows, exports, and a proof of erasure for one person.
+
+The trail never holds who a person was: a DPO who is asked "what did you do
+with my data?" gives Lethe the subject, Lethe recomputes its keyed hash and
+reads the rows that carry it.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from typing import Any
+
+from sqlalchemy import select
+
+from worker.hashing import subject_ref
+from worker.register import Register
+from worker.store import Erasure, StoredEvent, StoredLifecycle, transaction
+from worker.sweep_plan import ART17
+
+COLUMNS = [
+    "id",
+    "run_id",
+    "subject_ref",
+    "activity",
+    "rule",
+    "target",
+    "columns",
+    "strategy",
+    "outcome",
+    "rows",
+    "erased_at",
+]
+
+
+def audit_rows(
+    url: str,
+    secret: bytes,
+    subject: str | None = None,
+    run_id: int | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    query = select(Erasure).order_by(Erasure.id)
+    if subject:
+        query = query.where(Erasure.subject_ref == subject_ref(secret, subject))
+    if run_id is not None:
+        query = query.where(Erasure.run_id == run_id)
+    if limit:
+        query = query.limit(limit)
+    with transaction(url) as session:
+        return [_row(e) for e in session.scalars(query)]
+
+
+def _row(e: Erasure) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "run_id": e.run_id,
+        "subject_ref": e.subject_ref,
+        "activity": e.activity,
+        "rule": e.rule,
+        "target": e.target,
+        "columns": e.columns,
+        "strategy": e.strategy,
+        "outcome": e.outcome,
+        "rows": e.rows,
+        "erased_at": e.erased_at.isoformat(),
+    }
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def proof(url: str, secret: bytes, subject: str, register: Register) -> dict[str, Any]:
+    """What became of one person's data: erased, kept by law (until when), still pending.
+
+    The digest covers the audit rows shown, so a proof handed to the person can
+    later be matched against the trail.
+    """
+    rows = audit_rows(url, secret, subject=subject)
+    with transaction(url) as session:
+        requests = list(
+            session.scalars(
+                select(StoredEvent.occurred_at)
+                .where(StoredEvent.subject == subject, StoredEvent.type == ART17)
+                .order_by(StoredEvent.occurred_at)
+            )
+        )
+        lifecycles = list(
+            session.execute(
+                select(
+                    StoredLifecycle.activity, StoredLifecycle.state, StoredLifecycle.deadline_at
+                ).where(StoredLifecycle.subject == subject)
+            )
+        )
+    tz = register.tz
+    erased = sorted({r["activity"] for r in rows if r["outcome"] in ("erased", "nothing_to_erase")})
+    kept = [
+        {
+            "activity": r["activity"],
+            "target": r["target"],
+            "columns": r["columns"],
+            "why": r["rule"],
+        }
+        for r in rows
+        if r["outcome"] == "kept_by_law"
+    ]
+    pending = [
+        {
+            "activity": activity,
+            "state": state,
+            "until": deadline.astimezone(tz).isoformat() if deadline else None,
+        }
+        for activity, state, deadline in sorted(lifecycles)
+        if state != "erased"
+    ]
+    canonical = json.dumps(rows, sort_keys=True, ensure_ascii=False).encode()
+    return {
+        "subject_ref": subject_ref(secret, subject),
+        "erasure_requested_at": [m.astimezone(tz).isoformat() for m in requests],
+        "erased_activities": erased,
+        "kept_by_law": kept,
+        "not_yet_erased": pending,
+        "audit_rows": len(rows),
+        "audit_digest": "sha256:" + hashlib.sha256(canonical).hexdigest(),
+    }

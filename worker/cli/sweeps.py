@@ -1,0 +1,308 @@
+"""Commands of the sweeps: purge, forecast, hold, audit, shop check, demo."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from worker.cli import main
+from worker.cli.common import (
+    configured_register,
+    now_option,
+    print_rows,
+    settings_or_exit,
+    store_url,
+    table,
+)
+
+# `lethe purge` exits with this when the sweep stopped to wait for a DPO's approval.
+AWAITING_APPROVAL = 4
+
+
+@main.command()
+@click.option(
+    "--dry-run", is_flag=True, help="say what would change (rows per table), change nothing"
+)
+@click.option("--now", "now_text", help="erase what is due at this instant (ISO 8601 with offset)")
+@click.option("--approve", "approve_run", type=int, metavar="RUN", help="let a stopped run go on")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+def purge(dry_run: bool, now_text: str | None, approve_run: int | None, fmt: str) -> None:
+    """Run a sweep now: the same code beat runs at night.
+
+    Exits 4 when the sweep stopped for approval (first sweep on a register, far
+    more than usual): check with --dry-run, then `lethe purge --approve RUN`.
+    """
+    from worker.runtime import runtime
+    from worker.shop import ShopMismatch, ShopUnavailable
+    from worker.sweep import SweepRefused, approve, fail_run, open_run, run_sweep
+
+    if approve_run is not None and (dry_run or now_text):
+        raise click.UsageError("--approve runs the stopped run as planned: no --dry-run or --now")
+    url = store_url()
+    rt = runtime()
+    settings, register = rt.settings, configured_register()
+    try:
+        if approve_run is not None:
+            approve(settings, register, approve_run)
+            run_id = approve_run
+        else:
+            run_id = open_run(
+                settings,
+                register,
+                now=now_option(now_text),
+                status="dry_run" if dry_run else "running",
+            )
+    except SweepRefused as exc:
+        raise click.ClickException(str(exc)) from None
+    bar = _Bar()
+    try:
+        result = run_sweep(settings, register, run_id, progress=bar.update, on_plan=bar.start)
+    except ShopMismatch as exc:
+        fail_run(settings, run_id, "the register's targets do not fit the shop schema")
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        raise SystemExit(1) from None
+    except ShopUnavailable as exc:
+        fail_run(settings, run_id, str(exc))
+        rt.log.error("ALERT sweep failed: shop database unreachable", run=run_id)
+        raise click.ClickException(str(exc)) from None
+    finally:
+        bar.close()
+    _report(url, settings.secret, result, fmt)
+    if result.status == "awaiting_approval":
+        raise SystemExit(AWAITING_APPROVAL)
+
+
+class _Bar:
+    """A progress bar that appears once the plan says how many lifecycles are due."""
+
+    def __init__(self) -> None:
+        self.bar: Any = None
+
+    def start(self, plan: Any) -> None:
+        if plan.due:
+            self.bar = click.progressbar(
+                length=plan.due, label="erasing", file=sys.stderr, show_pos=True
+            )
+            self.bar.__enter__()
+
+    def update(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+            self.bar = None
+
+
+def _report(url: str, secret: bytes, result: Any, fmt: str) -> None:
+    from worker.audit import audit_rows
+
+    summary = {
+        "run": result.run_id,
+        "status": result.status,
+        "due": result.due,
+        "held": result.held,
+        "erased": result.erased,
+        "failed": result.failed,
+        "rows": result.rows,
+        "reasons": result.plan.get("reasons", result.reasons),
+    }
+    if result.status == "dry_run":
+        summary["would_change"] = result.plan.get("rows", [])
+    elif result.status in ("done", "failed"):
+        summary["outcomes"] = _outcomes(audit_rows(url, secret, run_id=result.run_id))
+    if fmt == "json":
+        json.dump(summary, sys.stdout, indent=2, ensure_ascii=False)
+        sys.stdout.write("\n")
+    elif result.status == "dry_run":
+        click.echo(table(summary["would_change"], ["activity", "target", "rows", "kept_by_law"]))
+    elif "outcomes" in summary:
+        click.echo(
+            table(summary["outcomes"], ["activity", "target", "outcome", "lifecycles", "rows"])
+        )
+    if result.status == "awaiting_approval":
+        click.echo(
+            f"run {result.run_id} stopped before touching anything, waiting for approval:",
+            err=True,
+        )
+        for reason in summary["reasons"]:
+            click.echo(f"  - {reason}", err=True)
+        click.echo(
+            f"check with `lethe purge --dry-run`, then run `lethe purge --approve {result.run_id}`",
+            err=True,
+        )
+        return
+    if result.status == "dry_run":
+        click.echo(
+            f"dry run {result.run_id}: {result.due} lifecycles due, nothing changed", err=True
+        )
+        for reason in summary["reasons"]:
+            click.echo(f"  a real sweep would wait for approval: {reason}", err=True)
+        return
+    click.echo(
+        f"run {result.run_id} {result.status}: {result.erased} lifecycles erased "
+        f"({result.rows} rows), {result.failed} failed, {result.held} held",
+        err=True,
+    )
+
+
+def _outcomes(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    counts: dict[tuple[str, str, str], list[int]] = {}
+    for row in rows:
+        key = (row["activity"], row["target"], row["outcome"])
+        entry = counts.setdefault(key, [0, 0])
+        entry[0] += 1
+        entry[1] += row["rows"]
+    return [
+        {"activity": a, "target": t, "outcome": o, "lifecycles": n, "rows": r}
+        for (a, t, o), (n, r) in sorted(counts.items())
+    ]
+
+
+@main.command()
+@click.option("--until", "until_text", required=True, help="forecast up to this instant (ISO)")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+def forecast(until_text: str, fmt: str) -> None:
+    """What falls due when: lifecycles per month and activity, up to --until."""
+    from sqlalchemy import func, select
+
+    from worker.store import StoredLifecycle, transaction
+    from worker.sweep_plan import forecast as per_month
+
+    until = now_option(until_text)
+    url = store_url()
+    register = configured_register()
+    with transaction(url) as session:
+        rows = session.execute(
+            select(StoredLifecycle.activity, StoredLifecycle.deadline_at, StoredLifecycle.then)
+            .where(
+                StoredLifecycle.state == "active",
+                StoredLifecycle.deadline_at.is_not(None),
+                StoredLifecycle.deadline_at <= until,
+            )
+            .execution_options(yield_per=10_000)
+        )
+        months = per_month(rows, register.tz)
+        held = session.scalar(
+            select(func.count()).select_from(StoredLifecycle).where(StoredLifecycle.state == "held")
+        )
+    print_rows(months, fmt, ["month", "activity", "then", "lifecycles"])
+    if held:
+        click.echo(f"{held} held lifecycles are not forecast: they wait for their hold", err=True)
+
+
+@main.group()
+def hold() -> None:
+    """Legal holds: a held subject is never erased, whatever its deadlines."""
+
+
+@hold.command("place")
+@click.argument("subject")
+@click.option("--reason", required=True, help="why (a case number, not personal data)")
+def hold_place(subject: str, reason: str) -> None:
+    """Hold every lifecycle of SUBJECT (KIND:ID)."""
+    from worker.holds import HoldError, place
+
+    try:
+        hold_id = place(store_url(), subject, reason)
+    except HoldError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"hold {hold_id} placed: {subject} will not be erased until it is lifted", err=True)
+
+
+@hold.command("lift")
+@click.argument("subject")
+@click.option("--reason", default="", help="why the hold ends")
+def hold_lift(subject: str, reason: str) -> None:
+    """Lift SUBJECT's holds: what is due is erased at the next sweep."""
+    from worker.holds import HoldError, lift
+
+    try:
+        lifted = lift(store_url(), subject, reason, configured_register())
+    except HoldError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{lifted} hold(s) lifted for {subject}", err=True)
+
+
+@hold.command("list")
+@click.option("--subject", help="only this subject")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+def hold_list(subject: str | None, fmt: str) -> None:
+    """Holds placed by hand, open and lifted."""
+    from worker.holds import hold_rows
+
+    print_rows(
+        hold_rows(store_url(), subject), fmt, ["id", "subject", "placed_at", "lifted_at", "reason"]
+    )
+
+
+@main.command()
+@click.option("--subject", help="KIND:ID: its keyed hash is recomputed, never stored")
+@click.option("--run", "run_id", type=int, help="only this run")
+@click.option("--proof", is_flag=True, help="with --subject: a proof of erasure for the person")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table")
+def audit(subject: str | None, run_id: int | None, proof: bool, fmt: str) -> None:
+    """The erasure audit trail (keyed hashes, never personal data)."""
+    from worker.audit import audit_rows, to_csv
+    from worker.audit import proof as proof_of
+
+    url = store_url()
+    settings = settings_or_exit()
+    if proof:
+        if not subject:
+            raise click.UsageError("--proof needs --subject")
+        document = proof_of(url, settings.secret, subject, configured_register())
+        json.dump(document, sys.stdout, indent=2, ensure_ascii=False)
+        sys.stdout.write("\n")
+        return
+    rows = audit_rows(url, settings.secret, subject=subject, run_id=run_id)
+    if fmt == "csv":
+        sys.stdout.write(to_csv(rows))
+        return
+    print_rows(
+        rows,
+        fmt,
+        ["id", "run_id", "subject_ref", "activity", "target", "outcome", "rows", "strategy"],
+    )
+
+
+@main.group()
+def shop() -> None:
+    """The shop database the register's targets point at."""
+
+
+@shop.command("check")
+def shop_check() -> None:
+    """Check every target against the shop schema: exit 0, or 1 with `file:line: message`."""
+    from worker.shop import ShopMismatch, ShopUnavailable, bind_targets, shop_engine
+
+    settings = settings_or_exit()
+    register = configured_register()
+    try:
+        bound = bind_targets(
+            register, settings.register_path, shop_engine(settings.shop_database_url)
+        )
+    except ShopMismatch as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        raise SystemExit(1) from None
+    except ShopUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    targets = sum(len(b) for b in bound.values())
+    tables = len({t.table.name for b in bound.values() for t in b})
+    click.echo(f"{targets} targets over {tables} tables fit the shop schema", err=True)
+
+
+@main.command()
+@click.option("--people", default=400, show_default=True, help="how many people the shop has")
+@click.option("--seed", default=7, show_default=True, help="random seed for the demo data")
+def demo(people: int, seed: int) -> None:
+    """The whole story on one machine: a demo shop, years of events, nightly sweeps."""
+    from worker.demo import run_demo
+
+    run_demo(people=people, seed=seed)

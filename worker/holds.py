@@ -1,0 +1,102 @@
+"""Legal holds placed by hand (`lethe hold place|lift`): a held subject is never erased.
+
+Dispute events (`dispute.opened` / `dispute.closed`) hold through the event log
+(worker/retention.py); a hold placed here is kept in the `holds` table, and the
+sweep checks both, so neither can be missed. Lifting a hand-placed hold gives
+the lifecycles back the state the events say.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from worker.register import Register
+from worker.retention import is_held
+from worker.store import Hold, StoredLifecycle, now_utc, transaction
+
+
+class HoldError(ValueError):
+    """A hold request that cannot be followed; the message says why and what to do."""
+
+
+def place(url: str, subject: str, reason: str) -> int:
+    """Hold every lifecycle of `subject` (present and future); returns the hold's id."""
+    _check_subject(subject)
+    if not reason.strip():
+        raise HoldError("a hold needs a reason (--reason): the audit must say why erasure stopped")
+    now = now_utc()
+    with transaction(url) as session:
+        hold = Hold(subject=subject, reason=reason, placed_at=now)
+        session.add(hold)
+        session.execute(
+            update(StoredLifecycle)
+            .where(StoredLifecycle.subject == subject, StoredLifecycle.state == "active")
+            .values(state="held", updated_at=now)
+        )
+        session.flush()
+        return hold.id
+
+
+def lift(url: str, subject: str, reason: str, register: Register) -> int:
+    """Lift the subject's open holds; returns how many. A dispute still open keeps it held."""
+    _check_subject(subject)
+    now = now_utc()
+    with transaction(url) as session:
+        open_holds = list(
+            session.scalars(select(Hold).where(Hold.subject == subject, Hold.lifted_at.is_(None)))
+        )
+        if not open_holds:
+            raise HoldError(f"{subject} has no hold placed by hand: nothing to lift")
+        for hold in open_holds:
+            hold.lifted_at = now
+            hold.lift_reason = reason
+        from worker.ingest import events_of  # ingest itself reads held_by_hand
+
+        if not is_held(events_of(session, [subject]).get(subject, []), register):
+            session.execute(
+                update(StoredLifecycle)
+                .where(StoredLifecycle.subject == subject, StoredLifecycle.state == "held")
+                .values(state="active", updated_at=now)
+            )
+        return len(open_holds)
+
+
+def held_by_hand(session: Session, subjects: Iterable[str]) -> set[str]:
+    """The subjects among these that have an open hold placed by hand."""
+    subjects = list(subjects)
+    found: set[str] = set()
+    for start in range(0, len(subjects), 1000):
+        chunk = subjects[start : start + 1000]
+        found.update(
+            session.scalars(
+                select(Hold.subject).where(Hold.subject.in_(chunk), Hold.lifted_at.is_(None))
+            )
+        )
+    return found
+
+
+def hold_rows(url: str, subject: str | None = None) -> list[dict[str, Any]]:
+    query = select(Hold).order_by(Hold.id)
+    if subject:
+        query = query.where(Hold.subject == subject)
+    with transaction(url) as session:
+        return [
+            {
+                "id": h.id,
+                "subject": h.subject,
+                "reason": h.reason,
+                "placed_at": h.placed_at.isoformat(),
+                "lifted_at": h.lifted_at.isoformat() if h.lifted_at else None,
+            }
+            for h in session.scalars(query)
+        ]
+
+
+def _check_subject(subject: str) -> None:
+    kind, sep, ident = subject.partition(":")
+    if not (sep and kind and ident):
+        raise HoldError(f"{subject!r} is not a subject: write KIND:ID, e.g. customer:42")

@@ -1,0 +1,405 @@
+"""The shop adapter: the register's targets checked against the shop's real schema, and applied.
+
+Every table and column comes from SQLAlchemy reflection of the shop database,
+so a name from the register reaches SQL only once the shop has confirmed it,
+and always quoted by SQLAlchemy. The strategies themselves are pure
+(worker/strategies.py); this module reads rows, calls them and writes back.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from worker.hashing import value_hash
+from worker.register import Register, RegisterProblem, Target, register_line
+from worker.strategies import ColumnFacts, Context, apply, column_problem
+
+_CHUNK = 1000
+
+
+class ShopUnavailable(RuntimeError):
+    """The shop database cannot be reached; due lifecycles stay due until the next sweep."""
+
+
+class ShopMismatch(RuntimeError):
+    """The register's targets do not fit the shop schema; `problems` says where."""
+
+    def __init__(self, problems: list[RegisterProblem]):
+        self.problems = problems
+        super().__init__("\n".join(str(p) for p in problems))
+
+
+@dataclass(frozen=True)
+class BoundTarget:
+    """A target whose table and columns the shop schema confirmed."""
+
+    activity: str
+    target: Target
+    table: sa.Table
+    facts: dict[str, ColumnFacts]
+    primary_key: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return self.target.name
+
+    def key_for(self, subject: str) -> Any:
+        """The key column's value naming `subject`, or None when it cannot name one here."""
+        value = subject if self.target.key_value == "subject" else subject.split(":", 1)[1]
+        if self.facts[self.target.key].kind == "integer":
+            return int(value) if re.fullmatch(r"-?\d{1,18}", value) else None
+        return value
+
+
+@dataclass
+class Applied:
+    """What one batch did: rows per (subject, target) and the suppression hashes."""
+
+    rows: dict[tuple[str, str, str], int] = field(default_factory=lambda: defaultdict(int))
+    suppressed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def shop_engine(url: str) -> Engine:
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        if not path.exists():
+            raise ShopUnavailable(
+                f"the shop database {path} does not exist: set LETHE_SHOP_DATABASE_URL to the "
+                "shop's database, or run `lethe demo` to build a demo shop"
+            )
+    return _engine(url)
+
+
+_engines: dict[str, Engine] = {}
+
+
+def _engine(url: str) -> Engine:
+    if url not in _engines:
+        options: dict[str, Any] = {"pool_pre_ping": True}
+        if url.startswith("sqlite"):
+            options = {"connect_args": {"timeout": 60}}
+        _engines[url] = sa.create_engine(url, **options)
+    return _engines[url]
+
+
+def dispose_engines() -> None:
+    for engine in _engines.values():
+        engine.dispose(close=False)
+    _engines.clear()
+
+
+def safe_url(url: str) -> str:
+    return re.sub(r"//[^@/]*@", "//***@", url)
+
+
+def bind_targets(
+    register: Register, register_path: str | Path, engine: Engine
+) -> dict[str, list[BoundTarget]]:
+    """Every activity's targets, checked against the shop schema; raises ShopMismatch.
+
+    Checks tables, key columns and columns exist, and that each strategy's output
+    fits the column's type, length, NOT NULL and UNIQUE constraints.
+    """
+    try:
+        inspector = sa.inspect(engine)
+        tables = set(inspector.get_table_names())
+    except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        raise ShopUnavailable(_unreachable(engine, exc)) from None
+    wanted = sorted(
+        {
+            t.table
+            for a in register.activities
+            for r in a.retention
+            for t in r.targets
+            if t.table in tables
+        }
+    )
+    metadata = sa.MetaData()
+    metadata.reflect(engine, only=wanted)
+    unique = {name: _unique_columns(inspector, name) for name in wanted}
+    referenced = _referenced_without_cascade(inspector, tables, set(wanted))
+    problems: list[RegisterProblem] = []
+    bound: dict[str, list[BoundTarget]] = {}
+
+    def problem(where: tuple, message: str) -> None:
+        problems.append(
+            RegisterProblem(str(register_path), register_line(register_path, where), message)
+        )
+
+    for a, activity in enumerate(register.activities):
+        bound[activity.id] = []
+        has_targets = any(rule.targets for rule in activity.retention)
+        if not has_targets:
+            problem(
+                ("activities", a, "retention"),
+                f"activity {activity.id!r} has no targets: a sweep would not know where its "
+                "data lives in the shop; add targets (table, key, columns)",
+            )
+        for r, rule in enumerate(activity.retention):
+            for t, target in enumerate(rule.targets):
+                where = ("activities", a, "retention", r, "targets", t)
+                label = f"activity {activity.id!r}, target {target.table!r}"
+                if target.table not in tables:
+                    problem(
+                        (*where, "table"),
+                        f"{label}: the shop database has no table {target.table!r} "
+                        f"(tables: {', '.join(sorted(tables)) or 'none'})",
+                    )
+                    continue
+                table = metadata.tables[target.table]
+                facts = {c.name: _facts(c, unique[target.table]) for c in table.columns}
+                columns = [
+                    (target.key, "key"),
+                    *((c, "columns") for c in target.columns),
+                    *((c, "keeps") for c in target.keeps),
+                    *((c, "suppress") for c in target.suppress),
+                ]
+                missing = False
+                for column, part in columns:
+                    if column not in facts:
+                        missing = True
+                        path = (*where, part, column) if part == "columns" else (*where, part)
+                        problem(
+                            path,
+                            f"{label}: table {target.table!r} has no column {column!r} "
+                            f"(columns: {', '.join(facts)})",
+                        )
+                if missing:
+                    continue
+                one_row = facts[target.key].unique
+                for column, strategy in target.columns.items():
+                    why = column_problem(strategy, facts[column], one_row)
+                    if why:
+                        problem((*where, "columns", column), f"{label}: {why}")
+                if target.delete_rows and target.table in referenced:
+                    problem(
+                        (*where, "delete_rows"),
+                        f"{label}: rows of {target.table!r} are referenced by "
+                        f"{', '.join(sorted(referenced[target.table]))} without ON DELETE "
+                        "CASCADE or SET NULL, so deleting them would fail: anonymise columns "
+                        "instead, or delete the referencing rows first",
+                    )
+                pk = tuple(c.name for c in table.primary_key.columns)
+                if not pk and not target.delete_rows:
+                    problem(
+                        (*where, "table"),
+                        f"{label}: table {target.table!r} has no primary key, so its rows "
+                        "cannot be updated one by one: add one, or use delete_rows",
+                    )
+                bound[activity.id].append(BoundTarget(activity.id, target, table, facts, pk))
+    if problems:
+        raise ShopMismatch(problems)
+    return bound
+
+
+def _unreachable(engine: Engine, exc: Exception) -> str:
+    return (
+        f"the shop database at {safe_url(engine.url.render_as_string(hide_password=True))} "
+        f"is unreachable ({type(exc).__name__}); due lifecycles stay due and the next sweep "
+        "tries again: start it or fix LETHE_SHOP_DATABASE_URL"
+    )
+
+
+def _facts(column: sa.Column, unique: set[str]) -> ColumnFacts:
+    kind, length = _kind(column.type)
+    return ColumnFacts(
+        name=column.name,
+        kind=kind,
+        length=length,
+        nullable=bool(column.nullable) and not column.primary_key,
+        unique=column.name in unique,
+        primary_key=column.primary_key,
+        foreign_key=bool(column.foreign_keys),
+    )
+
+
+def _kind(column_type: sa.types.TypeEngine) -> tuple[str, int | None]:
+    if isinstance(column_type, sa.DateTime):
+        return "datetime", None
+    if isinstance(column_type, sa.Date):
+        return "date", None
+    if isinstance(column_type, sa.Integer):
+        return "integer", None
+    if isinstance(column_type, sa.Numeric):
+        return "numeric", None
+    if isinstance(column_type, sa.String):
+        return "text", column_type.length
+    return "other", None
+
+
+def _unique_columns(inspector: sa.Inspector, table: str) -> set[str]:
+    single: set[str] = set()
+    pk = inspector.get_pk_constraint(table).get("constrained_columns") or []
+    if len(pk) == 1:
+        single.add(pk[0])
+    for constraint in inspector.get_unique_constraints(table):
+        if len(constraint["column_names"]) == 1:
+            single.add(constraint["column_names"][0])
+    for index in inspector.get_indexes(table):
+        if index.get("unique") and len(index["column_names"]) == 1:
+            single.add(index["column_names"][0])
+    return single
+
+
+def _referenced_without_cascade(
+    inspector: sa.Inspector, tables: set[str], targets: set[str]
+) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = defaultdict(set)
+    for table in tables:
+        for fk in inspector.get_foreign_keys(table):
+            ondelete = (fk.get("options") or {}).get("ondelete") or ""
+            if fk["referred_table"] in targets and ondelete.upper() not in ("CASCADE", "SET NULL"):
+                found[fk["referred_table"]].add(table)
+    return found
+
+
+def apply_targets(
+    connection: Connection,
+    work: Sequence[tuple[str, BoundTarget]],
+    secret: bytes,
+) -> Applied:
+    """Apply the strategies of each (subject, target) pair, inside the caller's transaction."""
+    applied = Applied()
+    by_target: dict[tuple[str, str], list[str]] = defaultdict(list)
+    targets: dict[tuple[str, str], BoundTarget] = {}
+    for subject, bound in work:
+        ident = (bound.activity, bound.name)
+        targets[ident] = bound
+        by_target[ident].append(subject)
+    for ident, subjects in by_target.items():
+        bound = targets[ident]
+        keys = {}
+        for subject in subjects:
+            key = bound.key_for(subject)
+            applied.rows[(subject, *ident)] += 0
+            if key is not None:
+                keys[key] = subject
+        for chunk in _chunks(list(keys), _CHUNK):
+            if bound.target.delete_rows:
+                _delete(connection, bound, chunk, keys, secret, applied)
+            elif bound.target.columns:
+                _anonymise(connection, bound, chunk, keys, secret, applied)
+            else:
+                _count(connection, bound, chunk, keys, applied)
+    return applied
+
+
+def _delete(connection, bound, chunk, keys, secret, applied) -> None:
+    table = bound.table
+    key_col = table.c[bound.target.key]
+    if bound.target.suppress:
+        query = sa.select(*(table.c[c] for c in bound.target.suppress)).where(key_col.in_(chunk))
+        for row in connection.execute(query):
+            for value in row:
+                if value is not None:
+                    applied.suppressed.append((value_hash(secret, str(value)), bound.activity))
+    result = connection.execute(sa.delete(table).where(key_col.in_(chunk)).returning(key_col))
+    for (key,) in result:
+        applied.rows[(keys[key], bound.activity, bound.name)] += 1
+
+
+def _anonymise(connection, bound, chunk, keys, secret, applied) -> None:
+    table = bound.table
+    key_col = table.c[bound.target.key]
+    pk = [table.c[c] for c in bound.primary_key]
+    columns = list(bound.target.columns)
+    selected = [*pk, key_col, *(table.c[c] for c in columns if c not in bound.primary_key)]
+    query = sa.select(*dict.fromkeys(selected)).where(key_col.in_(chunk))
+    changes: list[dict[str, Any]] = []
+    for row in connection.execute(query).mappings():
+        subject = keys[row[bound.target.key]]
+        applied.rows[(subject, bound.activity, bound.name)] += 1
+        if bound.target.suppress:
+            for name in bound.target.suppress:
+                if row[name] is not None:
+                    applied.suppressed.append((value_hash(secret, str(row[name])), bound.activity))
+        new = {
+            c: apply(s, row[c], Context(secret, subject, bound.facts[c]))
+            for c, s in bound.target.columns.items()
+        }
+        # An earlier, interrupted sweep may have done this row already.
+        if any(new[c] != row[c] for c in columns):
+            changes.append({**{f"pk_{c.name}": row[c.name] for c in pk}, **new})
+    if changes:
+        _update_rows(connection, bound, columns, changes)
+
+
+def _update_rows(connection, bound, columns: list[str], changes: list[dict[str, Any]]) -> None:
+    table = bound.table
+    pk = [table.c[c] for c in bound.primary_key]
+    if connection.dialect.name == "postgresql":
+        # One UPDATE ... FROM (VALUES ...) per chunk: near the speed of a bulk UPDATE.
+        values = sa.values(
+            *(sa.column(f"pk_{c.name}", c.type) for c in pk),
+            *(sa.column(c, table.c[c].type) for c in columns),
+            name="v",
+        ).data(
+            [
+                tuple(ch[f"pk_{c.name}"] for c in pk) + tuple(ch[c] for c in columns)
+                for ch in changes
+            ]
+        )
+        statement = (
+            sa.update(table)
+            .where(*(c == values.c[f"pk_{c.name}"] for c in pk))
+            .values({c: sa.cast(values.c[c], table.c[c].type) for c in columns})
+        )
+        connection.execute(statement)
+        return
+    statement = (
+        sa.update(table)
+        .where(*(c == sa.bindparam(f"pk_{c.name}") for c in pk))
+        .values({c: sa.bindparam(c) for c in columns})
+    )
+    connection.execute(statement, changes)
+
+
+def _count(connection, bound, chunk, keys, applied) -> None:
+    key_col = bound.table.c[bound.target.key]
+    query = sa.select(key_col, sa.func.count()).where(key_col.in_(chunk)).group_by(key_col)
+    for key, rows in connection.execute(query):
+        applied.rows[(keys[key], bound.activity, bound.name)] += rows
+
+
+def count_rows(
+    connection: Connection, work: Sequence[tuple[str, BoundTarget]]
+) -> dict[tuple[str, str], int]:
+    """Rows each (activity, target) would touch for these subjects (the dry run's numbers)."""
+    applied = Applied()
+    by_target: dict[tuple[str, str], list[Any]] = defaultdict(list)
+    bounds: dict[tuple[str, str], BoundTarget] = {}
+    keys_of: dict[tuple[str, str], dict[Any, str]] = defaultdict(dict)
+    for subject, bound in work:
+        ident = (bound.activity, bound.name)
+        bounds[ident] = bound
+        key = bound.key_for(subject)
+        if key is not None:
+            by_target[ident].append(key)
+            keys_of[ident][key] = subject
+    for ident, keys in by_target.items():
+        for chunk in _chunks(keys, _CHUNK):
+            _count(connection, bounds[ident], chunk, keys_of[ident], applied)
+    totals: dict[tuple[str, str], int] = defaultdict(int)
+    for (_, activity, target), rows in applied.rows.items():
+        totals[(activity, target)] += rows
+    return dict(totals)
+
+
+def table_sizes(connection: Connection, tables: Iterable[sa.Table]) -> dict[str, int]:
+    return {
+        t.name: connection.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
+        for t in tables
+    }
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,237 @@
+"""Anonymisation strategies: plain functions registered by name, and what each column needs.
+
+Pure: no database. A strategy takes a value and the context (the subject, the
+key, the column's facts) and returns the value to store. Every strategy is
+idempotent (applying it to its own output changes nothing), so a sweep
+interrupted between the shop's commit and the audit row can simply run again.
+
+Adding a strategy is one function and one line in STRATEGIES.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+REDACTED = "[redacted]"
+HASH_PREFIX = "h:"
+PSEUDONYM_PREFIX = "anon-"
+# The smallest hash we write: 16 hex digits, so two addresses of one shop never collide
+# in practice and a UNIQUE column stays unique.
+MIN_HASH_HEX = 16
+MIN_PSEUDONYM_HEX = 8
+
+
+@dataclass(frozen=True)
+class ColumnFacts:
+    """What the shop schema says about a column (read by reflection in worker/shop.py)."""
+
+    name: str
+    kind: str  # text | integer | numeric | date | datetime | other
+    length: int | None = None
+    nullable: bool = True
+    unique: bool = False
+    primary_key: bool = False
+    foreign_key: bool = False
+
+
+@dataclass(frozen=True)
+class Context:
+    secret: bytes
+    subject: str
+    column: ColumnFacts
+
+
+Strategy = Callable[[Any, Context], Any]
+
+
+def null(value: Any, ctx: Context) -> Any:
+    return None
+
+
+def redact(value: Any, ctx: Context) -> Any:
+    return None if value is None else REDACTED
+
+
+def keyed_hash(value: Any, ctx: Context) -> Any:
+    """HMAC-SHA256 of the value: rows stay distinct (UNIQUE holds) and joinable, not readable."""
+    if value is None or _is_hash(value):
+        return value
+    digest = hmac.new(ctx.secret, str(value).encode(), hashlib.sha256).hexdigest()
+    return HASH_PREFIX + digest[: _room(ctx.column, len(HASH_PREFIX), 64)]
+
+
+def pseudonym(value: Any, ctx: Context) -> Any:
+    """The same pseudonym for a subject wherever it appears, so counts per person survive."""
+    if value is None:
+        return None
+    digest = hmac.new(ctx.secret, b"pseudonym:" + ctx.subject.encode(), hashlib.sha256)
+    return PSEUDONYM_PREFIX + digest.hexdigest()[: _room(ctx.column, len(PSEUDONYM_PREFIX), 12)]
+
+
+def year(value: Any, ctx: Context) -> Any:
+    """A date becomes the first of January of its year."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
+    if isinstance(value, date):
+        return value.replace(month=1, day=1)
+    raise StrategyError(f"year expects a date, got {type(value).__name__}")
+
+
+_FR_POSTCODE = re.compile(r"^\d{5}$")
+_DEPARTMENT = re.compile(r"^(\d{2,3}|2[AB])$")
+
+
+def department(value: Any, ctx: Context) -> Any:
+    """A French postcode becomes its département (75008 -> 75, 20090 -> 2A, 97110 -> 971)."""
+    if value is None:
+        return None
+    text = str(value).strip().upper()
+    if _DEPARTMENT.match(text):
+        return text
+    if _FR_POSTCODE.match(text):
+        if text.startswith("97") or text.startswith("98"):
+            return text[:3]
+        if text.startswith("20"):
+            # Corsica: 200xx and 201xx are Corse-du-Sud, the rest Haute-Corse.
+            return "2A" if int(text[:3]) < 202 else "2B"
+        return text[:2]
+    # Outside France: the first two characters name a region at most (UK "SW", ...).
+    return text[:2]
+
+
+_BOUNDS = (0, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000)
+
+
+def amount_range(value: Any, ctx: Context) -> Any:
+    """An amount becomes the lower bound of its range (0-50, 50-100, 100-250 ...).
+
+    In a text column the range itself is written ("100-250").
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if re.fullmatch(r"\d+-(\d+|)", value):
+            return value
+        amount = Decimal(value)
+    else:
+        amount = Decimal(value)
+    low, high = _bucket(amount)
+    if ctx.column.kind == "text":
+        return f"{low}-{high if high is not None else ''}"
+    if ctx.column.kind == "integer":
+        return low
+    return Decimal(low)
+
+
+def _bucket(amount: Decimal) -> tuple[int, int | None]:
+    if amount < 0:
+        return (-_bucket(-amount)[0], 0)
+    low = 0
+    for bound in _BOUNDS:
+        if amount >= bound:
+            low = bound
+        else:
+            return (low, bound)
+    return (low, None)
+
+
+STRATEGIES: dict[str, Strategy] = {
+    "null": null,
+    "redact": redact,
+    "keyed_hash": keyed_hash,
+    "pseudonym": pseudonym,
+    "year": year,
+    "department": department,
+    "amount_range": amount_range,
+}
+
+# Which column kinds each strategy can write into.
+ACCEPTS: dict[str, frozenset[str]] = {
+    "null": frozenset({"text", "integer", "numeric", "date", "datetime", "other"}),
+    "redact": frozenset({"text"}),
+    "keyed_hash": frozenset({"text"}),
+    "pseudonym": frozenset({"text"}),
+    "year": frozenset({"date", "datetime"}),
+    "department": frozenset({"text"}),
+    "amount_range": frozenset({"integer", "numeric", "text"}),
+}
+
+# Shortest column each strategy's output fits in (text columns with a length).
+MIN_LENGTH: dict[str, int] = {
+    "redact": len(REDACTED),
+    "keyed_hash": len(HASH_PREFIX) + MIN_HASH_HEX,
+    "pseudonym": len(PSEUDONYM_PREFIX) + MIN_PSEUDONYM_HEX,
+    "department": 3,
+    "amount_range": 11,
+}
+
+# Strategies whose output is the same for many values: never into a UNIQUE column.
+NOT_INJECTIVE = frozenset({"redact", "year", "department", "amount_range"})
+
+
+class StrategyError(ValueError):
+    """A strategy met a value it cannot handle (the schema check should have said so)."""
+
+
+def apply(name: str, value: Any, ctx: Context) -> Any:
+    return STRATEGIES[name](value, ctx)
+
+
+def column_problem(name: str, column: ColumnFacts, one_row_per_subject: bool) -> str | None:
+    """Why `name` cannot be used on `column`, or None when every output fits its constraints.
+
+    Checked before a sweep touches anything, so an anonymised row never fails a
+    constraint, is rolled back and comes back at every sweep.
+    """
+    if name not in STRATEGIES:
+        return f"unknown strategy {name!r} (known: {', '.join(STRATEGIES)})"
+    where = f"column {column.name!r}"
+    if column.primary_key:
+        return f"{where} is the primary key: other rows point at it, keep it"
+    if column.foreign_key and name != "null":
+        return f"{where} is a foreign key: only null can unlink it"
+    if column.kind not in ACCEPTS[name]:
+        kinds = ", ".join(sorted(ACCEPTS[name]))
+        return f"{where} is of type {column.kind}: {name} needs a {kinds} column"
+    if name == "null" and not column.nullable:
+        return f"{where} is NOT NULL: use redact, keyed_hash or pseudonym instead of null"
+    if column.unique and name in NOT_INJECTIVE:
+        return (
+            f"{where} is UNIQUE and {name} gives many rows the same value: "
+            "use keyed_hash (or null if the column allows it)"
+        )
+    if column.unique and name == "pseudonym" and not one_row_per_subject:
+        return (
+            f"{where} is UNIQUE and a subject may have several rows here, which would all "
+            "get the same pseudonym: use keyed_hash"
+        )
+    needed = MIN_LENGTH.get(name)
+    if column.kind == "text" and column.length is not None and needed and column.length < needed:
+        return (
+            f"{where} holds {column.length} characters, {name} writes {needed}: "
+            "use null, or a strategy with a shorter output"
+        )
+    return None
+
+
+def _room(column: ColumnFacts, prefix: int, wanted: int) -> int:
+    if column.length is None:
+        return wanted
+    return max(1, min(wanted, column.length - prefix))
+
+
+def _is_hash(value: Any) -> bool:
+    return (
+        isinstance(value, str)
+        and value.startswith(HASH_PREFIX)
+        and re.fullmatch(r"[0-9a-f]+", value[len(HASH_PREFIX) :]) is not None
+    )

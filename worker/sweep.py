@@ -1,0 +1,692 @@
+"""Sweeps: claim due lifecycles, erase their data in the shop, audit, mark them erased.
+
+The one sweep beat, `lethe purge` and `lethe demo` run. A run is a row of
+`purge_runs`; it plans (and may stop for a DPO's approval), then one or more
+parts page through due lifecycles in batches:
+
+    store transaction:  claim a batch (FOR UPDATE SKIP LOCKED on PostgreSQL)
+      shop transaction: apply the strategies of every claimed lifecycle
+      audit rows, suppression hashes, lifecycles marked erased, payloads dropped
+    commit
+
+A killed worker loses at most its open batch: the store rolls back, the claimed
+lifecycles are due again, and the strategies are idempotent, so the next sweep
+finishes them with one audit row per erasure.
+
+SQLite: SQLAlchemy renders no FOR UPDATE there. Its guard is the database's
+single write lock: each batch transaction writes first (the run's heartbeat),
+which on SQLite serialises claimers, so a second sweep only ever sees the
+first one's batches committed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import pendulum
+import sqlalchemy as sa
+from sqlalchemy import exists, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.orm import Session
+
+from worker.hashing import subject_ref
+from worker.register import Register
+from worker.settings import Settings
+from worker.shop import (
+    Applied,
+    BoundTarget,
+    ShopUnavailable,
+    apply_targets,
+    bind_targets,
+    count_rows,
+    shop_engine,
+    table_sizes,
+)
+from worker.store import (
+    Erasure,
+    Hold,
+    PurgeRun,
+    StoredEvent,
+    StoredLifecycle,
+    Suppression,
+    UTCDateTime,
+    now_utc,
+    transaction,
+)
+from worker.strategies import StrategyError
+from worker.sweep_plan import (
+    ApprovalLimits,
+    DueLifecycle,
+    LoggedEvent,
+    approval_reasons,
+    register_digest,
+    rule_text,
+    strategy_text,
+    subjects_per_table,
+)
+
+Progress = Callable[[int], None]
+
+
+class SweepRefused(RuntimeError):
+    """A request the sweep cannot follow (approving a run that awaits nothing, ...)."""
+
+
+@dataclass
+class SweepResult:
+    run_id: int | None
+    status: str  # done | awaiting_approval | dry_run | failed | skipped
+    due: int = 0
+    held: int = 0
+    erased: int = 0
+    failed: int = 0
+    rows: int = 0
+    reasons: list[str] = field(default_factory=list)
+    plan: dict[str, Any] = field(default_factory=dict)
+    note: str | None = None
+
+
+@dataclass
+class _BatchOutcome:
+    audit: list[dict[str, Any]] = field(default_factory=list)
+    erased_ids: list[int] = field(default_factory=list)
+    failed_ids: list[int] = field(default_factory=list)
+    rows: int = 0
+    suppressed: list[tuple[str, str]] = field(default_factory=list)
+
+
+def limits_of(settings: Settings) -> ApprovalLimits:
+    return ApprovalLimits(
+        factor=settings.sweep.max_factor,
+        share=settings.sweep.max_share,
+        floor=settings.sweep.alarm_floor,
+    )
+
+
+# -- runs ---------------------------------------------------------------------------------
+
+
+def open_run(
+    settings: Settings,
+    register: Register,
+    *,
+    now: datetime,
+    schedule: str = "manual",
+    slot_at: datetime | None = None,
+    status: str = "running",
+) -> int | None:
+    """A new run; None when a scheduled run already claimed this slot."""
+    moment = now_utc()
+    try:
+        with transaction(settings.database_url) as session:
+            run = PurgeRun(
+                schedule=schedule,
+                slot_at=slot_at,
+                now_at=now,
+                started_at=moment,
+                heartbeat_at=moment,
+                status=status,
+                due=0,
+                held=0,
+                erased=0,
+                failed=0,
+                rows=0,
+                parts=1,
+                parts_done=0,
+                register_digest=register_digest(register),
+            )
+            session.add(run)
+            session.flush()
+            return run.id
+    except IntegrityError:
+        return None
+
+
+def run_sweep(
+    settings: Settings,
+    register: Register,
+    run_id: int,
+    *,
+    progress: Progress | None = None,
+    on_plan: Callable[[SweepResult], None] | None = None,
+    spawn_parts: Callable[[int, int], None] | None = None,
+) -> SweepResult:
+    """Plan run `run_id`, stop for approval if needed, then erase (as its first part).
+
+    `spawn_parts(run_id, n)` asks n more workers to share the run (the beat task).
+    Raises ShopUnavailable or ShopMismatch, leaving every lifecycle as it was.
+    """
+    run = load_run(settings, run_id)
+    engine = shop_engine(settings.shop_database_url)
+    bound = bind_targets(register, settings.register_path, engine)
+    now = run.now_at
+    if run.status == "dry_run":
+        result = plan_sweep(settings, register, bound, run, count=True)
+        _set_run(settings, run_id, due=result.due, held=result.held, plan=json.dumps(result.plan))
+        _finish(settings, run_id, "dry_run", _reasons_note(result.reasons, dry=True))
+        return result
+    if run.status != "running":
+        raise SweepRefused(f"run {run_id} is {run.status}, not running")
+    if run.plan is None:
+        result = plan_sweep(settings, register, bound, run, count=False)
+        if result.reasons and run.approved_at is None:
+            _set_run(
+                settings, run_id, due=result.due, held=result.held, plan=json.dumps(result.plan)
+            )
+            note = _reasons_note(result.reasons, run_id=run_id)
+            _finish(settings, run_id, "awaiting_approval", note, finished=False)
+            result.status, result.note = "awaiting_approval", note
+            return result
+        parts = max(1, settings.sweep.parts if spawn_parts else 1)
+        _set_run(
+            settings,
+            run_id,
+            due=result.due,
+            held=result.held,
+            plan=json.dumps(result.plan),
+            parts=parts,
+        )
+        if on_plan:
+            on_plan(result)
+        if spawn_parts and parts > 1:
+            spawn_parts(run_id, parts - 1)
+    run_part(settings, register, bound, run_id, now, progress=progress)
+    return finish_part(settings, run_id)
+
+
+def approve(settings: Settings, register: Register, run_id: int) -> None:
+    """A DPO's go-ahead for a stopped run: it erases what it planned, as of its own now."""
+    with transaction(settings.database_url) as session:
+        run = session.get(PurgeRun, run_id, with_for_update=True)
+        if run is None:
+            raise SweepRefused(f"there is no run {run_id}: see `lethe audit` or the dashboard")
+        if run.status != "awaiting_approval":
+            raise SweepRefused(
+                f"run {run_id} is {run.status}: only a run awaiting approval can be approved"
+            )
+        if run.register_digest != register_digest(register):
+            raise SweepRefused(
+                f"the register changed since run {run_id} was planned: run `lethe purge` "
+                "again and approve the new run"
+            )
+        run.status = "running"
+        run.approved_at = now_utc()
+        run.heartbeat_at = now_utc()
+        run.plan = None
+
+
+def plan_sweep(
+    settings: Settings,
+    register: Register,
+    bound: dict[str, list[BoundTarget]],
+    run: PurgeRun,
+    count: bool,
+) -> SweepResult:
+    """What the run would erase, and why it may need approval; `count` adds shop row counts."""
+    now = run.now_at
+    with transaction(settings.database_url) as session:
+        due = session.execute(
+            select(StoredLifecycle.activity, StoredLifecycle.subject).where(*_due(now))
+        ).all()
+        held = session.scalar(
+            select(func.count())
+            .select_from(StoredLifecycle)
+            .where(
+                StoredLifecycle.deadline_at.is_not(None),
+                StoredLifecycle.deadline_at <= now,
+                (StoredLifecycle.state == "held")
+                | ((StoredLifecycle.state == "active") & _manually_held()),
+            )
+        )
+        recent = list(
+            session.scalars(
+                select(PurgeRun.due)
+                .where(PurgeRun.status == "done", PurgeRun.id != run.id)
+                .order_by(PurgeRun.id.desc())
+                .limit(limits_of(settings).history)
+            )
+        )
+        approved_before = session.scalar(
+            select(
+                exists().where(
+                    PurgeRun.register_digest == register_digest(register),
+                    PurgeRun.approved_at.is_not(None),
+                    PurgeRun.id != run.id,
+                )
+            )
+        )
+    per_activity, per_table = subjects_per_table(due, register)
+    tables = {b.table.name: b.table for targets in bound.values() for b in targets}
+    engine = shop_engine(settings.shop_database_url)
+    try:
+        with engine.connect() as connection:
+            sizes = table_sizes(connection, [tables[t] for t in per_table if t in tables])
+            rows: dict[tuple[str, str], int] = {}
+            if count:
+                work = [
+                    (subject, b)
+                    for activity, subject in due
+                    for b in bound.get(activity, [])
+                    if b.target.applies_to(subject.split(":", 1)[0])
+                ]
+                rows = count_rows(connection, work)
+    except (OperationalError, InterfaceError) as exc:
+        raise ShopUnavailable(_shop_down(exc)) from None
+    reasons = approval_reasons(
+        due=len(due),
+        recent_dues=recent,
+        first_on_register=bool(due) and not approved_before,
+        table_subjects=per_table,
+        table_sizes=sizes,
+        limits=limits_of(settings),
+    )
+    plan = {
+        "now": now.isoformat(),
+        "activities": dict(sorted(per_activity.items())),
+        "tables": {
+            t: {"subjects": n, "size": sizes.get(t, 0)} for t, n in sorted(per_table.items())
+        },
+        "held": held or 0,
+        "reasons": reasons,
+    }
+    if count:
+        plan["rows"] = [
+            {"activity": a, "target": t, "rows": n, "kept_by_law": _keeps(bound, a, t)}
+            for (a, t), n in sorted(rows.items())
+        ]
+    return SweepResult(
+        run_id=run.id,
+        status="dry_run" if count else "running",
+        due=len(due),
+        held=held or 0,
+        reasons=reasons,
+        plan=plan,
+    )
+
+
+def _keeps(bound: dict[str, list[BoundTarget]], activity: str, target: str) -> str:
+    for b in bound.get(activity, []):
+        if b.name == target:
+            return ",".join(b.target.keeps)
+    return ""
+
+
+def finish_part(settings: Settings, run_id: int) -> SweepResult:
+    """One part is done; the last one closes the run."""
+    with transaction(settings.database_url) as session:
+        run = session.get(PurgeRun, run_id, with_for_update=True)
+        run.parts_done += 1
+        if run.parts_done >= run.parts and run.status == "running":
+            run.status = "done"
+            run.finished_at = now_utc()
+        return SweepResult(
+            run_id=run.id,
+            status=run.status,
+            due=run.due,
+            held=run.held,
+            erased=run.erased,
+            failed=run.failed,
+            rows=run.rows,
+            plan=json.loads(run.plan) if run.plan else {},
+            note=run.note,
+        )
+
+
+def fail_run(settings: Settings, run_id: int, note: str) -> None:
+    _finish(settings, run_id, "failed", note)
+
+
+def note_run(settings: Settings, run_id: int, note: str) -> None:
+    _set_run(settings, run_id, note=note)
+
+
+def load_run(settings: Settings, run_id: int) -> PurgeRun:
+    with transaction(settings.database_url) as session:
+        run = session.get(PurgeRun, run_id)
+        if run is None:
+            raise SweepRefused(f"there is no run {run_id}")
+        session.expunge(run)
+        return run
+
+
+def _set_run(settings: Settings, run_id: int, **values: Any) -> None:
+    with transaction(settings.database_url) as session:
+        session.execute(update(PurgeRun).where(PurgeRun.id == run_id).values(**values))
+
+
+def _finish(
+    settings: Settings, run_id: int, status: str, note: str | None, finished: bool = True
+) -> None:
+    values: dict[str, Any] = {"status": status, "note": note}
+    if finished:
+        values["finished_at"] = now_utc()
+    _set_run(settings, run_id, **values)
+
+
+def _reasons_note(
+    reasons: Sequence[str], run_id: int | None = None, dry: bool = False
+) -> str | None:
+    if not reasons:
+        return None
+    why = "; ".join(reasons)
+    if dry:
+        return f"a real sweep would wait for approval: {why}"
+    return (
+        f"waiting for approval: {why}. Check with `lethe purge --dry-run`, then run "
+        f"`lethe purge --approve {run_id}`"
+    )
+
+
+def _shop_down(exc: Exception) -> str:
+    return (
+        f"the shop database became unreachable ({type(exc).__name__}); this batch was rolled "
+        "back, due lifecycles stay due and the next sweep tries again"
+    )
+
+
+# -- claiming and erasing ------------------------------------------------------------------
+
+
+def _manually_held() -> Any:
+    return exists().where(Hold.subject == StoredLifecycle.subject, Hold.lifted_at.is_(None))
+
+
+def _due(now: datetime) -> tuple[Any, ...]:
+    return (
+        StoredLifecycle.state == "active",
+        StoredLifecycle.deadline_at.is_not(None),
+        StoredLifecycle.deadline_at <= now,
+        ~_manually_held(),
+    )
+
+
+def claim_statement(now: datetime, after: tuple[datetime, int] | None, limit: int) -> sa.Select:
+    """Due, unheld lifecycles, oldest deadline first, locked for this transaction."""
+    query = (
+        select(
+            StoredLifecycle.id,
+            StoredLifecycle.subject,
+            StoredLifecycle.activity,
+            StoredLifecycle.anchor_at,
+            StoredLifecycle.deadline_at,
+        )
+        .where(*_due(now))
+        .order_by(StoredLifecycle.deadline_at, StoredLifecycle.id)
+        .limit(limit)
+        # Several parts share a run: each skips what another has claimed.
+        .with_for_update(skip_locked=True, of=StoredLifecycle)
+    )
+    if after is not None:
+        # Keyset paging: a lifecycle that failed stays due but behind the cursor,
+        # so a part never loops on it.
+        query = query.where(
+            sa.tuple_(StoredLifecycle.deadline_at, StoredLifecycle.id)
+            > sa.tuple_(sa.literal(after[0], UTCDateTime()), sa.literal(after[1], sa.Integer()))
+        )
+    return query
+
+
+def run_part(
+    settings: Settings,
+    register: Register,
+    bound: dict[str, list[BoundTarget]],
+    run_id: int,
+    now: datetime,
+    progress: Progress | None = None,
+) -> None:
+    """Erase due lifecycles batch by batch until none is left to claim."""
+    engine = shop_engine(settings.shop_database_url)
+    after: tuple[datetime, int] | None = None
+    while True:
+        with transaction(settings.database_url) as session:
+            sqlite_store = session.get_bind().dialect.name == "sqlite"
+            if sqlite_store:
+                _heartbeat(session, run_id)
+            claimed = [
+                DueLifecycle(r.id, r.subject, r.activity, r.anchor_at, r.deadline_at)
+                for r in session.execute(claim_statement(now, after, settings.sweep.batch))
+            ]
+            if not claimed:
+                break
+            after = (claimed[-1].deadline_at, claimed[-1].id)
+            events = _events_of(session, sorted({lc.subject for lc in claimed}))
+            outcome = _erase(engine, claimed, bound, register, events, settings.secret, now)
+            _record(session, run_id, register, claimed, outcome, events)
+            if not sqlite_store:
+                _heartbeat(session, run_id)
+        if progress:
+            progress(len(claimed))
+
+
+def _heartbeat(session: Session, run_id: int) -> None:
+    session.execute(update(PurgeRun).where(PurgeRun.id == run_id).values(heartbeat_at=now_utc()))
+
+
+def _events_of(session: Session, subjects: list[str]) -> dict[str, list[tuple[str, LoggedEvent]]]:
+    found: dict[str, list[tuple[str, LoggedEvent]]] = defaultdict(list)
+    for start in range(0, len(subjects), 1000):
+        chunk = subjects[start : start + 1000]
+        query = select(
+            StoredEvent.id, StoredEvent.subject, StoredEvent.type, StoredEvent.occurred_at
+        ).where(StoredEvent.subject.in_(chunk))
+        for row in session.execute(query):
+            found[row.subject].append((row.id, LoggedEvent(row.type, row.occurred_at)))
+    return found
+
+
+def _erase(
+    engine: sa.Engine,
+    claimed: list[DueLifecycle],
+    bound: dict[str, list[BoundTarget]],
+    register: Register,
+    events: dict[str, list[tuple[str, LoggedEvent]]],
+    secret: bytes,
+    now: datetime,
+) -> _BatchOutcome:
+    items = [
+        (lc, [b for b in bound.get(lc.activity, []) if b.target.applies_to(lc.kind)])
+        for lc in claimed
+    ]
+    pairs = [(lc.subject, b) for lc, targets in items for b in targets]
+    outcome = _BatchOutcome()
+    try:
+        # The whole batch in one shop transaction: each lifecycle is erased whole or
+        # not at all, at the cost of one transaction per batch instead of per subject.
+        with engine.begin() as connection:
+            applied = apply_targets(connection, pairs, secret)
+        results: dict[int, Applied | str] = {lc.id: applied for lc, _ in items}
+    except (OperationalError, InterfaceError) as exc:
+        raise ShopUnavailable(_shop_down(exc)) from None
+    except (DBAPIError, StrategyError):
+        # One subject's row broke a constraint: retry subject by subject so the
+        # others still go, and only that one is audited as failed.
+        results = {}
+        for lc, targets in items:
+            try:
+                with engine.begin() as connection:
+                    results[lc.id] = apply_targets(
+                        connection, [(lc.subject, b) for b in targets], secret
+                    )
+            except (OperationalError, InterfaceError) as exc:
+                raise ShopUnavailable(_shop_down(exc)) from None
+            except (DBAPIError, StrategyError) as exc:
+                results[lc.id] = type(exc).__name__
+    activities = {a.id: a for a in register.activities}
+    moment = now_utc()
+    seen_suppressed: set[int] = set()
+    for lc, targets in items:
+        result = results[lc.id]
+        activity = activities.get(lc.activity)
+        rule = (
+            rule_text(activity, lc, [e for _, e in events.get(lc.subject, [])], register.tz)
+            if activity
+            else f"{lc.activity}: not in the register any more"
+        )
+        ref = subject_ref(secret, lc.subject)
+        base = {"subject_ref": ref, "activity": lc.activity, "rule": rule, "erased_at": moment}
+        if activity is None or isinstance(result, str):
+            outcome.failed_ids.append(lc.id)
+            why = result if isinstance(result, str) else "no activity"
+            for b in targets or [None]:
+                columns, strategy = strategy_text(b.target) if b else ("-", "-")
+                outcome.audit.append(
+                    {
+                        **base,
+                        "target": b.name if b else "-",
+                        "columns": columns,
+                        "strategy": f"{strategy} (failed: {why})",
+                        "outcome": "failed",
+                        "rows": 0,
+                    }
+                )
+            continue
+        outcome.erased_ids.append(lc.id)
+        if id(result) not in seen_suppressed:
+            seen_suppressed.add(id(result))
+            outcome.suppressed.extend(result.suppressed)
+        if not targets:
+            outcome.audit.append(
+                {
+                    **base,
+                    "target": "-",
+                    "columns": "-",
+                    "strategy": "-",
+                    "outcome": "nothing_to_erase",
+                    "rows": 0,
+                }
+            )
+        for b in targets:
+            rows = result.rows.get((lc.subject, lc.activity, b.name), 0)
+            if b.target.columns or b.target.delete_rows:
+                columns, strategy = strategy_text(b.target)
+                outcome.rows += rows
+                outcome.audit.append(
+                    {
+                        **base,
+                        "target": b.name,
+                        "columns": columns,
+                        "strategy": strategy,
+                        "outcome": "erased" if rows else "nothing_to_erase",
+                        "rows": rows,
+                    }
+                )
+            if b.target.keeps and rows:
+                outcome.audit.append(
+                    {
+                        **base,
+                        "rule": b.target.note or rule,
+                        "target": b.name,
+                        "columns": ",".join(b.target.keeps),
+                        "strategy": "kept_by_law",
+                        "outcome": "kept_by_law",
+                        "rows": rows,
+                    }
+                )
+    return outcome
+
+
+def _record(
+    session: Session,
+    run_id: int,
+    register: Register,
+    claimed: list[DueLifecycle],
+    outcome: _BatchOutcome,
+    events: dict[str, list[tuple[str, LoggedEvent]]],
+) -> None:
+    now = now_utc()
+    if outcome.audit:
+        session.execute(sa.insert(Erasure), [{**row, "run_id": run_id} for row in outcome.audit])
+    if outcome.suppressed:
+        dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+        rows = [
+            {"value_hash": h, "activity": a, "added_at": now}
+            for h, a in dict(outcome.suppressed).items()
+        ]
+        session.execute(dialect.insert(Suppression).on_conflict_do_nothing(), rows)
+    for start in range(0, len(outcome.erased_ids), 1000):
+        chunk = outcome.erased_ids[start : start + 1000]
+        session.execute(
+            update(StoredLifecycle)
+            .where(StoredLifecycle.id.in_(chunk), StoredLifecycle.state == "active")
+            .values(state="erased", updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    _drop_payloads(session, register, sorted({lc.subject for lc in claimed}), events)
+    session.execute(
+        update(PurgeRun)
+        .where(PurgeRun.id == run_id)
+        .values(
+            erased=PurgeRun.erased + len(outcome.erased_ids),
+            failed=PurgeRun.failed + len(outcome.failed_ids),
+            rows=PurgeRun.rows + outcome.rows,
+        )
+    )
+
+
+def _drop_payloads(
+    session: Session,
+    register: Register,
+    subjects: list[str],
+    events: dict[str, list[tuple[str, LoggedEvent]]],
+) -> None:
+    """The event log is personal data too: an event whose activities are all erased keeps
+    only its id, type, subject and time (what deduplication and deadlines need)."""
+    states: dict[str, dict[str, str]] = defaultdict(dict)
+    for start in range(0, len(subjects), 1000):
+        chunk = subjects[start : start + 1000]
+        query = select(
+            StoredLifecycle.subject, StoredLifecycle.activity, StoredLifecycle.state
+        ).where(StoredLifecycle.subject.in_(chunk))
+        for subject, activity, state in session.execute(query):
+            states[subject][activity] = state
+    drop: list[str] = []
+    for subject in subjects:
+        kind = subject.split(":", 1)[0]
+        mine = states.get(subject, {})
+        everything_erased = bool(mine) and all(s == "erased" for s in mine.values())
+        for event_id, event in events.get(subject, []):
+            touched = [a.id for a in register.activities_touched(event.type, kind)]
+            if (touched and all(mine.get(a) == "erased" for a in touched)) or (
+                not touched and everything_erased
+            ):
+                drop.append(event_id)
+    for start in range(0, len(drop), 1000):
+        session.execute(
+            update(StoredEvent)
+            .where(StoredEvent.id.in_(drop[start : start + 1000]))
+            .values(data={})
+            .execution_options(synchronize_session=False)
+        )
+
+
+# -- reads for the command line and the report ---------------------------------------------
+
+
+def run_rows(url: str, limit: int = 20) -> list[dict[str, Any]]:
+    with transaction(url) as session:
+        runs = session.scalars(select(PurgeRun).order_by(PurgeRun.id.desc()).limit(limit))
+        return [
+            {
+                "run": r.id,
+                "schedule": r.schedule,
+                "slot_at": r.slot_at.isoformat() if r.slot_at else None,
+                "now_at": r.now_at.isoformat(),
+                "status": r.status,
+                "due": r.due,
+                "erased": r.erased,
+                "failed": r.failed,
+                "rows": r.rows,
+                "note": r.note,
+            }
+            for r in runs
+        ]
+
+
+def local(moment: datetime, register: Register) -> pendulum.DateTime:
+    return pendulum.instance(moment).in_timezone(register.tz)
