@@ -8,6 +8,7 @@ naive time would move by an hour or two depending on where it was read.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -17,6 +18,10 @@ import pendulum
 from worker.register import Register
 
 REQUIRED = ("id", "type", "subject", "occurred_at")
+# A refusal reason is stored and logged: it may quote a value only when the value
+# looks like a name from a catalogue (`order.shiped`), never free text that a
+# misbehaving producer filled with an address or a phone number.
+_QUOTABLE = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
 
 
 class EventRefused(ValueError):
@@ -72,7 +77,7 @@ def parse_event(raw: Any, register: Register) -> Event:
         raise EventRefused("field id is longer than 200 characters")
     if event_type not in register.events:
         raise EventRefused(
-            f"unknown event type {event_type!r}: the register {register.name!r} "
+            f"unknown event type {_quoted(event_type)}: the register {register.name!r} "
             f"knows {', '.join(sorted(register.events))}"
         )
     kind, sep, local_id = subject.partition(":")
@@ -83,7 +88,8 @@ def parse_event(raw: Any, register: Register) -> Event:
         )
     if kind not in register.subject_kinds:
         raise EventRefused(
-            f"unknown subject kind {kind!r}: the register knows {', '.join(register.subject_kinds)}"
+            f"unknown subject kind {_quoted(kind)}: the register knows "
+            f"{', '.join(register.subject_kinds)}"
         )
     if not register.activities_touched(event_type, kind) and not register.is_hold_event(event_type):
         raise EventRefused(
@@ -112,8 +118,7 @@ def parse_instant(value: Any, name: str = "time") -> pendulum.DateTime:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise EventRefused(
-            f"field {name} is not an ISO 8601 date-time: {value!r} "
-            "(expected e.g. 2026-03-01T10:00:00+01:00)"
+            f"field {name} is not an ISO 8601 date-time (expected e.g. 2026-03-01T10:00:00+01:00)"
         ) from None
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise EventRefused(
@@ -121,3 +126,10 @@ def parse_instant(value: Any, name: str = "time") -> pendulum.DateTime:
             "(add Z or +01:00; a naive time is ambiguous by hours)"
         )
     return pendulum.instance(parsed)
+
+
+def _quoted(value: str) -> str:
+    """The value in quotes if it looks like a catalogue name, else a placeholder."""
+    if _QUOTABLE.fullmatch(value):
+        return repr(value)
+    return "(not quoted: it is not a lower-case name and could be personal data)"

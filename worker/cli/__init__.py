@@ -15,4 +15,4 @@ def main() -> None:
 
 
 # Imported for their side effect: each module adds its commands to `main`.
-from worker.cli import paper, pipeline, sweeps  # noqa: E402, F401
+from worker.cli import ops, paper, pipeline, sweeps  # noqa: E402, F401

@@ -1,0 +1,90 @@
+"""Commands for ops: the retention dashboard and a one-screen health check."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from worker.cli import main
+from worker.cli.common import register_or_exit, settings_or_exit
+
+
+def _grace(value: str | None):
+    from worker.dashboard.figures import DEFAULT_GRACE
+    from worker.durations import DurationError, parse_duration
+
+    text = value or os.environ.get("LETHE_OVERDUE_GRACE")
+    if not text:
+        return DEFAULT_GRACE
+    try:
+        return parse_duration(text)
+    except DurationError as exc:
+        raise click.BadParameter(f"{exc}", param_hint="--grace / LETHE_OVERDUE_GRACE") from None
+
+
+_GRACE_HELP = (
+    "how long a lifecycle may stay due before it counts as overdue "
+    "(e.g. '2 days'; default LETHE_OVERDUE_GRACE, else 2 days)"
+)
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
+@click.option("--port", default=8000, show_default=True, type=int, help="port to listen on")
+@click.option("--grace", "grace_text", help=_GRACE_HELP)
+def dashboard(host: str, port: int, grace_text: str | None) -> None:
+    """Serve the retention dashboard (read-only; needs LETHE_DASHBOARD_TOKEN), with /metrics."""
+    import uvicorn
+
+    from worker.dashboard.web import DashboardConfig, create_app
+    from worker.logs import configure_logging, log
+
+    settings = settings_or_exit()
+    if not settings.dashboard_token:
+        raise click.ClickException(
+            "LETHE_DASHBOARD_TOKEN is not set: the dashboard refuses to start without one "
+            "(e.g. `export LETHE_DASHBOARD_TOKEN=$(python -c 'import secrets; "
+            "print(secrets.token_urlsafe(32))')`)"
+        )
+    if len(settings.dashboard_token) < 16:
+        raise click.ClickException(
+            "LETHE_DASHBOARD_TOKEN is shorter than 16 characters: use a random value"
+        )
+    register = register_or_exit(settings.register_path)
+    configure_logging(settings.secret)
+    config = DashboardConfig(
+        database_url=settings.database_url,
+        secret=settings.secret,
+        token=settings.dashboard_token,
+        timezone=register.timezone,
+        register_name=register.name,
+        known_types=frozenset(register.events),
+        grace=_grace(grace_text),
+        flower_url=os.environ.get("LETHE_FLOWER_URL") or None,
+    )
+    log.info("dashboard listening", host=host, port=port)
+    # log_config=None: uvicorn's records go through Lethe's processors; its access
+    # log is off because it would write query strings, where the token may be.
+    uvicorn.run(
+        create_app(config),
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+    )
+
+
+@main.command()
+@click.option("--grace", "grace_text", help=_GRACE_HELP)
+def status(grace_text: str | None) -> None:
+    """One screen of health; exit 0 OK, 1 when a human must look, 2 when a service is down."""
+    from worker.status import render, run_checks, worst
+    from worker.store import now_utc
+
+    settings = settings_or_exit()
+    now = now_utc()
+    checks = run_checks(settings, now, _grace(grace_text))
+    click.echo(render(checks, now))
+    raise SystemExit(int(worst(checks)))

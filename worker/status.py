@@ -1,0 +1,244 @@
+"""Health at a glance for ops: broker, store, last sweep, overdue lifecycles, dead letters.
+
+`lethe status` prints it and exits non-zero when something needs a human, so
+cron or a monitoring probe can run it; the dashboard's verdict banner uses the
+same store checks.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import IntEnum
+from pathlib import Path
+
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from worker.dashboard.figures import (
+    DEFAULT_GRACE,
+    Sweep,
+    dead_letter_figures,
+    last_finished_sweep,
+    overdue_count,
+    overdue_cutoff,
+)
+from worker.durations import Duration
+from worker.settings import Settings
+
+# A running sweep writes a heartbeat; silent this long, its worker is presumed lost.
+STALE_HEARTBEAT = timedelta(minutes=30)
+
+
+class Level(IntEnum):
+    """Ordered by gravity; the worst level is the exit code of `lethe status`."""
+
+    ok = 0
+    attention = 1  # the system runs, but a human must look (overdue, dead letters, failed sweep)
+    down = 2  # a service Lethe needs is unreachable
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    level: Level
+    detail: str
+
+
+def safe_url(url: str) -> str:
+    """A URL fit to print: the password is masked."""
+    return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
+def worst(checks: list[Check]) -> Level:
+    return max((c.level for c in checks), default=Level.ok)
+
+
+def broker_check(settings: Settings, timeout: float = 5.0) -> Check:
+    if settings.embedded:
+        folder = settings.broker_folder / "out"
+        if not folder.is_dir():
+            return Check(
+                "broker",
+                Level.down,
+                f"embedded queue folder {folder} is missing: run `lethe worker` once to make it",
+            )
+        waiting = sum(1 for _ in Path(folder).iterdir())
+        return Check(
+            "broker", Level.ok, f"embedded queue in {folder}, {waiting} message(s) waiting"
+        )
+    from kombu import Connection
+
+    from worker.app import celery_config, events_queue
+
+    options = celery_config(settings)["broker_transport_options"]
+    try:
+        with Connection(
+            settings.broker_url, transport_options=options, connect_timeout=timeout
+        ) as connection:
+            connection.ensure_connection(max_retries=1, timeout=timeout)
+            waiting = _queue_length(connection, events_queue(settings))
+    except Exception as exc:  # kombu raises transport-specific errors; any means unreachable
+        return Check(
+            "broker",
+            Level.down,
+            f"cannot reach {safe_url(settings.broker_url)} ({type(exc).__name__}): "
+            "start it or fix LETHE_BROKER_URL",
+        )
+    shown = f", {waiting} message(s) waiting" if waiting is not None else ""
+    return Check("broker", Level.ok, f"{safe_url(settings.broker_url)} answers{shown}")
+
+
+def _queue_length(connection, queue: str) -> int | None:
+    try:
+        _, count, _ = connection.default_channel.queue_declare(queue=queue, passive=True)
+        return int(count)
+    except Exception:
+        # Redis drops an empty list's key, which a passive declare reports as missing.
+        return 0 if connection.transport_cls == "redis" else None
+
+
+def database_check(settings: Settings) -> Check:
+    from worker.migrate import SchemaNotReady, ensure_schema
+
+    shown = safe_url(settings.database_url)
+    try:
+        if settings.database_url.startswith("sqlite"):
+            path = Path(settings.database_url.removeprefix("sqlite:///"))
+            if not path.exists():
+                return Check(
+                    "database",
+                    Level.down,
+                    f"no store at {path}: run `lethe worker` or `lethe demo`",
+                )
+        ensure_schema(settings)
+    except SchemaNotReady as exc:
+        return Check("database", Level.down, f"{shown}: {exc}")
+    except SQLAlchemyError as exc:
+        return Check(
+            "database",
+            Level.down,
+            f"cannot reach {shown} ({type(exc).__name__}): start it or fix LETHE_DATABASE_URL",
+        )
+    return Check("database", Level.ok, f"{shown} answers, schema up to date")
+
+
+def sweep_check(sweep: Sweep | None, now: datetime, grace: Duration) -> Check:
+    if sweep is None:
+        return Check("last sweep", Level.ok, "none recorded yet")
+    when = _ago(now, sweep.started_at)
+    if sweep.status == "failed":
+        return Check(
+            "last sweep",
+            Level.attention,
+            f"#{sweep.id} ({sweep.schedule}) failed {when}: {sweep.note or 'no note'}; "
+            "see the worker's log for its task id, then `lethe purge` to run it again",
+        )
+    if sweep.status == "awaiting_approval":
+        return Check(
+            "last sweep",
+            Level.attention,
+            f"#{sweep.id} ({sweep.schedule}) waits for approval since {when}: "
+            "review its plan with `lethe purge --help`",
+        )
+    if sweep.status == "running":
+        if now - sweep.started_at > STALE_HEARTBEAT and sweep.finished_at is None:
+            return Check(
+                "last sweep",
+                Level.attention,
+                f"#{sweep.id} ({sweep.schedule}) running since {when}: check its worker is alive",
+            )
+        return Check("last sweep", Level.ok, f"#{sweep.id} ({sweep.schedule}) running, {when}")
+    if sweep.started_at <= overdue_cutoff(now, grace):
+        return Check(
+            "last sweep",
+            Level.attention,
+            f"#{sweep.id} started {when}, none since: is beat running?",
+        )
+    duration = f" in {sweep.duration:.1f} s" if sweep.duration is not None else ""
+    if sweep.failed:
+        return Check(
+            "last sweep",
+            Level.attention,
+            f"#{sweep.id} ({sweep.schedule}) {sweep.status} {when}{duration}: "
+            f"{sweep.erased} erased, {sweep.failed} failed: `lethe audit` lists the failures",
+        )
+    return Check(
+        "last sweep",
+        Level.ok,
+        f"#{sweep.id} ({sweep.schedule}) {sweep.status} {when}{duration}: "
+        f"{sweep.due} due, {sweep.erased} erased, 0 failed",
+    )
+
+
+def overdue_check(count: int, grace: Duration) -> Check:
+    if count:
+        return Check(
+            "overdue",
+            Level.attention,
+            f"{count} lifecycle(s) due for more than {grace} and not erased: "
+            "check the sweeps (`lethe deadlines --due-before ...`, the dashboard)",
+        )
+    return Check("overdue", Level.ok, f"none due for more than {grace}")
+
+
+def dead_letter_check(total: int) -> Check:
+    if total:
+        return Check(
+            "dead letters",
+            Level.attention,
+            f"{total} event(s) refused: read them with `lethe dead-letters`, fix the producer "
+            "or the register, then `lethe dead-letters --replay`",
+        )
+    return Check("dead letters", Level.ok, "none")
+
+
+def store_checks(session: Session, now: datetime, grace: Duration = DEFAULT_GRACE) -> list[Check]:
+    """The checks that read the store (needs a reachable, migrated store)."""
+    _, letters = dead_letter_figures(session, limit=0)
+    return [
+        sweep_check(last_finished_sweep(session), now, grace),
+        overdue_check(overdue_count(session, now, grace), grace),
+        dead_letter_check(letters),
+    ]
+
+
+def run_checks(settings: Settings, now: datetime, grace: Duration = DEFAULT_GRACE) -> list[Check]:
+    from worker.store import transaction
+
+    checks = [broker_check(settings), database_check(settings)]
+    if checks[-1].level is Level.down:
+        return checks
+    try:
+        with transaction(settings.database_url) as session:
+            checks += store_checks(session, now, grace)
+    except SQLAlchemyError as exc:
+        checks.append(
+            Check("database", Level.down, f"reading the store failed ({type(exc).__name__})")
+        )
+    return checks
+
+
+def render(checks: list[Check], now: datetime) -> str:
+    verdict = {
+        Level.ok: "OK: the register is being enforced",
+        Level.attention: "ATTENTION: something needs a human",
+        Level.down: "DOWN: a service Lethe needs is unreachable",
+    }[worst(checks)]
+    width = max(len(c.name) for c in checks)
+    lines = [f"lethe status at {now.isoformat(timespec='seconds')}: {verdict}"]
+    for check in checks:
+        lines.append(f"  {check.name.ljust(width)}  {check.level.name.upper():<9}  {check.detail}")
+    return "\n".join(lines)
+
+
+def _ago(now: datetime, moment: datetime) -> str:
+    seconds = int((now - moment).total_seconds())
+    if seconds < 0:
+        return f"at {moment.isoformat(timespec='seconds')}"
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            n = seconds // size
+            return f"{n} {unit}{'s' if n > 1 else ''} ago"
+    return f"{seconds} s ago"
