@@ -67,7 +67,8 @@ def parse_event(raw: Any, register: Register) -> Event:
     if unknown_fields:
         raise EventRefused(
             f"unknown field{'s' if len(unknown_fields) > 1 else ''} "
-            f"{', '.join(sorted(unknown_fields))}: put extra details under 'data'"
+            f"{', '.join(_shown(str(f)) for f in sorted(unknown_fields))}: "
+            "put extra details under 'data'"
         )
     event_id, event_type, subject = raw["id"], raw["type"], raw["subject"]
     for name, value in (("id", event_id), ("type", event_type), ("subject", subject)):
@@ -133,3 +134,8 @@ def _quoted(value: str) -> str:
     if _QUOTABLE.fullmatch(value):
         return repr(value)
     return "(not quoted: it is not a lower-case name and could be personal data)"
+
+
+def _shown(name: str) -> str:
+    """A field name as is if it looks like one, else a placeholder."""
+    return name if _QUOTABLE.fullmatch(name) else "(a name that is not quoted)"

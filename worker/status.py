@@ -77,7 +77,7 @@ def broker_check(settings: Settings, timeout: float = 5.0) -> Check:
         with Connection(
             settings.broker_url, transport_options=options, connect_timeout=timeout
         ) as connection:
-            connection.ensure_connection(max_retries=1, timeout=timeout)
+            connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0.2)
             waiting = _queue_length(connection, events_queue(settings))
     except Exception as exc:  # kombu raises transport-specific errors; any means unreachable
         return Check(

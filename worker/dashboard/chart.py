@@ -48,8 +48,15 @@ def axis(peak: int, most_ticks: int = 5) -> tuple[int, int]:
         power *= 10
 
 
-def deadlines_svg(chart: DeadlineChart) -> str:
+def colours(activities: list[str]) -> dict[str, str]:
+    """One colour per activity, by its place among all activities, so it stays put between
+    pages whatever falls due."""
+    return {activity: colour(i) for i, activity in enumerate(sorted(activities))}
+
+
+def deadlines_svg(chart: DeadlineChart, palette: dict[str, str] | None = None) -> str:
     """A stacked bar per month, one colour per activity, each bar part titled with its count."""
+    palette = palette or colours(chart.activities)
     plot_w = WIDTH - LEFT - RIGHT
     plot_h = HEIGHT - TOP - BOTTOM
     peak = max((chart.total(month=m.label) for m in chart.months), default=0)
@@ -76,7 +83,7 @@ def deadlines_svg(chart: DeadlineChart) -> str:
         x = LEFT + index * slot + (slot - bar_w) / 2
         base = TOP + plot_h
         total = 0
-        for position, activity in enumerate(chart.activities):
+        for activity in chart.activities:
             count = chart.counts.get((activity, month.label), 0)
             if not count:
                 continue
@@ -85,7 +92,7 @@ def deadlines_svg(chart: DeadlineChart) -> str:
             total += count
             parts.append(
                 f'<rect class="bar" x="{x:.1f}" y="{base:.1f}" width="{bar_w:.1f}" '
-                f'height="{max(height, 0.5):.1f}" fill="{colour(position)}" '
+                f'height="{max(height, 0.5):.1f}" fill="{palette[activity]}" '
                 f'data-activity="{escape(activity)}" data-month="{month.label}" '
                 f'data-count="{count}"><title>{escape(activity)}, {month.label}: '
                 f"{count}</title></rect>"
@@ -112,9 +119,12 @@ def deadlines_svg(chart: DeadlineChart) -> str:
     return "".join(parts)
 
 
-def legend(chart: DeadlineChart) -> list[tuple[str, str, int]]:
+def legend(
+    chart: DeadlineChart, palette: dict[str, str] | None = None
+) -> list[tuple[str, str, int]]:
     """(activity, colour, total over the 12 months), in the bars' stacking order."""
+    palette = palette or colours(chart.activities)
     return [
-        (activity, colour(position), chart.total(activity=activity))
-        for position, activity in enumerate(chart.activities)
+        (activity, palette[activity], chart.total(activity=activity))
+        for activity in chart.activities
     ]

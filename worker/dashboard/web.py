@@ -190,6 +190,7 @@ def create_app(config: DashboardConfig) -> Starlette:
                 checks = store_checks(session, now, config.grace)
         except SQLAlchemyError as exc:
             return unavailable(request, exc)
+        palette = chart.colours([row.activity for row in data.activities])
         return page(
             request,
             "overview.html",
@@ -197,8 +198,8 @@ def create_app(config: DashboardConfig) -> Starlette:
             checks=checks,
             verdict=worst(checks),
             Level=Level,
-            chart_svg=Markup(chart.deadlines_svg(data.chart)),
-            legend=chart.legend(data.chart),
+            chart_svg=Markup(chart.deadlines_svg(data.chart, palette)),
+            legend=chart.legend(data.chart, palette),
             now=now,
         )
 

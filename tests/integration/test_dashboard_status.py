@@ -1,0 +1,65 @@
+"""`lethe status`: one screen of health for cron or a monitoring probe, whose exit code says
+whether a human is needed (0 fine, 1 look at something, 2 a service is down)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from harness import Lethe
+
+
+def _execute(lethe: Lethe, statement: str) -> None:
+    engine = sa.create_engine(lethe.env["LETHE_DATABASE_URL"])
+    with engine.begin() as connection:
+        connection.execute(sa.text(statement))
+    engine.dispose()
+
+
+def test_a_healthy_install_exits_0(distributed: Lethe):
+    result = distributed.run("status", check=False)
+    assert result.returncode == 0, result.stdout
+    assert "OK: the register is being enforced" in result.stdout
+    for line in ("broker", "database", "last sweep", "overdue", "dead letters"):
+        assert line in result.stdout
+
+
+def test_overdue_lifecycles_dead_letters_and_a_failed_sweep_need_a_human(distributed: Lethe):
+    _execute(
+        distributed,
+        'INSERT INTO lifecycles (subject, activity, anchor_at, deadline_at, state, "then", '
+        "updated_at) VALUES ('customer:1', 'sales', now() - interval '6 years', "
+        "now() - interval '1 year', 'active', 'anonymise', now()), "
+        "('customer:2', 'sales', now() - interval '5 years', now() - interval '1 hour', "
+        "'active', 'anonymise', now())",
+    )
+    _execute(
+        distributed,
+        "INSERT INTO dead_letters (received_at, event_id, reason, payload) "
+        "VALUES (now(), 'e-1', 'unknown event type', '{}')",
+    )
+    _execute(
+        distributed,
+        "INSERT INTO purge_runs (schedule, now_at, started_at, finished_at, status, note) "
+        "VALUES ('nightly-sweep', now(), now(), now(), 'failed', 'shop database unreachable')",
+    )
+    result = distributed.run("status", check=False)
+    assert result.returncode == 1, result.stdout
+    assert "ATTENTION" in result.stdout
+    # only the lifecycle due for more than the grace period is overdue
+    assert "1 lifecycle(s) due for more than 2 days" in result.stdout
+    assert "1 event(s) refused" in result.stdout and "lethe dead-letters --replay" in result.stdout
+    assert "failed" in result.stdout and "shop database unreachable" in result.stdout
+    assert "customer:" not in result.stdout
+    relaxed = distributed.run("status", "--grace", "2 years", check=False)
+    assert "none due for more than 2 years" in relaxed.stdout
+
+
+def test_a_broker_or_store_that_is_down_exits_2(distributed: Lethe):
+    distributed.env["LETHE_BROKER_URL"] = "redis://127.0.0.1:1/0"
+    result = distributed.run("status", check=False)
+    assert result.returncode == 2, result.stdout
+    assert "cannot reach redis://127.0.0.1:1/0" in result.stdout
+    distributed.env["LETHE_DATABASE_URL"] = "postgresql+psycopg://lethe:pw-s3cret@127.0.0.1:1/x"
+    result = distributed.run("status", check=False)
+    assert result.returncode == 2
+    assert "cannot reach postgresql+psycopg://lethe:***@127.0.0.1:1/x" in result.stdout
+    assert "pw-s3cret" not in result.stdout
