@@ -1,0 +1,152 @@
+"""The compose stack, validated without a Docker engine (none runs here): Debian's
+docker-compose parses and resolves docker-compose.yml with the example env file, and the
+resolved stack has the services, volumes, health checks and settings ops rely on. Nothing is
+built or started: the README says so."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from harness import ROOT
+
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+ENV_EXAMPLE = ROOT / ".env.example"
+LETHE_SERVICES = {"migrate", "worker", "beat", "flower", "dashboard"}
+SECRETS = ("LETHE_SECRET", "LETHE_DASHBOARD_TOKEN", "POSTGRES_PASSWORD", "FLOWER_BASIC_AUTH")
+
+
+def _compose() -> str:
+    found = shutil.which("docker-compose")
+    if found is None:
+        message = "docker-compose is missing: ./run-tests installs Debian's docker-compose"
+        if os.environ.get("LETHE_REQUIRE_SERVICES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+def compose(*args: str, env_file: Path = ENV_EXAMPLE) -> subprocess.CompletedProcess:
+    # Only the env file may supply values: the test's own environment must not.
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
+    return subprocess.run(
+        [_compose(), "--env-file", str(env_file), "-f", str(COMPOSE_FILE), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=60,
+    )
+
+
+@pytest.fixture(scope="module")
+def stack() -> dict:
+    result = compose("config")
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)
+
+
+def test_the_compose_file_is_valid_with_the_example_env_file():
+    result = compose("config", "-q")
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_stack_has_every_service_with_health_checks(stack: dict):
+    services = stack["services"]
+    assert set(services) == {"redis", "postgres", *LETHE_SERVICES}
+    for name, service in services.items():
+        if name != "migrate":
+            assert "healthcheck" in service, f"{name} has no health check"
+    assert services["migrate"]["command"] == ["lethe", "db", "upgrade"]
+    assert services["migrate"]["restart"] == "no"
+    for name in LETHE_SERVICES - {"migrate"}:
+        waits = services[name]["depends_on"]
+        assert waits["migrate"]["condition"] == "service_completed_successfully", name
+        assert waits["postgres"]["condition"] == "service_healthy", name
+    assert services["dashboard"]["command"][:2] == ["lethe", "dashboard"]
+    assert "beat" in services["beat"]["command"] and "flower" in services["flower"]["command"]
+
+
+def test_queued_events_and_the_store_survive_a_restart(stack: dict):
+    redis = stack["services"]["redis"]
+    command = " ".join(redis["command"])
+    assert "--appendonly yes" in command
+    assert "redis-data:/data" in _volumes(redis)
+    postgres = stack["services"]["postgres"]
+    assert "postgres-data:/var/lib/postgresql/data" in _volumes(postgres)
+    assert {"redis-data", "postgres-data"} <= set(stack["volumes"])
+
+
+def test_workers_scale_and_beat_is_single(stack: dict):
+    worker = stack["services"]["worker"]
+    # --scale worker=N needs no fixed name and no host port
+    assert "container_name" not in worker and "ports" not in worker
+    assert "--task-events" in worker["command"], "Flower's task view needs task events"
+    beat = stack["services"]["beat"]
+    assert "container_name" not in beat
+    assert beat.get("deploy", {}).get("replicas", 1) == 1
+
+
+def test_no_secret_is_baked_in():
+    text = COMPOSE_FILE.read_text()
+    for name in SECRETS:
+        # every secret is interpolated, and compose refuses to run without it
+        for use in re.findall(rf"\$\{{{name}[^}}]*\}}", text):
+            assert use.startswith(f"${{{name}:?"), f"{name} has a default: {use}"
+    example = dict(
+        line.split("=", 1)
+        for line in ENV_EXAMPLE.read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    for name in SECRETS:
+        assert "CHANGE-ME" in example[name], f"{name} in .env.example is not a placeholder"
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert not any(f"{name}=" in dockerfile for name in SECRETS)
+    assert re.search(r"^USER (?!root)", dockerfile, re.MULTILINE), "the image runs as root"
+
+
+def test_a_missing_secret_stops_compose_with_its_name(tmp_path: Path):
+    partial = tmp_path / "partial.env"
+    partial.write_text(
+        "\n".join(
+            line
+            for line in ENV_EXAMPLE.read_text().splitlines()
+            if not line.startswith("LETHE_SECRET=")
+        )
+    )
+    result = compose("config", "-q", env_file=partial)
+    assert result.returncode != 0
+    assert "set LETHE_SECRET in .env" in result.stderr
+
+
+def test_lethe_services_get_the_settings_of_the_design(stack: dict):
+    for name in LETHE_SERVICES:
+        env = stack["services"][name]["environment"]
+        assert env["LETHE_BROKER_URL"] == "redis://redis:6379/0"
+        assert env["LETHE_DATABASE_URL"].startswith("postgresql+psycopg://lethe:")
+        assert env["LETHE_DATABASE_URL"].endswith("@postgres:5432/lethe")
+        for setting in ("LETHE_SHOP_DATABASE_URL", "LETHE_REGISTER", "LETHE_SECRET"):
+            assert env[setting], f"{name} lacks {setting}"
+        assert env["LETHE_LOG_FORMAT"] == "json"
+
+
+def test_what_the_dockerfile_copies_exists():
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        if line.startswith("COPY") and "--from" not in line:
+            for source in line.split()[1:-1]:
+                assert (ROOT / source).exists(), f"Dockerfile copies {source}, which is missing"
+
+
+def _volumes(service: dict) -> list[str]:
+    """`source:target` of each volume, whichever syntax compose printed (short or long)."""
+    shown = []
+    for volume in service.get("volumes", []):
+        if isinstance(volume, dict):
+            volume = f"{volume.get('source')}:{volume.get('target')}"
+        shown.append(":".join(str(volume).split(":")[:2]))
+    return shown
