@@ -105,7 +105,7 @@ def department(value: Any, ctx: Context) -> Any:
             return "2A" if int(text[:3]) < 202 else "2B"
         return text[:2]
     # Outside France: the first two characters name a region at most (UK "SW", ...).
-    return text[:2]
+    return text[:2].strip()
 
 
 _BOUNDS = (0, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000)

@@ -26,6 +26,15 @@ SALES_RULE = """    retention:
         source: >-
           Durée recommandée par la CNIL : le temps de la relation commerciale et 5
           ans après la fin de la relation
+        targets:
+          - table: orders
+            key: customer_id
+            columns:
+              ship_name: redact
+              ship_street: redact
+              ship_postcode: department
+              ship_city: redact
+              gift_message: null
 """
 
 

@@ -1,0 +1,230 @@
+"""Sweeps under faults: two at once, a SIGKILL mid-sweep, a shop that is down, targets that
+do not fit the shop; and the guards: holds, erasure requests, approvals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+
+import pytest
+from harness import LETHE, Lethe, copy_register, wait_for
+from sweeping import (
+    EARLY,
+    NOW,
+    Shop,
+    make_shop,
+    one_row_per_erasure,
+    seed_store,
+    shop_postgres_url,  # noqa: F401 (fixture)
+)
+
+
+def _ready(lethe: Lethe, request: pytest.FixtureRequest, people: int = 300) -> Shop:
+    """A seeded shop whose register was approved by a first, small sweep."""
+    shop = make_shop(lethe, request, people=people)
+    seed_store(lethe, shop.data.events)
+    first = shop.purge_approved(EARLY)
+    assert first["status"] == "done" and first["erased"] > 0
+    return shop
+
+
+def _purge_process(lethe: Lethe, *args: str, batch: int = 10) -> subprocess.Popen:
+    env = {**lethe.env, "LETHE_SWEEP_BATCH": str(batch)}
+    return subprocess.Popen(
+        [LETHE, "purge", "--format", "json", *args],
+        env=env,
+        cwd=lethe.home,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def _audited(shop: Shop) -> int:
+    return shop.store("select count(*) from erasures")[0][0]
+
+
+def _due(shop: Shop) -> set[tuple[str, str]]:
+    return shop.due()
+
+
+def _anonymised_whole_or_untouched(shop: Shop) -> None:
+    """No half-anonymised subject: each customer row is all original or all anonymised."""
+    original = {r["id"]: r for r in shop.data.rows["customers"]}
+    for cid, row in shop.rows("customers").items():
+        changed = {
+            c for c in ("email", "first_name", "last_name", "phone") if row[c] != original[cid][c]
+        }
+        assert changed in (set(), {"email", "first_name", "last_name", "phone"}), (cid, changed)
+
+
+def test_two_sweeps_at_once_erase_each_lifecycle_once(lethe: Lethe, request):
+    shop = _ready(lethe, request)
+    due = _due(shop)
+    audited = _audited(shop)
+    sweeps = [_purge_process(lethe, "--now", NOW) for _ in range(2)]
+    results = [json.loads(p.communicate(timeout=120)[0]) for p in sweeps]
+    assert [r["status"] for r in results] == ["done", "done"], results
+    assert sum(r["erased"] for r in results) == len(due)
+    assert _due(shop) == set()
+    audit = shop.audit()
+    assert set(one_row_per_erasure(audit).values()) == {1}
+    assert _audited(shop) > audited
+    _anonymised_whole_or_untouched(shop)
+
+
+def test_a_sweep_killed_mid_way_is_finished_by_the_next_with_one_audit_row_per_erasure(
+    lethe: Lethe, request
+):
+    shop = _ready(lethe, request)
+    due = _due(shop)
+    audited = _audited(shop)
+    sweep = _purge_process(lethe, "--now", NOW, batch=5)
+    wait_for(lambda: _audited(shop) > audited + 20, 60, "the sweep to be under way")
+    os.killpg(sweep.pid, signal.SIGKILL)
+    sweep.wait(timeout=10)
+    left = _due(shop)
+    assert left and left < due, "the kill should land mid-sweep"
+    _anonymised_whole_or_untouched(shop)
+
+    after = shop.purge("--now", NOW)
+    assert after["status"] == "done" and after["erased"] == len(left)
+    assert _due(shop) == set()
+    assert set(one_row_per_erasure(shop.audit()).values()) == {1}
+    _anonymised_whole_or_untouched(shop)
+    killed = shop.store("select status from purge_runs order by id")[1][0]
+    assert killed == "running"  # what the dashboard shows: a run that never finished
+
+
+def test_a_shop_that_is_down_leaves_everything_due_and_says_so(lethe: Lethe, request):
+    shop = _ready(lethe, request, people=80)
+    due = _due(shop)
+    if lethe.embedded:
+        lethe.env["LETHE_SHOP_DATABASE_URL"] = f"sqlite:///{lethe.home / 'gone.sqlite3'}"
+        expected = "does not exist"
+    else:
+        lethe.env["LETHE_SHOP_DATABASE_URL"] = "postgresql+psycopg://postgres@127.0.0.1:1/shop"
+        expected = "unreachable"
+    down = shop.purge("--now", NOW, check=False)
+    assert down["exit"] == 1
+    assert expected in down["stderr"] and "LETHE_SHOP_DATABASE_URL" in down["stderr"]
+    assert _due(shop) == due
+    status, note = shop.store("select status, note from purge_runs order by id desc")[0]
+    assert status == "failed" and expected in note
+
+    lethe.env["LETHE_SHOP_DATABASE_URL"] = shop.url
+    assert shop.purge("--now", NOW)["erased"] == len(due)
+
+
+def test_targets_that_do_not_fit_the_shop_are_refused_with_the_register_line(
+    embedded: Lethe, request, tmp_path
+):
+    shop = make_shop(embedded, request, people=40)
+    register = copy_register(tmp_path)
+    text = register.read_text()
+    register.write_text(text.replace("birth_date: year", "birthdate: year", 1))
+    line = register.read_text().splitlines().index("              birthdate: year") + 1
+    embedded.env["LETHE_REGISTER"] = str(register)
+    result = embedded.run("shop", "check", check=False)
+    assert result.returncode == 1
+    where = f"{register}:{line}: activity 'crm.customers', target 'customers': "
+    assert where + "table 'customers' has no column 'birthdate'" in result.stderr
+
+    register.write_text(text.replace("email: keyed_hash", "email: null", 1))
+    line = text[: text.index("email: keyed_hash")].count("\n") + 1
+    result = embedded.run("shop", "check", check=False)
+    assert f"{register}:{line}:" in result.stderr and "is NOT NULL" in result.stderr
+    seed_store(embedded, shop.data.events)
+    assert shop.purge("--now", NOW, check=False)["exit"] == 1
+
+
+def test_a_held_subject_is_untouched_until_the_hold_is_lifted(distributed: Lethe, request):
+    lethe = distributed
+    shop = _ready(lethe, request, people=80)
+    subject = next(s for s, a in sorted(_due(shop)) if a == "crm.customers")
+    lethe.run("hold", "place", subject, "--reason", "case LIT-2026-3")
+    rows = shop.lifecycles()
+    assert {r["state"] for (s, _), r in rows.items() if s == subject} <= {"held", "erased"}
+    shop.purge("--now", NOW)
+    cid = int(subject.split(":")[1])
+    assert shop.rows("customers")[cid]["email"] == shop.data.emails[subject]
+    assert json.loads(lethe.run("audit", "--subject", subject, "--format", "json").stdout) == []
+
+    lethe.run("hold", "lift", subject, "--reason", "case closed")
+    shop.purge("--now", NOW)
+    assert shop.rows("customers")[cid]["email"].startswith("h:")
+    trail = json.loads(lethe.run("audit", "--subject", subject, "--format", "json").stdout)
+    assert {r["activity"] for r in trail} >= {"crm.customers"}
+
+
+def test_an_erasure_request_erases_all_but_what_the_law_keeps_with_a_proof(
+    embedded: Lethe, request
+):
+    shop = _ready(embedded, request, people=80)
+    subject = "customer:1"
+    email = shop.data.emails[subject]
+    embedded.python(
+        "from worker.client import emit_many\n"
+        f"emit_many([{{'id': 'ask-1', 'type': 'erasure.requested', 'subject': {subject!r},"
+        " 'occurred_at': '2026-11-20T10:00:00+01:00'}])\n"
+    )
+    embedded.start_worker()
+    embedded.wait_stored(len(shop.data.events) + 1)
+    shop.purge("--now", NOW)
+    states = {a: r["state"] for (s, a), r in shop.lifecycles().items() if s == subject}
+    assert states.pop("crm.invoices") == "active"  # kept 10 years by law (art. 17(3)(b))
+    assert set(states.values()) == {"erased"}
+    assert shop.rows("customers")[1]["email"].startswith("h:")
+    invoices = [r for r in shop.rows("invoices").values() if r["customer_id"] == 1]
+    assert invoices and all(r["billing_name"] and r["customer_email"] is None for r in invoices)
+    proof = json.loads(embedded.run("audit", "--subject", subject, "--proof").stdout)
+    assert proof["erasure_requested_at"] == ["2026-11-20T10:00:00+01:00"]
+    assert "crm.customers" in proof["erased_activities"]
+    assert [k["activity"] for k in proof["not_yet_erased"]] == ["crm.invoices"]
+    csv = embedded.run("audit", "--subject", subject, "--format", "csv").stdout
+    assert "erasure.requested (GDPR art. 17)" in csv and email not in csv
+
+
+def test_unsubscribing_deletes_the_subscriber_and_keeps_a_keyed_hash_for_the_shop(
+    embedded: Lethe, request
+):
+    shop = _ready(embedded, request, people=80)
+    shop.purge("--now", NOW)
+    subscribers = {r["subject"]: r["email"] for r in shop.data.rows["newsletter_subscribers"]}
+    still = {r["subject"]: r["email"] for r in shop.rows("newsletter_subscribers").values()}
+    gone = [email for subject, email in subscribers.items() if subject not in still]
+    left = {s for s, a in shop.due() if a == "newsletter"}
+    assert gone and not left, "every unsubscribed address should be gone"
+    out = embedded.python(
+        "from worker.client import is_suppressed\n"
+        f"print([is_suppressed(a.upper()) for a in {gone[:3]!r}],"
+        f" is_suppressed({next(iter(still.values()))!r}))\n"
+    ).stdout
+    assert out.strip() == f"{[True] * len(gone[:3])} False"
+    assert not any(a in str(shop.store("select * from suppression")) for a in gone)
+
+
+def test_a_sweep_far_larger_than_usual_waits_for_approval(embedded: Lethe, request):
+    embedded.env["LETHE_SWEEP_ALARM_FLOOR"] = "20"
+    shop = _ready(embedded, request, people=300)
+    for night in (
+        "2019-01-02T03:00:00+01:00",
+        "2019-01-03T03:00:00+01:00",
+        "2019-01-04T03:00:00+01:00",
+    ):
+        assert shop.purge("--now", night)["status"] == "done"
+    before = shop.rows("customers")
+    stopped = shop.purge("--now", NOW)
+    assert stopped["exit"] == 4
+    assert "more than 10 x the median of the last" in stopped["stderr"]
+    assert shop.rows("customers") == before
+    dry = shop.purge("--dry-run", "--now", NOW)
+    assert dry["status"] == "dry_run" and any(
+        r["target"] == "customers" for r in dry["would_change"]
+    )
+    assert shop.rows("customers") == before
+    approved = shop.purge("--approve", str(stopped["run"]))
+    assert approved["status"] == "done" and approved["erased"] == stopped["due"]

@@ -1,0 +1,146 @@
+"""Sweep planning on paper: slots, approvals, the audit's rule text, the forecast, the claim."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pendulum
+import pytest
+from sqlalchemy.dialects import postgresql, sqlite
+
+from schedules.beat import slot_for
+from worker.register import RegisterError, parse_register
+from worker.sweep import claim_statement
+from worker.sweep_plan import (
+    ApprovalLimits,
+    DueLifecycle,
+    LoggedEvent,
+    approval_reasons,
+    forecast,
+    rule_text,
+    subjects_per_table,
+    targets_for,
+)
+
+
+@pytest.mark.parametrize("night", ["2026-03-29", "2026-10-25"])
+@pytest.mark.parametrize("at", ["02:30", "03:00"])
+def test_every_tick_of_a_daylight_saving_night_falls_in_one_slot_a_day(night, at):
+    start = pendulum.parse(f"{night}T00:00:00", tz="UTC").subtract(days=1)
+    slots = {
+        slot_for(start.add(minutes=m), at, "Europe/Paris").date() for m in range(0, 3 * 24 * 60, 7)
+    }
+    assert len(slots) == 4  # the day before, and three local days: one slot each
+
+
+def test_a_late_or_repeated_tick_names_the_same_slot():
+    on_time = slot_for(pendulum.parse("2026-01-10T03:00:00+01:00"), "03:00", "Europe/Paris")
+    late = slot_for(pendulum.parse("2026-01-10T21:45:00+01:00"), "03:00", "Europe/Paris")
+    assert on_time == late == pendulum.parse("2026-01-10T02:00:00Z")
+    before = slot_for(pendulum.parse("2026-01-10T02:59:00+01:00"), "03:00", "Europe/Paris")
+    assert before == on_time.subtract(days=1)
+
+
+def test_a_clock_jumping_back_an_hour_cannot_make_a_second_slot():
+    first = slot_for(pendulum.parse("2026-10-25T03:10:00+02:00"), "02:30", "Europe/Paris")
+    again = slot_for(pendulum.parse("2026-10-25T02:40:00+01:00"), "02:30", "Europe/Paris")
+    assert first.date() in (again.date(), again.subtract(days=1).date())
+
+
+LIMITS = ApprovalLimits(factor=10, share=0.5, floor=100)
+
+
+def test_the_first_sweep_on_a_register_waits_for_approval():
+    reasons = approval_reasons(5, [], True, {}, {}, LIMITS)
+    assert reasons and "first sweep with this register" in reasons[0]
+
+
+def test_ten_times_the_median_waits_and_says_why():
+    reasons = approval_reasons(2_000, [100, 120, 90, 110], False, {}, {}, LIMITS)
+    assert reasons == ["2000 lifecycles due, more than 10 x the median of the last 4 sweeps (105)"]
+    assert approval_reasons(1_000, [100, 120, 90, 110], False, {}, {}, LIMITS) == []
+
+
+def test_small_sweeps_never_wait_and_a_short_history_has_no_median():
+    assert approval_reasons(99, [1, 1, 1], False, {}, {}, LIMITS) == []
+    assert approval_reasons(5_000, [1, 1], False, {}, {}, LIMITS) == []
+
+
+def test_most_of_a_table_at_once_waits():
+    reasons = approval_reasons(600, [], False, {"customers": 600}, {"customers": 1_000}, LIMITS)
+    assert reasons == ["table customers: 600 of its 1000 rows' subjects are due (60%, limit 50%)"]
+
+
+def test_due_subjects_are_counted_per_table_by_the_kinds_a_target_holds(register):
+    due = [
+        ("crm.invoices", "customer:1"),
+        ("crm.invoices", "ambassador:a-1"),
+        ("crm.customers", "customer:1"),
+    ]
+    per_activity, per_table = subjects_per_table(due, register)
+    assert per_activity == {"crm.invoices": 2, "crm.customers": 1}
+    assert per_table == {"invoices": 2, "customers": 1}
+    invoices = register.activity("crm.invoices")
+    assert [t.key for t in targets_for(invoices, "ambassador")] == ["ambassador_ref"]
+
+
+def test_the_audit_names_an_erasure_request_as_art_17(register):
+    at = datetime(2025, 3, 3, 9, tzinfo=UTC)
+    lifecycle = DueLifecycle(1, "customer:1", "crm.customers", at, at)
+    events = [
+        LoggedEvent("order.closed", at - timedelta(days=9)),
+        LoggedEvent("erasure.requested", at),
+    ]
+    text = rule_text(register.activity("crm.customers"), lifecycle, events, register.tz)
+    assert text == "crm.customers: erasure.requested (GDPR art. 17) at 2025-03-03T10:00:00+01:00"
+    clock = rule_text(register.activity("crm.customers"), lifecycle, events[:1], register.tz)
+    assert "anonymise 5 years after order.closed|contact.made" in clock
+
+
+def test_the_forecast_groups_by_local_month_and_activity(register):
+    rows = [
+        ("crm.customers", datetime(2027, 1, 31, 23, 30, tzinfo=UTC), "anonymise"),  # Feb in Paris
+        ("crm.customers", datetime(2027, 2, 10, tzinfo=UTC), "anonymise"),
+        ("website.navigation", datetime(2027, 1, 5, tzinfo=UTC), "delete"),
+    ]
+    assert forecast(rows, register.tz) == [
+        {"month": "2027-01", "activity": "website.navigation", "then": "delete", "lifecycles": 1},
+        {"month": "2027-02", "activity": "crm.customers", "then": "anonymise", "lifecycles": 2},
+    ]
+
+
+def test_sqlalchemy_drops_skip_locked_on_sqlite_so_the_sweep_has_its_own_guard():
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    statement = claim_statement(now, (now, 7), 500)
+    on_postgres = str(statement.compile(dialect=postgresql.dialect()))
+    on_sqlite = str(statement.compile(dialect=sqlite.dialect()))
+    assert "FOR UPDATE OF lifecycles SKIP LOCKED" in on_postgres
+    # Silently gone: run_part writes the run's heartbeat first on SQLite, which takes
+    # the database's one write lock before the claim reads (see worker/sweep.py).
+    assert "FOR UPDATE" not in on_sqlite and "SKIP LOCKED" not in on_sqlite
+
+
+def test_a_register_target_with_an_unknown_strategy_points_at_its_line(register):
+    from worker.register import default_register_path
+
+    text = default_register_path().read_text(encoding="utf-8")
+    broken = text.replace("birth_date: year", "birth_date: blur", 1)
+    line = text[: text.index("birth_date: year")].count("\n") + 1
+    with pytest.raises(RegisterError) as caught:
+        parse_register(broken, "register.yaml")
+    (problem,) = caught.value.problems
+    assert problem.line == line
+    assert "unknown strategy 'blur' for column 'birth_date'" in problem.message
+
+
+def test_columns_kept_by_law_need_the_duty_named(register):
+    from worker.register import default_register_path
+
+    text = default_register_path().read_text(encoding="utf-8")
+    start = text.index("            note: >-\n              Lethe: an invoice is kept")
+    end = text.index("crm.invoices deletes the whole rows at 10 years.", start) + len(
+        "crm.invoices deletes the whole rows at 10 years.\n"
+    )
+    with pytest.raises(RegisterError) as caught:
+        parse_register(text[:start] + text[end:], "register.yaml")
+    assert any("need a note naming the legal duty" in p.message for p in caught.value.problems)
