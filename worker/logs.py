@@ -16,7 +16,7 @@ import sys
 from typing import Any
 
 import structlog
-from celery.signals import setup_logging
+from celery.signals import before_task_publish, setup_logging
 
 from worker.hashing import subject_ref
 
@@ -147,6 +147,27 @@ def _celery_logging(loglevel: int | str | None = None, **_: Any) -> None:
     from worker.settings import current_settings
 
     configure_logging(current_settings().secret, level=loglevel or "INFO")
+
+
+def _shown_argument(value: Any) -> str:
+    if value is None or isinstance(value, bool | int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return f"<{len(value)} items>"
+    return f"<{type(value).__name__}>"
+
+
+@before_task_publish.connect
+def _hide_task_arguments(headers: dict | None = None, body: Any = None, **_: Any) -> None:
+    # A task's arguments are events (subjects, data); task events, Flower and
+    # Celery's own logs show `argsrepr`, so they get shapes instead of values.
+    if headers is None or not isinstance(body, tuple | list) or len(body) < 2:
+        return
+    args, kwargs = body[0] or (), body[1] or {}
+    headers["argsrepr"] = "(" + ", ".join(_shown_argument(a) for a in args) + ")"
+    headers["kwargsrepr"] = (
+        "{" + ", ".join(f"{k!r}: {_shown_argument(v)}" for k, v in kwargs.items()) + "}"
+    )
 
 
 log = structlog.get_logger("lethe")

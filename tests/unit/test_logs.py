@@ -81,3 +81,28 @@ def test_standard_library_records_come_out_as_one_json_line_each(capsys):
     assert first["task_id"] == "b6a65dd8-c8fe-4eaa-9f97-d334b631f139"
     assert "jeanne@example.org" not in first["event"]
     assert second["subject"] == subject_ref(SECRET, "customer:7") and second["stored"] == 3
+
+
+def test_published_tasks_show_shapes_not_events_to_flower():
+    from worker.app import app
+
+    sent = {}
+
+    def capture(headers=None, **_):
+        sent.update(headers)
+
+    from celery.signals import before_task_publish
+
+    before_task_publish.connect(capture, weak=False)
+    try:
+        with app.connection_for_write("memory://") as connection:
+            app.send_task(
+                "lethe.ingest",
+                args=[[{"subject": "customer:1", "data": {"email": "jeanne@example.org"}}]],
+                kwargs={"schedule": "nightly", "run_id": 3},
+                connection=connection,
+            )
+    finally:
+        before_task_publish.disconnect(capture)
+    assert sent["argsrepr"] == "(<1 items>)"
+    assert sent["kwargsrepr"] == "{'schedule': <str>, 'run_id': 3}"
