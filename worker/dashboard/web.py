@@ -101,7 +101,9 @@ class TokenGate:
                 )
                 await response(scope, receive, send_logged)
         finally:
-            log.info(
+            # compose probes /healthz every 30 s: only its failures are worth a line
+            quiet = scope["path"] in _PUBLIC and status["code"] == 200
+            (log.debug if quiet else log.info)(
                 "dashboard request",
                 method=scope.get("method"),
                 path=scope["path"],
