@@ -27,6 +27,7 @@ from worker.sweep import (
     load_run,
     note_run,
     open_run,
+    resumable_run,
     run_part,
     run_sweep,
 )
@@ -47,6 +48,9 @@ def sweep(
     if run_id is None:
         slot = slot_for(moment, _time_of(schedule, settings), settings.sweep.timezone)
         run_id = open_run(settings, rt.register, now=moment, schedule=schedule, slot_at=slot)
+        if run_id is None and _redelivered(self):
+            # This very tick was running on a worker that died: carry its run on.
+            run_id = resumable_run(settings, schedule, slot)
         if run_id is None:
             rt.log.info("sweep slot already claimed", schedule=schedule, slot=slot.isoformat())
             return {"status": "skipped"}
@@ -99,6 +103,10 @@ def report(self: Any, schedule: str, now: str | None = None) -> dict[str, Any]:
     moment = pendulum.parse(now) if now else pendulum.now("UTC")
     slot = slot_for(moment, rt.settings.sweep.report_at, rt.settings.sweep.timezone)
     return daily_report(rt.settings, rt.register, schedule, slot, moment, rt.log)
+
+
+def _redelivered(task: Any) -> bool:
+    return bool((getattr(task.request, "delivery_info", None) or {}).get("redelivered"))
 
 
 def _time_of(schedule: str, settings: Any) -> str:

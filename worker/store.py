@@ -83,8 +83,6 @@ class StoredLifecycle(Base):
         UniqueConstraint("subject", "activity", name="uq_lifecycles_subject_activity"),
         # "What is due before T" is the sweep's and the dashboard's question.
         Index("ix_lifecycles_state_deadline", "state", "deadline_at"),
-        # Added by migration 0002: sweeps page through due lifecycles by (deadline_at, id).
-        Index("ix_lifecycles_sweep", "state", "deadline_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

@@ -58,7 +58,7 @@ def rule_text(
         if rule.consent:
             ends |= set(rule.consent.otherwise_ends_on)
     anchor = lifecycle.anchor_at
-    shown = _iso(pendulum.instance(anchor).in_timezone(tz) if anchor is not None else None)
+    shown = _iso(anchor.astimezone(_zone(tz)) if anchor is not None else None)
     enders = [
         e for e in events if e.type in ends and anchor is not None and e.occurred_at == anchor
     ]
@@ -69,6 +69,10 @@ def rule_text(
         return f"{activity.id}: ended by {enders[0].type} at {shown}, then {rule.then}"
     clock = "|".join(rule.clock or rule.opens_on)
     return f"{activity.id}: {rule.then} {rule.keep} after {clock} (anchor {shown})"
+
+
+def _zone(tz: Any) -> Any:
+    return pendulum.timezone(tz) if isinstance(tz, str) else tz
 
 
 def _iso(moment: datetime | None) -> str:
