@@ -12,6 +12,7 @@ import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +49,16 @@ class BoundTarget:
     facts: dict[str, ColumnFacts]
     primary_key: tuple[str, ...]
 
-    @property
+    @cached_property
     def name(self) -> str:
         return self.target.name
+
+    @cached_property
+    def audit_text(self) -> tuple[str, str]:
+        """(columns, strategy) as the audit row writes them."""
+        from worker.sweep_plan import strategy_text
+
+        return strategy_text(self.target)
 
     def key_for(self, subject: str) -> Any:
         """The key column's value naming `subject`, or None when it cannot name one here."""

@@ -68,7 +68,6 @@ from worker.sweep_plan import (
     approval_reasons,
     register_digest,
     rule_text,
-    strategy_text,
     subjects_per_table,
 )
 
@@ -592,7 +591,7 @@ def _erase(
             outcome.failed_ids.append(lc.id)
             why = result if isinstance(result, str) else "no activity"
             for b in targets or [None]:
-                columns, strategy = strategy_text(b.target) if b else ("-", "-")
+                columns, strategy = b.audit_text if b else ("-", "-")
                 outcome.audit.append(
                     {
                         **base,
@@ -622,7 +621,7 @@ def _erase(
         for b in targets:
             rows = result.rows.get((lc.subject, lc.activity, b.name), 0)
             if b.target.columns or b.target.delete_rows:
-                columns, strategy = strategy_text(b.target)
+                columns, strategy = b.audit_text
                 outcome.rows += rows
                 outcome.audit.append(
                     {

@@ -123,6 +123,13 @@ def test_a_sweep_erases_what_is_due_once_and_keeps_what_the_law_keeps(
     assert (again["status"], again["erased"]) == ("done", 0)
     assert len(shop.audit()) == len(audit)
 
+    ahead = json.loads(
+        lethe.run("forecast", "--until", "2031-01-01T00:00:00+01:00", "--format", "json").stdout
+    )
+    assert ahead and ahead == sorted(ahead, key=lambda r: (r["month"], r["activity"]))
+    assert NOW[:7] <= ahead[0]["month"] and ahead[-1]["month"] <= "2031-01"
+    assert {r["activity"] for r in ahead} >= {"crm.customers", "crm.invoices"}
+
 
 def test_beat_ticking_twice_for_one_night_runs_one_sweep_through_the_worker(
     distributed: Lethe, request: pytest.FixtureRequest, tmp_path
@@ -166,3 +173,16 @@ def test_beat_ticking_twice_for_one_night_runs_one_sweep_through_the_worker(
     due = [k for k, r in shop.lifecycles().items() if r["state"] == "due"]
     assert due == []
     assert set(one_row_per_erasure(shop.audit()).values()) == {1}
+
+    # The daily report claims its slot too, and tells counts only.
+    for at in ("2026-11-26T07:00:00+01:00", "2026-11-26T07:01:00+01:00"):
+        lethe.python(
+            "from worker.app import app\n"
+            f"app.send_task('lethe.report', kwargs={{'schedule': 'daily-report', 'now': {at!r}}})\n"
+        )
+    wait_for(
+        lambda: "daily retention report" in "".join(p.read_text() for p in lethe.logs),
+        15,
+        "the daily report",
+    )
+    assert shop.store("select count(*) from schedule_slots") == [(1,)]

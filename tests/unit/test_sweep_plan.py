@@ -144,3 +144,30 @@ def test_columns_kept_by_law_need_the_duty_named(register):
     with pytest.raises(RegisterError) as caught:
         parse_register(text[:start] + text[end:], "register.yaml")
     assert any("need a note naming the legal duty" in p.message for p in caught.value.problems)
+
+
+def test_beat_runs_the_sweep_and_the_report_at_their_local_times(tmp_path):
+    from schedules.beat import beat_schedule
+    from worker.settings import load_settings
+
+    settings = load_settings({"LETHE_HOME": str(tmp_path), "LETHE_REPORT_AT": "06:30"})
+    schedule = beat_schedule(settings)
+    sweep, report = schedule["nightly-sweep"], schedule["daily-report"]
+    assert (sweep["task"], sweep["schedule"].hour, sweep["schedule"].minute) == (
+        "lethe.sweep",
+        {3},
+        {0},
+    )
+    assert (report["task"], report["schedule"].hour, report["schedule"].minute) == (
+        "lethe.report",
+        {6},
+        {30},
+    )
+    assert settings.sweep.timezone == "Europe/Paris"
+
+
+def test_a_sweep_time_that_is_not_a_time_is_refused_naming_the_variable(tmp_path):
+    from worker.settings import SettingsError, load_settings
+
+    with pytest.raises(SettingsError, match="LETHE_SWEEP_AT='3h' is not a time of day"):
+        load_settings({"LETHE_HOME": str(tmp_path), "LETHE_SWEEP_AT": "3h"})

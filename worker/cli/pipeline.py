@@ -101,6 +101,9 @@ def worker_command(concurrency: int | None, loglevel: str) -> None:
         # One process: SQLite has one writer at a time anyway, and the filesystem
         # transport has no broadcast for mingle, gossip or heartbeats.
         argv += ["--pool=solo", "--without-mingle", "--without-gossip", "--without-heartbeat"]
+        # Beat runs inside the embedded worker (schedules/beat.py: the nightly sweep);
+        # a shared deployment runs one `celery -A worker.app beat` of its own.
+        argv.append("--beat")
         for task_id, messages in pending(settings):
             app.send_task(INGEST_TASK, args=[messages], task_id=task_id)
     elif concurrency:
