@@ -459,9 +459,12 @@ def claim_statement(now: datetime, after: tuple[datetime, int] | None, limit: in
     if after is not None:
         # Keyset paging: a lifecycle that failed stays due but behind the cursor,
         # so a part never loops on it.
+        # The plain bound lets the (state, deadline_at) index start at the cursor instead
+        # of walking past every lifecycle this sweep already erased.
         query = query.where(
+            StoredLifecycle.deadline_at >= after[0],
             sa.tuple_(StoredLifecycle.deadline_at, StoredLifecycle.id)
-            > sa.tuple_(sa.literal(after[0], UTCDateTime()), sa.literal(after[1], sa.Integer()))
+            > sa.tuple_(sa.literal(after[0], UTCDateTime()), sa.literal(after[1], sa.Integer())),
         )
     return query
 
