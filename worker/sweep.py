@@ -4,9 +4,10 @@ The one sweep beat, `lethe purge` and `lethe demo` run. A run is a row of
 `purge_runs`; it plans (and may stop for a DPO's approval), then one or more
 parts page through due lifecycles in batches:
 
-    store transaction:  claim a batch (FOR UPDATE SKIP LOCKED on PostgreSQL)
+    store transaction:  claim a batch by marking it erased
+                        (the rows chosen FOR UPDATE SKIP LOCKED on PostgreSQL)
       shop transaction: apply the strategies of every claimed lifecycle
-      audit rows, suppression hashes, lifecycles marked erased, payloads dropped
+      audit rows, suppression hashes, failures set back to active, payloads dropped
     commit
 
 A killed worker loses at most its open batch: the store rolls back, the claimed
@@ -28,7 +29,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import pendulum
 import sqlalchemy as sa
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -749,30 +749,3 @@ def _drop_payloads(
             .values(data={})
             .execution_options(synchronize_session=False)
         )
-
-
-# -- reads for the command line and the report ---------------------------------------------
-
-
-def run_rows(url: str, limit: int = 20) -> list[dict[str, Any]]:
-    with transaction(url) as session:
-        runs = session.scalars(select(PurgeRun).order_by(PurgeRun.id.desc()).limit(limit))
-        return [
-            {
-                "run": r.id,
-                "schedule": r.schedule,
-                "slot_at": r.slot_at.isoformat() if r.slot_at else None,
-                "now_at": r.now_at.isoformat(),
-                "status": r.status,
-                "due": r.due,
-                "erased": r.erased,
-                "failed": r.failed,
-                "rows": r.rows,
-                "note": r.note,
-            }
-            for r in runs
-        ]
-
-
-def local(moment: datetime, register: Register) -> pendulum.DateTime:
-    return pendulum.instance(moment).in_timezone(register.tz)
