@@ -43,6 +43,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "data_folder_out": str(folder / "out"),
             "processed_folder": str(folder / "processed"),
             "store_processed": False,
+            # the folder is polled; kombu's default of 1 s delays every event by up
+            # to a second, and listing a folder ten times a second costs nothing
+            "polling_interval": 0.1,
         }
     elif settings.broker_url.startswith(("redis://", "rediss://")):
         transport_options = {
