@@ -150,7 +150,7 @@ def _recompute(
             )
             if lifecycle is None:
                 continue
-            rows.append(_stored_row(lifecycle, existing.get((subject, activity_id)), now))
+            rows.append(stored_row(lifecycle, existing.get((subject, activity_id)), now))
     # `lethe hold place` holds a subject outside the event log (worker/holds.py).
     by_hand = held_by_hand(session, subjects)
     for row in rows:
@@ -207,7 +207,7 @@ def stored_state(lifecycle: Lifecycle, previous: Any) -> str:
     return "held" if lifecycle.held else "active"
 
 
-def _stored_row(lifecycle: Lifecycle, previous: Any, now: pendulum.DateTime) -> dict[str, Any]:
+def stored_row(lifecycle: Lifecycle, previous: Any, now: pendulum.DateTime) -> dict[str, Any]:
     return {
         "subject": lifecycle.subject,
         "activity": lifecycle.activity,

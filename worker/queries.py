@@ -8,7 +8,7 @@ from typing import Any
 import pendulum
 from sqlalchemy import delete, func, select, update
 
-from worker.ingest import events_of, ingest, stored_state, upsert_lifecycles
+from worker.ingest import events_of, ingest, stored_row, upsert_lifecycles
 from worker.register import Register
 from worker.retention import Lifecycle, State, in_zone, lifecycles
 from worker.store import DeadLetter, StoredEvent, StoredLifecycle, now_utc, transaction
@@ -98,17 +98,7 @@ def recompute_lifecycles(url: str, register: Register, apply: bool) -> dict[str,
                 for lifecycle in lifecycles(subject, events, register):
                     previous = stored.pop((subject, lifecycle.activity), None)
                     diff[lifecycle.activity][_move(previous, lifecycle)] += 1
-                    rows.append(
-                        {
-                            "subject": subject,
-                            "activity": lifecycle.activity,
-                            "anchor_at": lifecycle.anchor_at,
-                            "deadline_at": lifecycle.deadline_at,
-                            "state": stored_state(lifecycle, previous),
-                            "then": lifecycle.then,
-                            "updated_at": now,
-                        }
-                    )
+                    rows.append(stored_row(lifecycle, previous, now))
         for (_, activity), _lc in stored.items():
             diff[activity]["dropped"] += 1
         if apply:
