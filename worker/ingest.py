@@ -19,8 +19,8 @@ from sqlalchemy.orm import Session
 from worker.events import Event, EventRefused, parse_event
 from worker.holds import held_by_hand
 from worker.register import Register
-from worker.retention import Lifecycle, lifecycle_for
-from worker.store import DeadLetter, StoredEvent, StoredLifecycle
+from worker.retention import Lifecycle, lifecycles
+from worker.store import DeadLetter, StoredEvent, StoredLifecycle, UTCDateTime
 
 _CHUNK = 500
 
@@ -88,11 +88,15 @@ def _insert_new_events(
     """Insert in bulk, skipping ids already logged; returns the events that were new."""
     by_id = {e.id: e for e in events}
     new_ids: list[str] = []
+    postgres = session.get_bind().dialect.name == "postgresql"
     for start in range(0, len(events), _CHUNK):
         chunk = events[start : start + _CHUNK]
+        if postgres:
+            new_ids.extend(_insert_unnest(session, chunk, now))
+            continue
         statement = (
             # Core table, not the ORM entity: the ORM bulk path costs more than the SQL
-            _insert(session)(StoredEvent.__table__)
+            sqlite.insert(StoredEvent.__table__)
             .on_conflict_do_nothing(index_elements=["id"])
             .returning(StoredEvent.__table__.c.id)
         )
@@ -107,9 +111,40 @@ def _insert_new_events(
             }
             for e in chunk
         ]
-        # executemany form: compiled once and cached, unlike a literal VALUES list
         new_ids.extend(session.scalars(statement, rows).all())
     return [by_id[i] for i in new_ids]
+
+
+# One short statement with one array per column: a multi-row VALUES list is a
+# new, long statement text per batch, which psycopg parses again every time
+# (it only caches short ones) and which cost more than the insert itself.
+_INSERT_EVENTS = text(
+    "INSERT INTO events (id, type, subject, occurred_at, data, received_at) "
+    "SELECT id, type, subject, occurred_at, CAST(data AS json), :received_at "
+    "FROM unnest(CAST(:ids AS text[]), CAST(:types AS text[]), CAST(:subjects AS text[]), "
+    "CAST(:occurred AS timestamptz[]), CAST(:data AS text[])) "
+    "AS batch(id, type, subject, occurred_at, data) "
+    "ON CONFLICT (id) DO NOTHING RETURNING id"
+)
+
+
+def _insert_unnest(session: Session, chunk: list[Event], now: pendulum.DateTime) -> list[str]:
+    # the same event id twice in one statement would make ON CONFLICT fail
+    unique = list({e.id: e for e in chunk}.values())
+    utc = UTCDateTime().process_bind_param
+    return list(
+        session.scalars(
+            _INSERT_EVENTS,
+            {
+                "ids": [e.id for e in unique],
+                "types": [e.type for e in unique],
+                "subjects": [e.subject for e in unique],
+                "occurred": [utc(e.occurred_at, session.get_bind().dialect) for e in unique],
+                "data": [json.dumps(e.data) for e in unique],
+                "received_at": utc(now, session.get_bind().dialect),
+            },
+        )
+    )
 
 
 def _lock_subjects(session: Session, subjects: list[str]) -> None:
@@ -144,13 +179,9 @@ def _recompute(
     existing = _lifecycles_of(session, subjects)
     rows = []
     for subject in subjects:
-        for activity_id in sorted(touched[subject]):
-            lifecycle = lifecycle_for(
-                subject, register.activity(activity_id), history[subject], register
-            )
-            if lifecycle is None:
-                continue
-            rows.append(stored_row(lifecycle, existing.get((subject, activity_id)), now))
+        for lifecycle in lifecycles(subject, history[subject], register, only=touched[subject]):
+            previous = existing.get((subject, lifecycle.activity))
+            rows.append(stored_row(lifecycle, previous, now))
     # `lethe hold place` holds a subject outside the event log (worker/holds.py).
     by_hand = held_by_hand(session, subjects)
     for row in rows:
@@ -168,7 +199,7 @@ def events_of(session: Session, subjects: list[str]) -> dict[str, list[Event]]:
         query = select(
             table.c.id, table.c.type, table.c.subject, table.c.occurred_at, table.c.data
         ).where(table.c.subject.in_(chunk))
-        for row in session.execute(query):
+        for row in session.execute(query).all():
             history[row.subject].append(
                 Event(row.id, row.type, row.subject, row.occurred_at, row.data or {})
             )
@@ -185,7 +216,7 @@ def _lifecycles_of(session: Session, subjects: list[str]) -> dict[tuple[str, str
             StoredLifecycle.state,
             StoredLifecycle.anchor_at,
         ).where(StoredLifecycle.subject.in_(chunk))
-        for row in session.execute(query):
+        for row in session.execute(query).all():
             found[(row.subject, row.activity)] = row
     return found
 

@@ -7,7 +7,7 @@ duplicates, so a redelivered or late event cannot move a deadline the wrong way.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -69,10 +69,17 @@ class _Outcome:
         return (1, self.deadline_at)
 
 
-def lifecycles(subject: str, events: Iterable[Event], register: Register) -> list[Lifecycle]:
-    """Every lifecycle of `subject` that its events open, sorted by activity id."""
+def lifecycles(
+    subject: str,
+    events: Iterable[Event],
+    register: Register,
+    only: Collection[str] | None = None,
+) -> list[Lifecycle]:
+    """Every lifecycle of `subject` that its events open (or of the activities `only`
+    names), sorted by activity id."""
     own = _own_events(subject, events)
-    found = (_lifecycle_of(subject, activity, own, register) for activity in register.activities)
+    activities = [a for a in register.activities if only is None or a.id in only]
+    found = (_lifecycle_of(subject, activity, own, register) for activity in activities)
     return sorted((lc for lc in found if lc is not None), key=lambda lc: lc.activity)
 
 
