@@ -160,7 +160,7 @@ def _apply_rule(rule: Rule, events: list[Event], tz: pendulum.Timezone) -> _Outc
 
 def in_zone(moment: datetime, tz: pendulum.Timezone) -> pendulum.DateTime:
     """`moment` as a pendulum datetime in the register's zone, ready for calendar arithmetic."""
-    return pendulum.instance(moment).in_timezone(tz)
+    return pendulum.instance(moment.astimezone(tz))
 
 
 def _keep(rule: Rule, event: Event):
