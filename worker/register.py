@@ -218,7 +218,17 @@ class Register(_Strict):
         raise KeyError(activity_id)
 
     def activities_touched(self, event_type: str, kind: str) -> list[Activity]:
-        return [a for a in self.activities if a.touched_by(event_type, kind)]
+        return self._touch_index.get((event_type, kind), [])
+
+    @cached_property
+    def _touch_index(self) -> dict[tuple[str, str], list[Activity]]:
+        # asked for every event ingested: a lookup, not a scan of every rule
+        index: dict[tuple[str, str], list[Activity]] = {}
+        for activity in self.activities:
+            for event_type in activity.event_types:
+                for kind in activity.subjects:
+                    index.setdefault((event_type, kind), []).append(activity)
+        return index
 
     def is_hold_event(self, event_type: str) -> bool:
         return event_type in self.holds.place or event_type in self.holds.lift
