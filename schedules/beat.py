@@ -67,4 +67,6 @@ def install(app: Any, settings: Any) -> None:
     app.conf.beat_schedule = beat_schedule(settings)
     # crontab reads hours in the app's time zone; only beat and ETAs use it.
     app.conf.timezone = settings.sweep.timezone
+    # beat opens its schedule file before any other Lethe code makes the folder
+    settings.home.mkdir(parents=True, exist_ok=True)
     app.conf.beat_schedule_filename = str(settings.home / "celerybeat-schedule")

@@ -253,6 +253,10 @@ def approve(settings: Settings, register: Register, run_id: int) -> None:
         run.approved_at = now_utc()
         run.heartbeat_at = now_utc()
         run.plan = None
+        # the note said what to approve; once approved it would mislead the dashboard
+        if run.note:
+            why = run.note.removeprefix("waiting for approval: ").split(". Check with")[0]
+            run.note = f"approved by a DPO after it stopped: {why}"
 
 
 def plan_sweep(
