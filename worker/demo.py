@@ -127,15 +127,9 @@ def _refuse_a_used_store(url: str) -> None:
 
 
 def _build_shop(url: str, data: DemoData, out: Callable) -> None:
-    from worker.demo_shop import create_schema, metadata
+    from worker.demo_shop import build_shop
 
-    engine = sa.create_engine(url)
-    create_schema(engine)
-    with engine.begin() as connection:
-        for table in metadata.sorted_tables:
-            if data.rows.get(table.name):
-                connection.execute(table.insert(), data.rows[table.name])
-    engine.dispose()
+    build_shop(url, data.rows)
     counts = ", ".join(f"{len(rows)} {name}" for name, rows in data.rows.items() if rows)
     out(f"demo shop built: {counts}")
     first, last = data.events[0]["occurred_at"][:4], data.events[-1]["occurred_at"][:10]

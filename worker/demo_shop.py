@@ -157,3 +157,16 @@ def create_schema(engine: sa.Engine) -> None:
     """Make the demo shop's tables (dropping any earlier demo tables first)."""
     metadata.drop_all(engine)
     metadata.create_all(engine)
+
+
+def build_shop(url: str, rows: dict[str, list[dict]]) -> None:
+    """A demo shop database at `url` holding `rows` (table name -> rows), made afresh."""
+    engine = sa.create_engine(url)
+    try:
+        create_schema(engine)
+        with engine.begin() as connection:
+            for table in metadata.sorted_tables:
+                if rows.get(table.name):
+                    connection.execute(table.insert(), rows[table.name])
+    finally:
+        engine.dispose()

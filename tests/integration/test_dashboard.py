@@ -106,16 +106,10 @@ def stop(process: subprocess.Popen) -> None:
 def fill_shop(url: str, people: int, seed: int):
     """The demo shop's rows in a database of its own; returns the demo data (rows and events)."""
     from worker.demo_data import generate
-    from worker.demo_shop import create_schema, metadata
+    from worker.demo_shop import build_shop
 
     data = generate(people=people, seed=seed)
-    engine = sa.create_engine(url)
-    create_schema(engine)
-    with engine.begin() as connection:
-        for table in metadata.sorted_tables:
-            if data.rows.get(table.name):
-                connection.execute(table.insert(), data.rows[table.name])
-    engine.dispose()
+    build_shop(url, data.rows)
     return data
 
 

@@ -26,16 +26,10 @@ PHONE_PLAIN = "0612345678"
 def _fill_shop(url: str) -> list[str]:
     """The demo shop, in a database of its own; returns its customers' names, e-mails, phones."""
     from worker.demo_data import generate
-    from worker.demo_shop import create_schema, metadata
+    from worker.demo_shop import build_shop
 
     data = generate(people=60, seed=5)
-    engine = sa.create_engine(url)
-    create_schema(engine)
-    with engine.begin() as connection:
-        for table in metadata.sorted_tables:
-            if data.rows.get(table.name):
-                connection.execute(table.insert(), data.rows[table.name])
-    engine.dispose()
+    build_shop(url, data.rows)
     needles = []
     for row in data.rows["customers"]:
         needles += [f"{row['first_name']} {row['last_name']}", row["email"], row["phone"]]
