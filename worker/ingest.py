@@ -176,12 +176,12 @@ def _recompute(
     subjects = sorted(touched)
     _lock_subjects(session, subjects)
     history = events_of(session, subjects)
-    existing = _lifecycles_of(session, subjects)
+    # No read of the stored lifecycles: whether an erased one stays erased is
+    # decided by the upsert itself, under the row's lock (upsert_lifecycles).
     rows = []
     for subject in subjects:
         for lifecycle in lifecycles(subject, history[subject], register, only=touched[subject]):
-            previous = existing.get((subject, lifecycle.activity))
-            rows.append(stored_row(lifecycle, previous, now))
+            rows.append(stored_row(lifecycle, None, now))
     # `lethe hold place` holds a subject outside the event log (worker/holds.py).
     by_hand = held_by_hand(session, subjects)
     for row in rows:
@@ -204,21 +204,6 @@ def events_of(session: Session, subjects: list[str]) -> dict[str, list[Event]]:
                 Event(row.id, row.type, row.subject, row.occurred_at, row.data or {})
             )
     return history
-
-
-def _lifecycles_of(session: Session, subjects: list[str]) -> dict[tuple[str, str], Any]:
-    found = {}
-    for start in range(0, len(subjects), _CHUNK):
-        chunk = subjects[start : start + _CHUNK]
-        query = select(
-            StoredLifecycle.subject,
-            StoredLifecycle.activity,
-            StoredLifecycle.state,
-            StoredLifecycle.anchor_at,
-        ).where(StoredLifecycle.subject.in_(chunk))
-        for row in session.execute(query).all():
-            found[(row.subject, row.activity)] = row
-    return found
 
 
 def stored_state(lifecycle: Lifecycle, previous: Any) -> str:

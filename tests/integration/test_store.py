@@ -70,3 +70,40 @@ def test_a_batch_redelivered_too_often_is_set_aside_not_looped(tmp_path: Path):
         reasons = connection.execute(sa.text("select reason, event_id from dead_letters")).all()
     assert len(reasons) == 1 and reasons[0].event_id == "e-1"
     assert "worker was lost each time" in reasons[0].reason
+
+
+def test_an_erased_lifecycle_stays_erased_unless_a_later_event_reopens_it(postgres_url: str):
+    from worker.ingest import ingest
+    from worker.register import default_register_path, load_register
+    from worker.store import now_utc, transaction
+
+    upgrade(postgres_url)
+    register = load_register(default_register_path())
+
+    def send(event_id: str, when: str) -> None:
+        event = {
+            "id": event_id,
+            "type": "order.closed",
+            "subject": "customer:7",
+            "occurred_at": when,
+        }
+        with transaction(postgres_url) as session:
+            ingest(session, [event], register, now_utc())
+
+    def sales() -> tuple[str, str]:
+        with sa.create_engine(postgres_url).connect() as connection:
+            row = connection.execute(
+                sa.text(
+                    "select state, deadline_at from lifecycles "
+                    "where subject = 'customer:7' and activity = 'sales'"
+                )
+            ).one()
+        return row.state, row.deadline_at.isoformat()
+
+    send("o-1", "2019-05-01T10:00:00+02:00")
+    with sa.create_engine(postgres_url).begin() as connection:
+        connection.execute(sa.text("update lifecycles set state = 'erased'"))
+    send("o-0", "2018-01-01T10:00:00+01:00")  # late, older than what was erased
+    assert sales() == ("erased", "2024-05-01T08:00:00+00:00")
+    send("o-2", "2025-06-01T10:00:00+02:00")  # the customer came back
+    assert sales() == ("active", "2030-06-01T08:00:00+00:00")
