@@ -8,6 +8,7 @@ MAX_DELIVERIES the events are set aside, kept whole for a replay.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -50,14 +51,17 @@ def set_aside(session: Session, events: list[Any], reason: str) -> None:
     """Keep a whole batch as dead letters with one reason, so it can be replayed."""
     now = now_utc()
     session.execute(
-        DeadLetter.__table__.insert(),
-        [
-            {
-                "received_at": now,
-                "event_id": e.get("id") if isinstance(e, dict) else None,
-                "reason": reason,
-                "payload": e if isinstance(e, str) else json.dumps(e, ensure_ascii=False),
-            }
-            for e in events
-        ],
+        DeadLetter.__table__.insert(), [dead_letter_row(e, reason, now) for e in events]
     )
+
+
+def dead_letter_row(raw: Any, reason: str, now: datetime) -> dict[str, Any]:
+    """A dead letter keeps the event whole (as sent) for a replay, and why it was refused."""
+    payload = raw if isinstance(raw, str) else json.dumps(raw, ensure_ascii=False, default=str)
+    event_id = raw.get("id") if isinstance(raw, dict) else None
+    return {
+        "received_at": now,
+        "event_id": event_id if isinstance(event_id, str) else None,
+        "reason": reason,
+        "payload": payload,
+    }

@@ -16,6 +16,7 @@ from sqlalchemy import and_, case, or_, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from worker.delivery import dead_letter_row
 from worker.events import Event, EventRefused, parse_event
 from worker.holds import held_by_hand
 from worker.register import Register
@@ -53,7 +54,7 @@ def ingest(
         try:
             event = parse_event(raw, register)
         except EventRefused as exc:
-            dead.append(_dead_letter(raw, str(exc), now))
+            dead.append(dead_letter_row(raw, str(exc), now))
             continue
         accepted.setdefault(event.id, event)
     if dead:
@@ -65,17 +66,6 @@ def ingest(
     if new_events:
         report.lifecycles = _recompute(session, new_events, register, now)
     return report
-
-
-def _dead_letter(raw: Any, reason: str, now: pendulum.DateTime) -> dict[str, Any]:
-    payload = raw if isinstance(raw, str) else json.dumps(raw, ensure_ascii=False, default=str)
-    event_id = raw.get("id") if isinstance(raw, dict) else None
-    return {
-        "received_at": now,
-        "event_id": event_id if isinstance(event_id, str) else None,
-        "reason": reason,
-        "payload": payload,
-    }
 
 
 def _insert(session: Session):

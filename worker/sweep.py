@@ -35,6 +35,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
+from worker.audit import COLUMNS as AUDIT_COLUMNS
 from worker.hashing import subject_ref
 from worker.register import Register
 from worker.settings import Settings
@@ -693,18 +694,8 @@ def _record(
     )
 
 
-_AUDIT_COLUMNS = (
-    "run_id",
-    "subject_ref",
-    "activity",
-    "rule",
-    "target",
-    "columns",
-    "strategy",
-    "outcome",
-    "rows",
-    "erased_at",
-)
+# the audit row as `lethe audit` shows it, less the id the database assigns
+_AUDIT_COLUMNS = tuple(c for c in AUDIT_COLUMNS if c != "id")
 
 
 def _append_audit(session: Session, rows: list[dict[str, Any]]) -> None:
