@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 import pendulum
 
@@ -49,7 +50,7 @@ class Duration:
         pendulum clamps to the month's last day (31 Jan + 1 month = 28/29 Feb)
         and keeps the wall-clock time across daylight-saving changes.
         """
-        return moment.add(years=self.years, months=self.months, weeks=self.weeks, days=self.days)
+        return _add(self, moment, moment.tzinfo)
 
     def __str__(self) -> str:
         parts = [
@@ -63,6 +64,16 @@ class Duration:
             if n
         ]
         return " ".join(parts) or "0 days"
+
+
+# Ingestion recomputes a subject's lifecycles from its whole history each time one of
+# its events arrives, so the same anchors come back again and again. The zone is part
+# of the key: equal instants in two zones are equal datetimes but add differently.
+@lru_cache(maxsize=65536)
+def _add(duration: Duration, moment: pendulum.DateTime, zone: object) -> pendulum.DateTime:
+    return moment.add(
+        years=duration.years, months=duration.months, weeks=duration.weeks, days=duration.days
+    )
 
 
 def parse_duration(text: str | int) -> Duration:

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from worker.register import Register
 from worker.retention import is_held
-from worker.store import Hold, StoredLifecycle, now_utc, transaction
+from worker.store import Hold, StoredLifecycle, now_utc, one_of, transaction
 
 
 class HoldError(ValueError):
@@ -73,7 +73,9 @@ def held_by_hand(session: Session, subjects: Iterable[str]) -> set[str]:
         chunk = subjects[start : start + 1000]
         found.update(
             session.scalars(
-                select(Hold.subject).where(Hold.subject.in_(chunk), Hold.lifted_at.is_(None))
+                select(Hold.subject).where(
+                    one_of(Hold.subject, chunk, session.get_bind()), Hold.lifted_at.is_(None)
+                )
             )
         )
     return found

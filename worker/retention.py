@@ -11,6 +11,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from functools import lru_cache
 
 import pendulum
 
@@ -158,8 +159,12 @@ def _apply_rule(rule: Rule, events: list[Event], tz: pendulum.Timezone) -> _Outc
     return _Outcome(anchor, deadline)
 
 
+@lru_cache(maxsize=65536)
 def in_zone(moment: datetime, tz: pendulum.Timezone) -> pendulum.DateTime:
-    """`moment` as a pendulum datetime in the register's zone, ready for calendar arithmetic."""
+    """`moment` as a pendulum datetime in the register's zone, ready for calendar arithmetic.
+
+    Cached: a subject's history is read again whenever one of its events arrives, and
+    the conversion is most of the arithmetic's cost (the result is immutable)."""
     return pendulum.instance(moment.astimezone(tz))
 
 

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Connection, Engine
 
 from worker.hashing import value_hash
 from worker.register import Register, RegisterProblem, Target, register_line
+from worker.store import POSTGRES_CONNECT_ARGS, one_of
 from worker.strategies import ColumnFacts, Context, apply, column_problem
 
 _CHUNK = 1000
@@ -95,6 +95,8 @@ def _engine(url: str) -> Engine:
         options: dict[str, Any] = {"pool_pre_ping": True}
         if url.startswith("sqlite"):
             options = {"connect_args": {"timeout": 60}}
+        elif url.startswith("postgresql+psycopg"):
+            options["connect_args"] = POSTGRES_CONNECT_ARGS
         _engines[url] = sa.create_engine(url, **options)
     return _engines[url]
 
@@ -268,14 +270,6 @@ def _referenced_without_cascade(
             if fk["referred_table"] in targets and ondelete.upper() not in ("CASCADE", "SET NULL"):
                 found[fk["referred_table"]].add(table)
     return found
-
-
-def one_of(column: Any, values: list[Any], bind: Any) -> Any:
-    """`column IN (values)`; on PostgreSQL `= ANY(array)`, one parameter however many values
-    (an IN list of thousands costs more to render and parse than to run)."""
-    if bind.dialect.name == "postgresql":
-        return column == sa.any_(sa.bindparam(None, list(values), type_=ARRAY(column.type)))
-    return column.in_(values)
 
 
 def apply_targets(

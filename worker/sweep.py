@@ -46,7 +46,6 @@ from worker.shop import (
     apply_targets,
     bind_targets,
     count_rows,
-    one_of,
     shop_engine,
     table_sizes,
 )
@@ -59,6 +58,7 @@ from worker.store import (
     Suppression,
     UTCDateTime,
     now_utc,
+    one_of,
     transaction,
 )
 from worker.strategies import StrategyError
