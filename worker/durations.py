@@ -50,7 +50,7 @@ class Duration:
         pendulum clamps to the month's last day (31 Jan + 1 month = 28/29 Feb)
         and keeps the wall-clock time across daylight-saving changes.
         """
-        return _add(self, moment, moment.tzinfo)
+        return _add(self, moment, moment.tzinfo, moment.fold)
 
     def __str__(self) -> str:
         parts = [
@@ -67,10 +67,13 @@ class Duration:
 
 
 # Ingestion recomputes a subject's lifecycles from its whole history each time one of
-# its events arrives, so the same anchors come back again and again. The zone is part
-# of the key: equal instants in two zones are equal datetimes but add differently.
+# its events arrives, so the same anchors come back again and again. Zone and fold are
+# part of the key: equal instants in two zones add differently, and in one zone the two
+# 02:30 of an autumn night compare equal though an hour apart.
 @lru_cache(maxsize=65536)
-def _add(duration: Duration, moment: pendulum.DateTime, zone: object) -> pendulum.DateTime:
+def _add(
+    duration: Duration, moment: pendulum.DateTime, zone: object, fold: int
+) -> pendulum.DateTime:
     return moment.add(
         years=duration.years, months=duration.months, weeks=duration.weeks, days=duration.days
     )

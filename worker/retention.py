@@ -159,12 +159,17 @@ def _apply_rule(rule: Rule, events: list[Event], tz: pendulum.Timezone) -> _Outc
     return _Outcome(anchor, deadline)
 
 
-@lru_cache(maxsize=65536)
 def in_zone(moment: datetime, tz: pendulum.Timezone) -> pendulum.DateTime:
-    """`moment` as a pendulum datetime in the register's zone, ready for calendar arithmetic.
+    """`moment` as a pendulum datetime in the register's zone, ready for calendar arithmetic."""
+    # fold is part of the key: in one zone, the two 02:30 of an autumn night compare
+    # (and hash) equal, yet they are an hour apart.
+    return _in_zone(moment, moment.fold, tz)
 
-    Cached: a subject's history is read again whenever one of its events arrives, and
-    the conversion is most of the arithmetic's cost (the result is immutable)."""
+
+# Cached: a subject's history is read again whenever one of its events arrives, and
+# the conversion is most of the arithmetic's cost (its result is immutable).
+@lru_cache(maxsize=65536)
+def _in_zone(moment: datetime, fold: int, tz: pendulum.Timezone) -> pendulum.DateTime:
     return pendulum.instance(moment.astimezone(tz))
 
 

@@ -92,3 +92,16 @@ def test_a_bare_number_is_refused_because_it_has_no_unit(value):
 
 def test_a_refused_duration_is_a_value_error_for_validators():
     assert issubclass(DurationError, ValueError)
+
+
+def test_the_two_half_past_twos_of_an_autumn_night_stay_an_hour_apart():
+    # In one zone the two 02:30 of 26 October 2025 compare equal, though an hour apart:
+    # the arithmetic (cached) must not give the second the first one's result.
+    paris = pendulum.timezone("Europe/Paris")
+    first = pendulum.instance(pendulum.datetime(2025, 10, 26, 0, 30, tz="UTC").in_timezone(paris))
+    second = pendulum.instance(pendulum.datetime(2025, 10, 26, 1, 30, tz="UTC").in_timezone(paris))
+    assert (first.hour, second.hour) == (2, 2)
+    zero = Duration()
+    assert zero.after(first) == first
+    assert zero.after(second) == second
+    assert (zero.after(second) - zero.after(first)).in_seconds() == 3600
