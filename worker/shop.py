@@ -8,6 +8,7 @@ and always quoted by SQLAlchemy. The strategies themselves are pure
 
 from __future__ import annotations
 
+import json
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
@@ -21,6 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from worker.hashing import value_hash
 from worker.register import Register, RegisterProblem, Target, register_line
+from worker.sql_strategies import HmacKey, SqlContext, sql_form
 from worker.store import POSTGRES_CONNECT_ARGS, one_of
 from worker.strategies import ColumnFacts, Context, apply, column_problem
 
@@ -48,6 +50,8 @@ class BoundTarget:
     table: sa.Table
     facts: dict[str, ColumnFacts]
     primary_key: tuple[str, ...]
+    # the set-based UPDATE per secret, built once (sql_update)
+    _sql: dict[bytes, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @cached_property
     def name(self) -> str:
@@ -59,6 +63,32 @@ class BoundTarget:
         from worker.sweep_plan import strategy_text
 
         return strategy_text(self.target)
+
+    def sql_update(self, secret: bytes) -> Any | None:
+        """One `UPDATE ... FROM json_to_recordset(:rows)` that applies every strategy of this
+        target in PostgreSQL, RETURNING each row's subject; None when a strategy (or its
+        suppression list) needs Python."""
+        if secret not in self._sql:
+            self._sql[secret] = self._build_sql_update(secret)
+        return self._sql[secret]
+
+    def _build_sql_update(self, secret: bytes) -> Any | None:
+        forms = {c: sql_form(s, self.facts[c]) for c, s in self.target.columns.items()}
+        if self.target.suppress or not forms or None in forms.values():
+            return None
+        table = self.table
+        key = table.c[self.target.key]
+        batch = (
+            sa.func.json_to_recordset(sa.cast(sa.bindparam("rows"), sa.JSON))
+            .table_valued(sa.column("k", key.type), sa.column("s", sa.Text))
+            .render_derived(name="batch", with_types=True)
+        )
+        hmac_key = HmacKey.of(secret)
+        values = {
+            name: form(table.c[name], SqlContext(hmac_key, batch.c.s, self.facts[name]))
+            for name, form in forms.items()
+        }
+        return sa.update(table).where(key == batch.c.k).values(values).returning(batch.c.s)
 
     def key_for(self, subject: str) -> Any:
         """The key column's value naming `subject`, or None when it cannot name one here."""
@@ -285,6 +315,7 @@ def apply_targets(
         ident = (bound.activity, bound.name)
         targets[ident] = bound
         by_target[ident].append(subject)
+    postgres = connection.dialect.name == "postgresql"
     for ident, subjects in by_target.items():
         bound = targets[ident]
         keys = {}
@@ -296,6 +327,8 @@ def apply_targets(
         for chunk in _chunks(list(keys), _CHUNK):
             if bound.target.delete_rows:
                 _delete(connection, bound, chunk, keys, secret, applied)
+            elif bound.target.columns and postgres and bound.sql_update(secret) is not None:
+                _anonymise_in_sql(connection, bound, chunk, keys, secret, applied)
             elif bound.target.columns:
                 _anonymise(connection, bound, chunk, keys, secret, applied)
             else:
@@ -345,6 +378,13 @@ def _anonymise(connection, bound, chunk, keys, secret, applied) -> None:
             changes.append({**{f"pk_{c.name}": row[c.name] for c in pk}, **new})
     if changes:
         _update_rows(connection, bound, columns, changes)
+
+
+def _anonymise_in_sql(connection, bound, chunk, keys, secret, applied) -> None:
+    # No read before the write: PostgreSQL computes every value (worker/sql_strategies.py).
+    rows = json.dumps([{"k": key, "s": keys[key]} for key in chunk])
+    for (subject,) in connection.execute(bound.sql_update(secret), {"rows": rows}):
+        applied.rows[(subject, bound.activity, bound.name)] += 1
 
 
 def _update_rows(connection, bound, columns: list[str], changes: list[dict[str, Any]]) -> None:

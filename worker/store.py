@@ -159,7 +159,8 @@ class Erasure(Base):
 
     __tablename__ = "erasures"
     __table_args__ = (
-        Index("ix_erasures_subject_ref", "subject_ref"),
+        # hash: looked up by equality only, and its keys are random (migration 0003)
+        Index("ix_erasures_subject_ref", "subject_ref", postgresql_using="hash"),
         Index("ix_erasures_run_id", "run_id"),
     )
 

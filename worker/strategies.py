@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import string
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -86,18 +87,22 @@ def year(value: Any, ctx: Context) -> Any:
     raise StrategyError(f"year expects a date, got {type(value).__name__}")
 
 
-_FR_POSTCODE = re.compile(r"^\d{5}$")
-_DEPARTMENT = re.compile(r"^(\d{2,3}|2[AB])$")
+_FR_POSTCODE = re.compile(r"[0-9]{5}")
+_DEPARTMENT = re.compile(r"[0-9]{2,3}|2[AB]")
+# ASCII only, as PostgreSQL's btrim and translate do (worker/sql_strategies.py):
+# the same postcode gives the same département in Python and in SQL.
+WHITESPACE = " \t\n\r\x0b\x0c"
+_UPPER = str.maketrans(string.ascii_lowercase, string.ascii_uppercase)
 
 
 def department(value: Any, ctx: Context) -> Any:
     """A French postcode becomes its département (75008 -> 75, 20090 -> 2A, 97110 -> 971)."""
     if value is None:
         return None
-    text = str(value).strip().upper()
-    if _DEPARTMENT.match(text):
+    text = str(value).strip(WHITESPACE).translate(_UPPER)
+    if _DEPARTMENT.fullmatch(text):
         return text
-    if _FR_POSTCODE.match(text):
+    if _FR_POSTCODE.fullmatch(text):
         if text.startswith("97") or text.startswith("98"):
             return text[:3]
         if text.startswith("20"):
@@ -105,7 +110,7 @@ def department(value: Any, ctx: Context) -> Any:
             return "2A" if int(text[:3]) < 202 else "2B"
         return text[:2]
     # Outside France: the first two characters name a region at most (UK "SW", ...).
-    return text[:2].strip()
+    return text[:2].strip(WHITESPACE)
 
 
 _BOUNDS = (0, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000)

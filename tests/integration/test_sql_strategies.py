@@ -1,0 +1,146 @@
+"""The strategies' PostgreSQL expressions write exactly what their Python functions write.
+
+A sweep on a PostgreSQL shop computes values in SQL (worker/sql_strategies.py),
+on SQLite in Python (worker/strategies.py): a person anonymised by one must look
+the same as by the other, keyed hashes and pseudonyms included. Every value
+here goes through both, on a real PostgreSQL, and the results are compared.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from worker.sql_strategies import SQL_STRATEGIES, HmacKey, SqlContext, sql_form
+from worker.strategies import ColumnFacts, Context, apply
+
+SHORT_SECRET = b"a secret of thirty-two bytes...!"
+LONG_SECRET = b"k" * 100  # longer than SHA-256's block: HMAC hashes the key first
+
+TEXTS = [
+    None,
+    "",
+    "jeanne.martin@example.org",
+    "Jéanne Ünïcode straße 東京",
+    "h:0123456789abcdef",  # already a keyed hash: left as it is
+    "h:XYZ",
+    "h:",
+    "75008",
+    "  75008 ",
+    "\t33000\n",
+    "20090",
+    "20190",
+    "20200",
+    "97110",
+    "98000",
+    "2a",
+    "2B",
+    "971",
+    "75",
+    "7",
+    "123456",
+    "SW1A 1AA",
+    "sw1a",
+    " a",
+    "é5000",
+    "ß",
+    "0",
+]
+INTEGERS = [None, 0, 1, 49, 50, 99, 100, 2_499, 2_500, 99_999, 100_000, 250_000, -1, -75, -100_000]
+NUMERICS = [None, "0", "49.99", "50.00", "1234.56", "-0.01", "-75.50", "99999999.99"]
+DATES = [None, date(2021, 6, 15), date(2000, 1, 1), date(1999, 12, 31), date(2024, 2, 29)]
+PARIS_WINTER = timezone(timedelta(hours=1))
+MOMENTS = [
+    None,
+    datetime(2021, 6, 15, 10, 30, tzinfo=UTC),
+    datetime(2021, 1, 1, 0, 30, tzinfo=PARIS_WINTER),  # 2020 in UTC
+    datetime(2020, 12, 31, 23, 30, tzinfo=UTC),
+]
+
+COLUMNS = {
+    # column: (SQL type, kind, length, values)
+    "t_free": ("text", "text", None, TEXTS),
+    "t_40": ("varchar(40)", "text", 40, TEXTS),
+    "t_18": ("varchar(18)", "text", 18, TEXTS),
+    "t_13": ("varchar(13)", "text", 13, TEXTS),
+    "i": ("integer", "integer", None, INTEGERS),
+    "n": ("numeric(10,2)", "numeric", None, NUMERICS),
+    "d": ("date", "date", None, DATES),
+    "ts": ("timestamptz", "datetime", None, MOMENTS),
+    "tn": ("timestamp", "datetime", None, [None, datetime(2021, 1, 1), datetime(1999, 7, 4, 5)]),
+}
+SUBJECTS = ["customer:42", "visitor:n-7", "ambassador:é"]
+
+
+@pytest.fixture(scope="module")
+def values_table(postgres_server: str) -> Any:
+    """One table per column kind, filled with the values above; rows read back as psycopg
+    returns them (so Python sees what a sweep would read)."""
+    import uuid
+
+    name = f"lethe_sqlstrat_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(postgres_server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = f"{postgres_server.rsplit('/', 1)[0]}/{name}"
+    engine = sa.create_engine(url)
+    metadata = sa.MetaData()
+    with engine.begin() as connection:
+        for column, (sql_type, _, length, values) in COLUMNS.items():
+            values = [v for v in values if length is None or v is None or len(v) <= length]
+            connection.execute(
+                sa.text(f"CREATE TABLE v_{column} (id int PRIMARY KEY, subject text, v {sql_type})")
+            )
+            connection.execute(
+                sa.text(f"INSERT INTO v_{column} VALUES (:id, :subject, :v)"),
+                [
+                    {"id": i, "subject": SUBJECTS[i % len(SUBJECTS)], "v": value}
+                    for i, value in enumerate(values)
+                ],
+            )
+    metadata.reflect(engine)
+    yield engine, metadata
+    engine.dispose()
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+CASES = [
+    (strategy, column)
+    for strategy, (_, kinds) in SQL_STRATEGIES.items()
+    for column, (_, kind, _, _) in COLUMNS.items()
+    if kind in kinds
+]
+
+
+@pytest.mark.parametrize("secret", [SHORT_SECRET, LONG_SECRET], ids=["short-key", "long-key"])
+@pytest.mark.parametrize(("strategy", "column"), CASES, ids=[f"{s}-{c}" for s, c in CASES])
+def test_sql_and_python_write_the_same_value(
+    values_table: Any, strategy: str, column: str, secret: bytes
+) -> None:
+    engine, metadata = values_table
+    table = metadata.tables[f"v_{column}"]
+    _, kind, length, _ = COLUMNS[column]
+    facts = ColumnFacts(name="v", kind=kind, length=length)
+    form = sql_form(strategy, facts)
+    assert form is not None
+    ctx = SqlContext(HmacKey.of(secret), table.c.subject, facts)
+    query = sa.select(table.c.id, table.c.subject, table.c.v, form(table.c.v, ctx)).order_by(
+        table.c.id
+    )
+    with engine.connect() as connection:
+        rows = connection.execute(query).all()
+    assert rows, "no values to compare"
+    for _, subject, value, in_sql in rows:
+        in_python = apply(strategy, value, Context(secret, subject, facts))
+        assert in_sql == in_python, (strategy, column, value)
+        assert apply(strategy, in_python, Context(secret, subject, facts)) == in_python
+
+
+def test_every_strategy_with_a_sql_form_is_compared() -> None:
+    compared = {strategy for strategy, _ in CASES}
+    assert compared == set(SQL_STRATEGIES)
