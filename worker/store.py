@@ -226,10 +226,7 @@ def make_engine(url: str) -> Engine:
     )
 
 
-# psycopg prepares a statement after its fifth run, and PostgreSQL may then plan it once
-# for any parameters: for `subject = ANY(:array)` on a table that has just been filled
-# that generic plan is a sequential scan (250 ms instead of 10). Custom plans always.
-POSTGRES_CONNECT_ARGS = {"connect_timeout": 10, "options": "-c plan_cache_mode=force_custom_plan"}
+POSTGRES_CONNECT_ARGS = {"connect_timeout": 10}
 
 
 def one_of(column: Any, values: Sequence[Any], bind: Any) -> Any:
