@@ -78,6 +78,8 @@ class BoundTarget:
             return None
         table = self.table
         key = table.c[self.target.key]
+        if isinstance(key.type, sa.types.NullType):
+            return None  # a key type SQLAlchemy does not know cannot be declared in SQL
         batch = (
             sa.func.json_to_recordset(sa.cast(sa.bindparam("rows"), sa.JSON))
             .table_valued(sa.column("k", key.type), sa.column("s", sa.Text))
