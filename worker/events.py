@@ -74,8 +74,13 @@ def parse_event(raw: Any, register: Register) -> Event:
     for name, value in (("id", event_id), ("type", event_type), ("subject", subject)):
         if not isinstance(value, str):
             raise EventRefused(f"field {name} must be a string, not {type(value).__name__}")
-    if len(event_id) > 200:
-        raise EventRefused("field id is longer than 200 characters")
+    for name, value in (("id", event_id), ("subject", subject)):
+        # what the store cannot hold is refused here, event by event, instead of
+        # failing the statement that holds the whole batch
+        if len(value) > 200:
+            raise EventRefused(f"field {name} is longer than 200 characters")
+        if "\x00" in value:
+            raise EventRefused(f"field {name} contains a NUL character, which no store can hold")
     if event_type not in register.events:
         raise EventRefused(
             f"unknown event type {_quoted(event_type)}: the register {register.name!r} "

@@ -167,3 +167,17 @@ def test_a_field_that_is_not_text_is_refused(register, field):
 
 def test_an_overlong_id_is_refused(register):
     assert "longer than 200" in refusal(register, {**GOOD, "id": "x" * 201})
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "why"),
+    [
+        ("id", "ev-\x00-1", "field id contains a NUL character"),
+        ("subject", "customer:4\x002", "field subject contains a NUL character"),
+        ("id", "e" * 201, "field id is longer than 200 characters"),
+        ("subject", "customer:" + "4" * 200, "field subject is longer than 200 characters"),
+    ],
+)
+def test_what_the_store_cannot_hold_is_refused_event_by_event(register, field, value, why):
+    # One such event must not fail the statement that stores the rest of its batch.
+    assert why in refusal(register, {**GOOD, field: value})
