@@ -25,13 +25,14 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
 from worker.strategies import (
-    _BOUNDS,
+    AMOUNT_BOUNDS,
     HASH_PREFIX,
     PSEUDONYM_PREFIX,
     REDACTED,
     WHITESPACE,
     ColumnFacts,
-    _room,
+    hash_digits,
+    pseudonym_digits,
 )
 
 _BLOCK = 64  # SHA-256's block size, in bytes
@@ -84,14 +85,14 @@ def redact(column: ColumnElement, ctx: SqlContext) -> ColumnElement:
 
 
 def keyed_hash(column: ColumnElement, ctx: SqlContext) -> ColumnElement:
-    digits = _room(ctx.column, len(HASH_PREFIX), 64)
+    digits = hash_digits(ctx.column)
     hashed = _text(HASH_PREFIX).concat(sa.func.left(ctx.key.hex_of(column), digits))
     already = column.regexp_match(f"^{HASH_PREFIX}[0-9a-f]+$")
     return sa.case((column.is_(None), column), (already, column), else_=hashed)
 
 
 def pseudonym(column: ColumnElement, ctx: SqlContext) -> ColumnElement:
-    digits = _room(ctx.column, len(PSEUDONYM_PREFIX), 12)
+    digits = pseudonym_digits(ctx.column)
     name = ctx.key.hex_of(_text("pseudonym:").concat(ctx.subject))
     return _unless_null(column, _text(PSEUDONYM_PREFIX).concat(sa.func.left(name, digits)))
 
@@ -124,11 +125,11 @@ def department(column: ColumnElement, ctx: SqlContext) -> ColumnElement:
 def amount_range(column: ColumnElement, ctx: SqlContext) -> ColumnElement:
     # Numbers only: text amounts (parsed, written back as "100-250") stay in Python.
     low = sa.case(
-        *((column >= bound, sa.literal(bound)) for bound in reversed(_BOUNDS[1:])),
+        *((column >= bound, sa.literal(bound)) for bound in reversed(AMOUNT_BOUNDS[1:])),
         else_=sa.literal(0),
     )
     negative = -sa.case(
-        *((-column >= bound, sa.literal(bound)) for bound in reversed(_BOUNDS[1:])),
+        *((-column >= bound, sa.literal(bound)) for bound in reversed(AMOUNT_BOUNDS[1:])),
         else_=sa.literal(0),
     )
     return sa.cast(_unless_null(column, sa.case((column < 0, negative), else_=low)), column.type)

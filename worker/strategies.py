@@ -65,7 +65,7 @@ def keyed_hash(value: Any, ctx: Context) -> Any:
     if value is None or _is_hash(value):
         return value
     digest = hmac.new(ctx.secret, str(value).encode(), hashlib.sha256).hexdigest()
-    return HASH_PREFIX + digest[: _room(ctx.column, len(HASH_PREFIX), 64)]
+    return HASH_PREFIX + digest[: hash_digits(ctx.column)]
 
 
 def pseudonym(value: Any, ctx: Context) -> Any:
@@ -73,7 +73,7 @@ def pseudonym(value: Any, ctx: Context) -> Any:
     if value is None:
         return None
     digest = hmac.new(ctx.secret, b"pseudonym:" + ctx.subject.encode(), hashlib.sha256)
-    return PSEUDONYM_PREFIX + digest.hexdigest()[: _room(ctx.column, len(PSEUDONYM_PREFIX), 12)]
+    return PSEUDONYM_PREFIX + digest.hexdigest()[: pseudonym_digits(ctx.column)]
 
 
 def year(value: Any, ctx: Context) -> Any:
@@ -113,7 +113,7 @@ def department(value: Any, ctx: Context) -> Any:
     return text[:2].strip(WHITESPACE)
 
 
-_BOUNDS = (0, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000)
+AMOUNT_BOUNDS = (0, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000)
 
 
 def amount_range(value: Any, ctx: Context) -> Any:
@@ -141,7 +141,7 @@ def _bucket(amount: Decimal) -> tuple[int, int | None]:
     if amount < 0:
         return (-_bucket(-amount)[0], 0)
     low = 0
-    for bound in _BOUNDS:
+    for bound in AMOUNT_BOUNDS:
         if amount >= bound:
             low = bound
         else:
@@ -226,6 +226,16 @@ def column_problem(name: str, column: ColumnFacts, one_row_per_subject: bool) ->
             "use null, or a strategy with a shorter output"
         )
     return None
+
+
+def hash_digits(column: ColumnFacts) -> int:
+    """How many hex digits of the HMAC keyed_hash writes: 64, or what the column holds."""
+    return _room(column, len(HASH_PREFIX), 64)
+
+
+def pseudonym_digits(column: ColumnFacts) -> int:
+    """How many hex digits a pseudonym has: 12, or what the column holds."""
+    return _room(column, len(PSEUDONYM_PREFIX), 12)
 
 
 def _room(column: ColumnFacts, prefix: int, wanted: int) -> int:
