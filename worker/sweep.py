@@ -23,10 +23,11 @@ first one's batches committed.
 from __future__ import annotations
 
 import json
-from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import groupby
 from typing import Any
 
 import sqlalchemy as sa
@@ -69,7 +70,7 @@ from worker.sweep_plan import (
     approval_reasons,
     register_digest,
     rule_text,
-    subjects_per_table,
+    table_kinds,
 )
 
 Progress = Callable[[int], None]
@@ -270,9 +271,15 @@ def plan_sweep(
     """What the run would erase, and why it may need approval; `count` adds shop row counts."""
     now = run.now_at
     with transaction(settings.database_url) as session:
-        due = session.execute(
-            select(StoredLifecycle.activity, StoredLifecycle.subject).where(*_due(now))
-        ).all()
+        per_activity, per_table = _due_counts(session, now, register)
+        # the dry run's row counts need the subjects; a real run only counts them
+        due = (
+            session.execute(
+                select(StoredLifecycle.activity, StoredLifecycle.subject).where(*_due(now))
+            ).all()
+            if count
+            else []
+        )
         held = session.scalar(
             select(func.count())
             .select_from(StoredLifecycle)
@@ -300,7 +307,6 @@ def plan_sweep(
                 )
             )
         )
-    per_activity, per_table = subjects_per_table(due, register)
     tables = {b.table.name: b.table for targets in bound.values() for b in targets}
     engine = shop_engine(settings.shop_database_url)
     try:
@@ -317,10 +323,11 @@ def plan_sweep(
                 rows = count_rows(connection, work)
     except (OperationalError, InterfaceError) as exc:
         raise ShopUnavailable(_shop_down(exc)) from None
+    due_total = sum(per_activity.values())
     reasons = approval_reasons(
-        due=len(due),
+        due=due_total,
         recent_dues=recent,
-        first_on_register=bool(due) and not approved_before,
+        first_on_register=bool(due_total) and not approved_before,
         table_subjects=per_table,
         table_sizes=sizes,
         limits=limits_of(settings),
@@ -342,11 +349,85 @@ def plan_sweep(
     return SweepResult(
         run_id=run.id,
         status="dry_run" if count else "running",
-        due=len(due),
+        due=due_total,
         held=held or 0,
         reasons=reasons,
         plan=plan,
     )
+
+
+def _due_counts(
+    session: Session, now: datetime, register: Register
+) -> tuple[Counter[str], dict[str, int]]:
+    """Due lifecycles per activity, and distinct due subjects per shop table, counted in the
+    store: a first sweep on a new register may find millions due, too many to read."""
+    lc = StoredLifecycle
+    per_activity: Counter[str] = Counter(
+        dict(
+            session.execute(
+                select(lc.activity, func.count()).where(*_due(now)).group_by(lc.activity)
+            ).all()
+        )
+    )
+    all_kinds = set(register.subject_kinds)
+    kinds: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for table, activity, kind in table_kinds(register):
+        kinds[(table, activity)].add(kind)
+    # (table, activity, kind) rows; kind None when the target holds every kind
+    rows = [
+        (table, activity, kind)
+        for (table, activity), found in sorted(kinds.items())
+        for kind in ([None] if found == all_kinds else sorted(found))
+    ]
+    per_table: dict[str, int] = {}
+    for chunk in _by_table(rows, 400):
+        per_table.update(_distinct_subjects(session, now, chunk))
+    return per_activity, per_table
+
+
+def _by_table(
+    rows: list[tuple[str, str, str | None]], most: int
+) -> Iterator[list[tuple[str, str, str | None]]]:
+    """Rows in groups of at most `most`, a table's rows never split (SQLite takes at most
+    500 SELECTs in one UNION)."""
+    chunk: list[tuple[str, str, str | None]] = []
+    for _, group in groupby(rows, key=lambda row: row[0]):
+        group = list(group)
+        if chunk and len(chunk) + len(group) > most:
+            yield chunk
+            chunk = []
+        chunk.extend(group)
+    if chunk:
+        yield chunk
+
+
+def _distinct_subjects(
+    session: Session, now: datetime, rows: list[tuple[str, str, str | None]]
+) -> dict[str, int]:
+    lc = StoredLifecycle
+    # a UNION ALL of literal rows, not VALUES: SQLite names no columns of a VALUES list
+    mapping = sa.union_all(
+        *(
+            select(
+                sa.literal(table).label("tbl"),
+                sa.literal(activity).label("activity"),
+                sa.literal(kind, sa.String).label("kind"),
+            )
+            for table, activity, kind in rows
+        )
+    ).subquery("mapping")
+    same_kind = sa.or_(
+        mapping.c.kind.is_(None),
+        func.substr(lc.subject, 1, func.length(mapping.c.kind) + 1) == mapping.c.kind + ":",
+    )
+    query = (
+        select(mapping.c.tbl, func.count(lc.subject.distinct()))
+        .select_from(lc)
+        .join(mapping, sa.and_(lc.activity == mapping.c.activity, same_kind))
+        .where(*_due(now))
+        .group_by(mapping.c.tbl)
+    )
+    return dict(session.execute(query).all())
 
 
 def _keeps(bound: dict[str, list[BoundTarget]], activity: str, target: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import statistics
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -136,23 +136,18 @@ def approval_reasons(
     return reasons
 
 
-def subjects_per_table(
-    due: Iterable[tuple[str, str]], register: Register
-) -> tuple[Counter[str], dict[str, int]]:
-    """Due lifecycles per activity, and distinct due subjects per shop table."""
-    per_activity: Counter[str] = Counter()
-    per_table: dict[str, set[str]] = defaultdict(set)
-    activities = {a.id: a for a in register.activities}
-    for activity_id, subject in due:
-        per_activity[activity_id] += 1
-        activity = activities.get(activity_id)
-        if activity is None:
-            continue
-        kind = subject.split(":", 1)[0]
-        for target in targets_for(activity, kind):
-            if target.columns or target.delete_rows:
-                per_table[target.table].add(subject)
-    return per_activity, {t: len(s) for t, s in per_table.items()}
+def table_kinds(register: Register) -> list[tuple[str, str, str]]:
+    """(table, activity, subject kind) for every kind whose rows an activity's targets change
+    in a table: what the sweep's plan counts due subjects per table by (worker/sweep.py)."""
+    return sorted(
+        {
+            (target.table, activity.id, kind)
+            for activity in register.activities
+            for kind in register.subject_kinds
+            for target in targets_for(activity, kind)
+            if target.columns or target.delete_rows
+        }
+    )
 
 
 def forecast(rows: Iterable[tuple[str, datetime, str]], tz: Any) -> list[dict[str, Any]]:
