@@ -261,6 +261,7 @@ def _facts(column: sa.Column, unique: set[str]) -> ColumnFacts:
         unique=column.name in unique,
         primary_key=column.primary_key,
         foreign_key=bool(column.foreign_keys),
+        padded=isinstance(column.type, sa.CHAR),
     )
 
 

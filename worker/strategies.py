@@ -40,6 +40,7 @@ class ColumnFacts:
     unique: bool = False
     primary_key: bool = False
     foreign_key: bool = False
+    padded: bool = False  # CHAR(n): values come back blank-padded to the length
 
 
 @dataclass(frozen=True)
