@@ -3,7 +3,9 @@
 Every table and column comes from SQLAlchemy reflection of the shop database,
 so a name from the register reaches SQL only once the shop has confirmed it,
 and always quoted by SQLAlchemy. The strategies themselves are pure
-(worker/strategies.py); this module reads rows, calls them and writes back.
+(worker/strategies.py); this module reads rows, calls them and writes back,
+or, on a PostgreSQL shop, lets one UPDATE compute the same values in SQL
+(worker/sql_strategies.py) without reading the rows first.
 """
 
 from __future__ import annotations
