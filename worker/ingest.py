@@ -80,7 +80,7 @@ def _insert_new_events(
     for start in range(0, len(events), _CHUNK):
         chunk = events[start : start + _CHUNK]
         if postgres:
-            new_ids.extend(_insert_unnest(session, chunk, now))
+            new_ids.extend(_insert_json(session, chunk, now))
             continue
         statement = (
             # Core table, not the ORM entity: the ORM bulk path costs more than the SQL
@@ -115,7 +115,7 @@ _INSERT_EVENTS = text(
 )
 
 
-def _insert_unnest(session: Session, chunk: list[Event], now: pendulum.DateTime) -> list[str]:
+def _insert_json(session: Session, chunk: list[Event], now: pendulum.DateTime) -> list[str]:
     # the same event id twice in one statement would make ON CONFLICT fail
     unique = {e.id: e for e in chunk}.values()
     rows = [
@@ -248,7 +248,7 @@ def upsert_lifecycles(session: Session, rows: Iterable[dict[str, Any]]) -> None:
     for start in range(0, len(rows), _CHUNK):
         chunk = rows[start : start + _CHUNK]
         if postgres:
-            _upsert_unnest(session, chunk)
+            _upsert_json(session, chunk)
             continue
         table = StoredLifecycle.__table__
         statement = sqlite.insert(table)
@@ -301,7 +301,7 @@ _UPSERT_LIFECYCLES = text(
 )
 
 
-def _upsert_unnest(session: Session, chunk: list[dict[str, Any]]) -> None:
+def _upsert_json(session: Session, chunk: list[dict[str, Any]]) -> None:
     rows = [
         {
             "subject": r["subject"],
