@@ -22,7 +22,14 @@ from worker.events import Event, EventRefused, parse_event
 from worker.holds import held_by_hand
 from worker.register import Register
 from worker.retention import Lifecycle, lifecycles
-from worker.store import DeadLetter, StoredEvent, StoredLifecycle, UTCDateTime, one_of
+from worker.store import (
+    DeadLetter,
+    StoredEvent,
+    StoredLifecycle,
+    UTCDateTime,
+    one_of,
+    require_aware,
+)
 
 _CHUNK = 500
 _READ_CHUNK = 5000
@@ -73,7 +80,9 @@ def ingest(
 def _insert_new_events(
     session: Session, events: list[Event], now: pendulum.DateTime
 ) -> list[Event]:
-    """Insert in bulk, skipping ids already logged; returns the events that were new."""
+    """Insert in bulk, skipping ids already logged; returns the events that were new.
+
+    `events` hold each id once (ingest keeps the first of a batch's duplicates)."""
     by_id = {e.id: e for e in events}
     new_ids: list[str] = []
     postgres = session.get_bind().dialect.name == "postgresql"
@@ -116,8 +125,6 @@ _INSERT_EVENTS = text(
 
 
 def _insert_json(session: Session, chunk: list[Event], now: pendulum.DateTime) -> list[str]:
-    # the same event id twice in one statement would make ON CONFLICT fail
-    unique = {e.id: e for e in chunk}.values()
     rows = [
         # isoformat keeps the offset, so PostgreSQL reads the same instant
         {
@@ -127,7 +134,7 @@ def _insert_json(session: Session, chunk: list[Event], now: pendulum.DateTime) -
             "occurred_at": e.occurred_at.isoformat(),
             "data": e.data,
         }
-        for e in unique
+        for e in chunk
     ]
     return list(
         session.scalars(
@@ -328,6 +335,5 @@ def _upsert_json(session: Session, chunk: list[dict[str, Any]]) -> None:
 def _iso(moment: datetime | None) -> str | None:
     if moment is None:
         return None
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError("naive datetime given to the store: pass an aware one")
+    require_aware(moment)
     return moment.isoformat()

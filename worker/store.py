@@ -33,6 +33,12 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 
+def require_aware(value: datetime) -> None:
+    """A time the store keeps must say its offset: a naive one would shift by hours."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("naive datetime given to the store: pass an aware one")
+
+
 class UTCDateTime(TypeDecorator):
     """Aware datetimes in, aware UTC datetimes out, on PostgreSQL and SQLite alike.
 
@@ -46,8 +52,7 @@ class UTCDateTime(TypeDecorator):
     def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
         if value is None:
             return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to the store: pass an aware one")
+        require_aware(value)
         # A plain UTC datetime built from the fields: psycopg dumps a pendulum one
         # ten times slower, and pendulum's own astimezone is slow too.
         v = value
