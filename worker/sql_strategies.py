@@ -26,7 +26,10 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from worker.strategies import (
     AMOUNT_BOUNDS,
+    DEPARTMENT_PATTERN,
+    HASH_PATTERN,
     HASH_PREFIX,
+    POSTCODE_PATTERN,
     PSEUDONYM_PREFIX,
     REDACTED,
     WHITESPACE,
@@ -72,6 +75,11 @@ def _text(value: Any) -> ColumnElement:
     return sa.literal(value, sa.Text)
 
 
+def _whole(pattern: str) -> str:
+    """A pattern that must match the whole value, as Python's `re.fullmatch` does."""
+    return f"^({pattern})$"
+
+
 def _unless_null(column: ColumnElement, value: ColumnElement) -> ColumnElement:
     return sa.case((column.is_(None), sa.null()), else_=value)
 
@@ -87,7 +95,7 @@ def redact(column: ColumnElement, ctx: SqlContext) -> ColumnElement:
 def keyed_hash(column: ColumnElement, ctx: SqlContext) -> ColumnElement:
     digits = hash_digits(ctx.column)
     hashed = _text(HASH_PREFIX).concat(sa.func.left(ctx.key.hex_of(column), digits))
-    already = column.regexp_match(f"^{HASH_PREFIX}[0-9a-f]+$")
+    already = column.regexp_match(_whole(HASH_PATTERN))
     return sa.case((column.is_(None), column), (already, column), else_=hashed)
 
 
@@ -116,8 +124,8 @@ def department(column: ColumnElement, ctx: SqlContext) -> ColumnElement:
     )
     return sa.case(
         (column.is_(None), sa.null()),
-        (text.regexp_match("^([0-9]{2,3}|2[AB])$"), text),
-        (text.regexp_match("^[0-9]{5}$"), french),
+        (text.regexp_match(_whole(DEPARTMENT_PATTERN)), text),
+        (text.regexp_match(_whole(POSTCODE_PATTERN)), french),
         else_=sa.func.btrim(first, _text(WHITESPACE)),
     )
 

@@ -22,6 +22,8 @@ from typing import Any
 
 REDACTED = "[redacted]"
 HASH_PREFIX = "h:"
+# what keyed_hash writes, so that it leaves its own output alone (shared with SQL)
+HASH_PATTERN = HASH_PREFIX + "[0-9a-f]+"
 PSEUDONYM_PREFIX = "anon-"
 # The smallest hash we write: 16 hex digits, so two addresses of one shop never collide
 # in practice and a UNIQUE column stays unique.
@@ -88,8 +90,11 @@ def year(value: Any, ctx: Context) -> Any:
     raise StrategyError(f"year expects a date, got {type(value).__name__}")
 
 
-_FR_POSTCODE = re.compile(r"[0-9]{5}")
-_DEPARTMENT = re.compile(r"[0-9]{2,3}|2[AB]")
+# Whole-value patterns, shared with the SQL forms (worker/sql_strategies.py).
+POSTCODE_PATTERN = "[0-9]{5}"
+DEPARTMENT_PATTERN = "[0-9]{2,3}|2[AB]"
+_FR_POSTCODE = re.compile(POSTCODE_PATTERN)
+_DEPARTMENT = re.compile(DEPARTMENT_PATTERN)
 # ASCII only, as PostgreSQL's btrim and translate do (worker/sql_strategies.py):
 # the same postcode gives the same département in Python and in SQL.
 WHITESPACE = " \t\n\r\x0b\x0c"
@@ -246,8 +251,4 @@ def _room(column: ColumnFacts, prefix: int, wanted: int) -> int:
 
 
 def _is_hash(value: Any) -> bool:
-    return (
-        isinstance(value, str)
-        and value.startswith(HASH_PREFIX)
-        and re.fullmatch(r"[0-9a-f]+", value[len(HASH_PREFIX) :]) is not None
-    )
+    return isinstance(value, str) and re.fullmatch(HASH_PATTERN, value) is not None
