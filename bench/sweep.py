@@ -305,10 +305,12 @@ def run_bookkeeping_sql(store: str) -> float:
 
 
 def claim_time(stored: int, due: int = 1_000, repeats: int = 15) -> float:
-    """Median seconds to claim `due` due lifecycles among `stored` (then rolled back)."""
+    """Median seconds to claim `due` due lifecycles among `stored` as a sweep's batch does
+    (found, locked and marked in one statement; then rolled back)."""
     import pendulum
+    from sqlalchemy.orm import Session
 
-    from worker.sweep import claim_statement
+    from worker.sweep import claim_batch
 
     with database(f"scale{stored}") as url:
         from worker.migrate import upgrade
@@ -342,23 +344,19 @@ def claim_time(stored: int, due: int = 1_000, repeats: int = 15) -> float:
                     'case', now() FROM generate_series(1, 100) i"""
                 )
             )
-        with engine.connect() as connection:
-            connection.execute(sa.text("VACUUM ANALYZE")) if False else None
         raw = sa.create_engine(url, isolation_level="AUTOCOMMIT")
         with raw.connect() as connection:
             connection.execute(sa.text("VACUUM ANALYZE lifecycles"))
             connection.execute(sa.text("VACUUM ANALYZE holds"))
         raw.dispose()
         now = pendulum.parse("2026-11-26T03:00:00+01:00")
-        statement = claim_statement(now, None, due)
         times = []
         for _ in range(repeats):
-            with engine.connect() as connection:
-                transaction = connection.begin()
+            with Session(engine) as session:
                 started = time.perf_counter()
-                found = connection.execute(statement).all()
+                found = claim_batch(session, now, None, due)
                 times.append(time.perf_counter() - started)
-                transaction.rollback()
+                session.rollback()
             assert len(found) == due, len(found)
         engine.dispose()
         return statistics.median(times)

@@ -171,6 +171,16 @@ class Activity(_Strict):
     def event_types(self) -> frozenset[str]:
         return frozenset().union(*(rule.event_types for rule in self.retention))
 
+    @cached_property
+    def ending_events(self) -> frozenset[str]:
+        """Events that end this activity's lifecycle before its clock runs out."""
+        ends: set[str] = set()
+        for rule in self.retention:
+            ends |= set(rule.ends_on)
+            if rule.consent:
+                ends |= set(rule.consent.otherwise_ends_on)
+        return frozenset(ends)
+
     def touched_by(self, event_type: str, kind: str) -> bool:
         return kind in self.subjects and event_type in self.event_types
 

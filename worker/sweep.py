@@ -31,7 +31,7 @@ from itertools import groupby
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import exists, func, select, update
+from sqlalchemy import any_, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
@@ -571,7 +571,7 @@ def run_part(
             sqlite_store = session.get_bind().dialect.name == "sqlite"
             if sqlite_store:
                 _heartbeat(session, run_id)
-            claimed = _claim(session, now, after, settings.sweep.batch)
+            claimed = claim_batch(session, now, after, settings.sweep.batch)
             if not claimed:
                 break
             after = (claimed[-1].deadline_at, claimed[-1].id)
@@ -584,16 +584,23 @@ def run_part(
             progress(len(claimed))
 
 
-def _claim(
+def claim_batch(
     session: Session, now: datetime, after: tuple[datetime, int] | None, limit: int
 ) -> list[DueLifecycle]:
     """Claim a batch by marking it erased at once: the mark is this transaction's until
     commit (a crash rolls it back), and each row is written once instead of locked and
     then written. Lifecycles whose erasure fails are set back to active before commit."""
     chosen = claim_statement(now, after, limit).with_only_columns(StoredLifecycle.id)
+    if session.get_bind().dialect.name == "postgresql":
+        # `id = ANY(ARRAY(subquery))`: the subquery runs once and the rows are fetched by
+        # primary key. With `IN (subquery)` PostgreSQL hash-joins it against a sequential
+        # scan of every stored lifecycle, once per batch.
+        which = StoredLifecycle.id == any_(func.array(chosen.scalar_subquery()))
+    else:
+        which = StoredLifecycle.id.in_(chosen)
     statement = (
         update(StoredLifecycle)
-        .where(StoredLifecycle.id.in_(chosen))
+        .where(which)
         .values(state="erased", updated_at=now_utc())
         .returning(
             StoredLifecycle.id,
@@ -666,6 +673,7 @@ def _erase(
     tz = register.tz
     moment = now_utc()
     seen_suppressed: set[int] = set()
+    refs: dict[str, str] = {}
     for lc, targets in items:
         result = results[lc.id]
         activity = activities.get(lc.activity)
@@ -674,7 +682,10 @@ def _erase(
             if activity
             else f"{lc.activity}: not in the register any more"
         )
-        ref = subject_ref(secret, lc.subject)
+        ref = refs.get(lc.subject)
+        if ref is None:
+            # a customer's three activities are usually due in the same batch
+            ref = refs[lc.subject] = subject_ref(secret, lc.subject)
         base = {"subject_ref": ref, "activity": lc.activity, "rule": rule, "erased_at": moment}
         if activity is None or isinstance(result, str):
             outcome.failed_ids.append(lc.id)

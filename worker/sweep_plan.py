@@ -52,11 +52,7 @@ def rule_text(
     activity: Activity, lifecycle: DueLifecycle, events: Sequence[LoggedEvent], tz: Any = "UTC"
 ) -> str:
     """How the audit names why this lifecycle ended: the event that ended it, or the clock."""
-    ends: set[str] = set()
-    for rule in activity.retention:
-        ends |= set(rule.ends_on)
-        if rule.consent:
-            ends |= set(rule.consent.otherwise_ends_on)
+    ends = activity.ending_events
     anchor = lifecycle.anchor_at
     shown = _iso(anchor.astimezone(_zone(tz)) if anchor is not None else None)
     enders = [
