@@ -272,14 +272,6 @@ def plan_sweep(
     now = run.now_at
     with transaction(settings.database_url) as session:
         per_activity, per_table = _due_counts(session, now, register)
-        # the dry run's row counts need the subjects; a real run only counts them
-        due = (
-            session.execute(
-                select(StoredLifecycle.activity, StoredLifecycle.subject).where(*_due(now))
-            ).all()
-            if count
-            else []
-        )
         held = session.scalar(
             select(func.count())
             .select_from(StoredLifecycle)
@@ -312,15 +304,7 @@ def plan_sweep(
     try:
         with engine.connect() as connection:
             sizes = table_sizes(connection, [tables[t] for t in per_table if t in tables])
-            rows: dict[tuple[str, str], int] = {}
-            if count:
-                work = [
-                    (subject, b)
-                    for activity, subject in due
-                    for b in bound.get(activity, [])
-                    if b.target.applies_to(subject.split(":", 1)[0])
-                ]
-                rows = count_rows(connection, work)
+            rows = _due_rows(settings, now, bound, connection) if count else Counter()
     except (OperationalError, InterfaceError) as exc:
         raise ShopUnavailable(_shop_down(exc)) from None
     due_total = sum(per_activity.values())
@@ -354,6 +338,29 @@ def plan_sweep(
         reasons=reasons,
         plan=plan,
     )
+
+
+def _due_rows(
+    settings: Settings, now: datetime, bound: dict[str, list[BoundTarget]], shop: sa.Connection
+) -> Counter[tuple[str, str]]:
+    """Shop rows each (activity, target) would touch, counted a sweep batch of due lifecycles
+    at a time: a new register's first sweep may find millions due, too many to hold at once."""
+    totals: Counter[tuple[str, str]] = Counter()
+    with transaction(settings.database_url) as session:
+        due = session.execute(
+            select(StoredLifecycle.activity, StoredLifecycle.subject)
+            .where(*_due(now))
+            .execution_options(yield_per=settings.sweep.batch)
+        )
+        for page in due.partitions():
+            work = [
+                (subject, b)
+                for activity, subject in page
+                for b in bound.get(activity, [])
+                if b.target.applies_to(subject.split(":", 1)[0])
+            ]
+            totals.update(count_rows(shop, work))
+    return totals
 
 
 def _due_counts(

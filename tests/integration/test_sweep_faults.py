@@ -253,3 +253,24 @@ def test_a_sweep_far_larger_than_usual_waits_for_approval(embedded: Lethe, reque
     assert shop.rows("customers") == before
     approved = shop.purge("--approve", str(stopped["run"]))
     assert approved["status"] == "done" and approved["erased"] == stopped["due"]
+
+
+def test_a_dry_run_counts_the_rows_the_sweep_then_changes(lethe: Lethe, request):
+    shop = _ready(lethe, request)
+    # pages of 7 due lifecycles: the counts add up across pages
+    lethe.env["LETHE_SWEEP_BATCH"] = "7"
+    before = shop.rows("customers")
+    dry = shop.purge("--dry-run", "--now", NOW)
+    assert dry["status"] == "dry_run"
+    assert shop.rows("customers") == before
+    would = {(r["activity"], r["target"]): r["rows"] for r in dry["would_change"]}
+    known = {r["id"] for r in shop.audit()}
+    done = shop.purge_approved(NOW)
+    assert done["status"] == "done"
+    changed: dict[tuple[str, str], int] = {}
+    for row in shop.audit():
+        if row["id"] not in known and row["outcome"] in ("erased", "nothing_to_erase"):
+            key = (row["activity"], row["target"])
+            changed[key] = changed.get(key, 0) + row["rows"]
+    assert would == changed
+    assert sum(would.values()) == done["rows"] > 7
