@@ -95,11 +95,34 @@ class BoundTarget:
         return sa.update(table).where(key == batch.c.k).values(values).returning(batch.c.s)
 
     def key_for(self, subject: str) -> Any:
-        """The key column's value naming `subject`, or None when it cannot name one here."""
+        """The key column's value naming `subject`, or None when no row can have it."""
         value = subject if self.target.key_value == "subject" else subject.split(":", 1)[1]
-        if self.facts[self.target.key].kind == "integer":
-            return int(value) if re.fullmatch(r"-?\d{1,18}", value) else None
+        facts = self.facts[self.target.key]
+        if facts.kind == "integer":
+            # One spelling per row: `customer:042` or `customer:４２` (which int() reads as
+            # 42) is another subject, with its own holds, and must not reach row 42.
+            if not _CANONICAL_INTEGER.fullmatch(value):
+                return None
+            number = int(value)
+            return number if facts.integer_bits is None or _fits(number, facts) else None
+        if facts.length is not None and len(value) > facts.length:
+            return None  # longer than the column holds: no row has it, and a cast would cut it
         return value
+
+
+_CANONICAL_INTEGER = re.compile(r"-?(0|[1-9][0-9]*)")
+
+
+def _subject_of(keys: dict[Any, str], key: Any) -> str:
+    """The subject a row's key names; a CHAR(n) key comes back blank-padded."""
+    if isinstance(key, str) and key not in keys:
+        return keys[key.rstrip(" ")]
+    return keys[key]
+
+
+def _fits(number: int, facts: ColumnFacts) -> bool:
+    bound = 2 ** ((facts.integer_bits or 64) - 1)
+    return -bound <= number < bound
 
 
 @dataclass
@@ -116,7 +139,8 @@ def shop_engine(url: str) -> Engine:
         if not path.exists():
             raise ShopUnavailable(
                 f"the shop database {path} does not exist: set LETHE_SHOP_DATABASE_URL to the "
-                "shop's database, or run `lethe demo` to build a demo shop"
+                "shop's database (`lethe demo` builds a demo shop in $LETHE_HOME/demo/"
+                "shop.sqlite3 that it can point at)"
             )
     return _engine(url)
 
@@ -126,12 +150,20 @@ _engines: dict[str, Engine] = {}
 
 def _engine(url: str) -> Engine:
     if url not in _engines:
-        options: dict[str, Any] = {"pool_pre_ping": True}
+        # hide_parameters: a failed statement's text would quote keys and shop values
+        options: dict[str, Any] = {"pool_pre_ping": True, "hide_parameters": True}
         if url.startswith("sqlite"):
-            options = {"connect_args": {"timeout": 60}}
+            options = {"connect_args": {"timeout": 60}, "hide_parameters": True}
         elif url.startswith("postgresql+psycopg"):
             options["connect_args"] = POSTGRES_CONNECT_ARGS
-        _engines[url] = sa.create_engine(url, **options)
+        try:
+            _engines[url] = sa.create_engine(url, **options)
+        except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
+            raise ShopUnavailable(
+                f"LETHE_SHOP_DATABASE_URL is not a database URL Lethe can use "
+                f"({type(exc).__name__}): give a PostgreSQL or SQLite URL such as "
+                "postgresql+psycopg://user@host/shop or sqlite:////srv/shop/shop.sqlite3"
+            ) from None
     return _engines[url]
 
 
@@ -200,7 +232,10 @@ def bind_targets(
                     )
                     continue
                 table = metadata.tables[target.table]
-                facts = {c.name: _facts(c, unique[target.table]) for c in table.columns}
+                facts = {
+                    c.name: _facts(c, unique[target.table], engine.dialect.name)
+                    for c in table.columns
+                }
                 columns = [
                     (target.key, "key"),
                     *((c, "columns") for c in target.columns),
@@ -253,18 +288,27 @@ def _unreachable(engine: Engine, exc: Exception) -> str:
     )
 
 
-def _facts(column: sa.Column, unique: set[str]) -> ColumnFacts:
+def _facts(column: sa.Column, unique: set[str], dialect: str) -> ColumnFacts:
     kind, length = _kind(column.type)
     return ColumnFacts(
         name=column.name,
         kind=kind,
         length=length,
+        integer_bits=_integer_bits(column.type, dialect) if kind == "integer" else None,
         nullable=bool(column.nullable) and not column.primary_key,
         unique=column.name in unique,
         primary_key=column.primary_key,
         foreign_key=bool(column.foreign_keys),
         padded=isinstance(column.type, sa.CHAR),
     )
+
+
+def _integer_bits(column_type: sa.types.TypeEngine, dialect: str) -> int:
+    if isinstance(column_type, sa.SmallInteger):
+        return 16
+    if isinstance(column_type, sa.BigInteger) or dialect == "sqlite":
+        return 64  # SQLite's INTEGER holds 64 bits whatever the declared type
+    return 32
 
 
 def _kind(column_type: sa.types.TypeEngine) -> tuple[str, int | None]:
@@ -356,7 +400,7 @@ def _delete(connection, bound, chunk, keys, secret, applied) -> None:
         sa.delete(table).where(one_of(key_col, chunk, connection)).returning(key_col)
     )
     for (key,) in result:
-        applied.rows[(keys[key], bound.activity, bound.name)] += 1
+        applied.rows[(_subject_of(keys, key), bound.activity, bound.name)] += 1
 
 
 def _anonymise(connection, bound, chunk, keys, secret, applied) -> None:
@@ -368,7 +412,7 @@ def _anonymise(connection, bound, chunk, keys, secret, applied) -> None:
     query = sa.select(*dict.fromkeys(selected)).where(one_of(key_col, chunk, connection))
     changes: list[dict[str, Any]] = []
     for row in connection.execute(query).mappings():
-        subject = keys[row[bound.target.key]]
+        subject = _subject_of(keys, row[bound.target.key])
         applied.rows[(subject, bound.activity, bound.name)] += 1
         if bound.target.suppress:
             for name in bound.target.suppress:
@@ -419,7 +463,14 @@ _unnest_cache: dict[tuple, tuple[sa.TextClause, list[str]]] = {}
 def _unnest_update(
     dialect: Any, table: sa.Table, pk: tuple[str, ...], columns: list[str]
 ) -> tuple[sa.TextClause, list[str]]:
-    ident = (id(table), pk, tuple(columns))
+    # Named by what the statement says, not by id(table): every sweep reflects new Table
+    # objects, and a freed one's id can come back for another table.
+    ident = (
+        table.fullname,
+        pk,
+        tuple(columns),
+        tuple(str(table.c[name].type) for name in (*pk, *columns)),
+    )
     if ident not in _unnest_cache:
         quote = dialect.identifier_preparer.quote
         keys = [(f"k{i}", table.c[name]) for i, name in enumerate(pk)]
@@ -446,7 +497,7 @@ def _count(connection, bound, chunk, keys, applied) -> None:
         .group_by(key_col)
     )
     for key, rows in connection.execute(query):
-        applied.rows[(keys[key], bound.activity, bound.name)] += rows
+        applied.rows[(_subject_of(keys, key), bound.activity, bound.name)] += rows
 
 
 def count_rows(

@@ -238,7 +238,11 @@ def one_of(column: Any, values: Sequence[Any], bind: Any) -> Any:
     """`column IN (values)`; on PostgreSQL `= ANY(array)`, one parameter however many values
     (an IN list of thousands costs more to render and bind than to run)."""
     if bind.dialect.name == "postgresql":
-        return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
+        element = column.type
+        if isinstance(element, String) and element.length is not None:
+            # `::VARCHAR(20)[]` would silently cut a longer value down to one that matches
+            element = String()
+        return column == any_(bindparam(None, list(values), type_=ARRAY(element)))
     return column.in_(values)
 
 

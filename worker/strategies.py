@@ -43,6 +43,7 @@ class ColumnFacts:
     primary_key: bool = False
     foreign_key: bool = False
     padded: bool = False  # CHAR(n): values come back blank-padded to the length
+    integer_bits: int | None = None  # 16, 32 or 64 for an integer column
 
 
 @dataclass(frozen=True)
@@ -129,12 +130,17 @@ def amount_range(value: Any, ctx: Context) -> Any:
     """
     if value is None:
         return None
-    if isinstance(value, str):
-        if re.fullmatch(r"\d+-(\d+|)", value):
-            return value
+    if isinstance(value, str) and re.fullmatch(r"\d+-(\d+|)", value):
+        return value
+    try:
         amount = Decimal(value)
-    else:
-        amount = Decimal(value)
+    except (ArithmeticError, ValueError, TypeError):
+        # "12,50" or "€12" in a text column: this row fails, audited, the others go on
+        raise StrategyError(
+            f"amount_range expects an amount, got a {type(value).__name__} it cannot read"
+        ) from None
+    if not amount.is_finite():
+        raise StrategyError("amount_range expects a finite amount")
     low, high = _bucket(amount)
     if ctx.column.kind == "text":
         return f"{low}-{high if high is not None else ''}"

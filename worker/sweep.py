@@ -33,7 +33,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import any_, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from worker.audit import COLUMNS as AUDIT_COLUMNS
@@ -62,7 +62,6 @@ from worker.store import (
     one_of,
     transaction,
 )
-from worker.strategies import StrategyError
 from worker.sweep_plan import (
     ApprovalLimits,
     DueLifecycle,
@@ -241,7 +240,10 @@ def approve(settings: Settings, register: Register, run_id: int) -> None:
     with transaction(settings.database_url) as session:
         run = session.get(PurgeRun, run_id, with_for_update=True)
         if run is None:
-            raise SweepRefused(f"there is no run {run_id}: see `lethe audit` or the dashboard")
+            raise SweepRefused(
+                f"there is no run {run_id}: the run to approve is the one `lethe purge` or "
+                "`lethe status` named when it stopped (the dashboard lists recent sweeps)"
+            )
         if run.status != "awaiting_approval":
             raise SweepRefused(
                 f"run {run_id} is {run.status}: only a run awaiting approval can be approved"
@@ -466,7 +468,10 @@ def finish_part(settings: Settings, run_id: int) -> SweepResult:
 
 
 def fail_run(settings: Settings, run_id: int, note: str) -> None:
-    _finish(settings, run_id, "failed", note)
+    """Mark a run failed; a dry run that failed stays a dry run (it changes nothing, so
+    status and the dashboard must not report a failed sweep)."""
+    dry = load_run(settings, run_id).status == "dry_run"
+    _finish(settings, run_id, "dry_run" if dry else "failed", note)
 
 
 def note_run(settings: Settings, run_id: int, note: str) -> None:
@@ -658,9 +663,10 @@ def _erase(
         results: dict[int, Applied | str] = {lc.id: applied for lc, _ in items}
     except (OperationalError, InterfaceError) as exc:
         raise ShopUnavailable(_shop_down(exc)) from None
-    except (DBAPIError, StrategyError):
-        # One subject's row broke a constraint: retry subject by subject so the
-        # others still go, and only that one is audited as failed.
+    except Exception:
+        # One subject's row broke a constraint, or a value no strategy could read (or a
+        # bug met on one row): retry subject by subject so the others still go, and only
+        # that one is audited as failed instead of every sweep dying on it.
         results = {}
         for lc, targets in items:
             try:
@@ -670,7 +676,7 @@ def _erase(
                     )
             except (OperationalError, InterfaceError) as exc:
                 raise ShopUnavailable(_shop_down(exc)) from None
-            except (DBAPIError, StrategyError) as exc:
+            except Exception as exc:  # the type only: a message may quote the row
                 results[lc.id] = type(exc).__name__
     activities = {a.id: a for a in register.activities}
     tz = register.tz

@@ -14,6 +14,7 @@ from worker.strategies import (
     STRATEGIES,
     ColumnFacts,
     Context,
+    StrategyError,
     apply,
     column_problem,
 )
@@ -164,3 +165,10 @@ def test_every_registered_strategy_says_which_columns_it_accepts():
     from worker.strategies import ACCEPTS
 
     assert set(ACCEPTS) == set(STRATEGIES)
+
+
+@pytest.mark.parametrize("value", ["12,50", "€12", "NaN", "Infinity", "douze"])
+def test_amount_range_refuses_an_amount_it_cannot_read_as_this_rows_failure(value):
+    # a StrategyError fails this subject alone; anything else would stop every sweep
+    with pytest.raises(StrategyError, match="amount_range expects"):
+        apply("amount_range", value, ctx(TEXT))

@@ -42,8 +42,9 @@ def purge(dry_run: bool, now_text: str | None, approve_run: int | None, fmt: str
     if approve_run is not None and (dry_run or now_text):
         raise click.UsageError("--approve runs the stopped run as planned: no --dry-run or --now")
     url = store_url()
+    register = configured_register()  # a broken register: its file:line, not a traceback
     rt = runtime()
-    settings, register = rt.settings, configured_register()
+    settings = rt.settings
     try:
         if approve_run is not None:
             approve(settings, register, approve_run)
@@ -67,7 +68,8 @@ def purge(dry_run: bool, now_text: str | None, approve_run: int | None, fmt: str
         raise SystemExit(1) from None
     except ShopUnavailable as exc:
         fail_run(settings, run_id, str(exc))
-        rt.log.error("ALERT sweep failed: shop database unreachable", run=run_id)
+        if not dry_run:
+            rt.log.error("ALERT sweep failed: shop database unreachable", run=run_id)
         raise click.ClickException(str(exc)) from None
     finally:
         bar.close()
