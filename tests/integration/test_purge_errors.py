@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from harness import Lethe
+from sweeping import shop_postgres_url  # noqa: F401 (fixture)
 
 
 def _no_traceback(result) -> None:
@@ -51,3 +52,23 @@ def test_approving_a_run_that_does_not_exist_says_where_runs_are_named(embedded:
     assert result.returncode == 1
     _no_traceback(result)
     assert "there is no run 9999" in result.stderr and "lethe status" in result.stderr
+
+
+def test_a_sweep_with_a_clock_in_the_future_is_refused_but_a_dry_run_may_look_ahead(
+    lethe: Lethe, request
+):
+    from sweeping import make_shop, seed_store
+
+    shop = make_shop(lethe, request, people=40)
+    seed_store(lethe, shop.data.events)
+    before = shop.rows("customers")
+    typo = "2036-11-26T03:00:00+01:00"
+    refused = lethe.run("purge", "--now", typo, check=False)
+    assert refused.returncode == 2
+    _no_traceback(refused)
+    assert "ahead of the real clock" in refused.stderr and "--dry-run" in refused.stderr
+    assert shop.rows("customers") == before
+    assert shop.store("select count(*) from purge_runs") == [(0,)]
+    dry = shop.purge("--dry-run", "--now", typo)
+    assert dry["status"] == "dry_run" and dry["due"] > 0
+    assert shop.rows("customers") == before

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import timedelta
 from typing import Any
 
 import click
+import pendulum
 
 from worker.cli import main
 from worker.cli.common import (
@@ -50,11 +52,10 @@ def purge(dry_run: bool, now_text: str | None, approve_run: int | None, fmt: str
             approve(settings, register, approve_run)
             run_id = approve_run
         else:
+            moment = now_option(now_text)
+            _refuse_a_future_clock(moment, dry_run)
             run_id = open_run(
-                settings,
-                register,
-                now=now_option(now_text),
-                status="dry_run" if dry_run else "running",
+                settings, register, now=moment, status="dry_run" if dry_run else "running"
             )
     except SweepRefused as exc:
         raise click.ClickException(str(exc)) from None
@@ -76,6 +77,22 @@ def purge(dry_run: bool, now_text: str | None, approve_run: int | None, fmt: str
     _report(url, settings.secret, result, fmt)
     if result.status == "awaiting_approval":
         raise SystemExit(AWAITING_APPROVAL)
+
+
+# beat's own runs carry their slot time, a little behind the real clock at most
+FUTURE_TOLERANCE = timedelta(minutes=5)
+
+
+def _refuse_a_future_clock(moment: Any, dry_run: bool) -> None:
+    """A `--now` in the future would erase people before their deadline (a typo in a year
+    is enough), so only a dry run may look ahead."""
+    ahead = moment - pendulum.now("UTC")
+    if not dry_run and ahead > FUTURE_TOLERANCE:
+        raise click.UsageError(
+            f"--now is {ahead.days} day(s) {ahead.seconds // 3600} hour(s) ahead of the real "
+            "clock: a sweep then would erase lifecycles before their deadline. Look ahead "
+            "with --dry-run or `lethe forecast --until ...`"
+        )
 
 
 class _Bar:
