@@ -94,7 +94,12 @@ def redact(column: ColumnElement, ctx: SqlContext) -> ColumnElement:
 
 def keyed_hash(column: ColumnElement, ctx: SqlContext) -> ColumnElement:
     digits = hash_digits(ctx.column)
-    hashed = _text(HASH_PREFIX).concat(sa.func.left(ctx.key.hex_of(column), digits))
+    message: ColumnElement = column
+    if ctx.column.unique:
+        # strategies.hashed_message: "<length of subject>:<subject><value>"
+        length = sa.cast(sa.func.char_length(ctx.subject), sa.Text)
+        message = length.concat(_text(":")).concat(ctx.subject).concat(column)
+    hashed = _text(HASH_PREFIX).concat(sa.func.left(ctx.key.hex_of(message), digits))
     already = column.regexp_match(_whole(HASH_PATTERN))
     return sa.case((column.is_(None), column), (already, column), else_=hashed)
 

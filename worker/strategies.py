@@ -65,11 +65,22 @@ def redact(value: Any, ctx: Context) -> Any:
 
 
 def keyed_hash(value: Any, ctx: Context) -> Any:
-    """HMAC-SHA256 of the value: rows stay distinct (UNIQUE holds) and joinable, not readable."""
+    """HMAC-SHA256 of the value: rows stay distinct and joinable, not readable.
+
+    In a UNIQUE column the subject is hashed with the value: an address erased from one
+    customer's row may come back in another's, and the same hash twice would break the
+    constraint on every sweep, so that person would never be erased.
+    """
     if value is None or _is_hash(value):
         return value
-    digest = hmac.new(ctx.secret, str(value).encode(), hashlib.sha256).hexdigest()
+    message = hashed_message(str(value), ctx.subject if ctx.column.unique else None)
+    digest = hmac.digest(ctx.secret, message.encode(), "sha256").hex()
     return HASH_PREFIX + digest[: hash_digits(ctx.column)]
+
+
+def hashed_message(value: str, subject: str | None) -> str:
+    """What keyed_hash feeds the HMAC; the subject's length first keeps the split certain."""
+    return value if subject is None else f"{len(subject)}:{subject}{value}"
 
 
 def pseudonym(value: Any, ctx: Context) -> Any:

@@ -117,15 +117,17 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("unique", [False, True], ids=["", "unique"])
 @pytest.mark.parametrize("secret", [SHORT_SECRET, LONG_SECRET], ids=["short-key", "long-key"])
 @pytest.mark.parametrize(("strategy", "column"), CASES, ids=[f"{s}-{c}" for s, c in CASES])
 def test_sql_and_python_write_the_same_value(
-    values_table: Any, strategy: str, column: str, secret: bytes
+    values_table: Any, strategy: str, column: str, secret: bytes, unique: bool
 ) -> None:
     engine, metadata = values_table
     table = metadata.tables[f"v_{column}"]
     _, kind, length, _ = COLUMNS[column]
-    facts = ColumnFacts(name="v", kind=kind, length=length)
+    # UNIQUE changes what keyed_hash hashes (the subject too)
+    facts = ColumnFacts(name="v", kind=kind, length=length, unique=unique)
     form = sql_form(strategy, facts)
     assert form is not None
     ctx = SqlContext(HmacKey.of(secret), table.c.subject, facts)

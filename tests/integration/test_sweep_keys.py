@@ -71,3 +71,36 @@ def test_a_subject_longer_than_the_key_column_reaches_no_row(lethe: Lethe, reque
     done = shop.purge_approved(NOW)
     assert done["status"] == "done" and done["failed"] == 0
     assert 900_001 in shop.rows("candidates")
+
+
+def test_an_address_erased_from_one_customer_can_be_erased_again_from_another(
+    lethe: Lethe, request
+):
+    shop = make_shop(lethe, request, people=40)
+    seed_store(lethe, shop.data.events)
+    assert shop.purge_approved(EARLY)["status"] == "done"
+    table = metadata.tables["customers"]
+    address = "jeanne.reused@example.org"
+    first, second = 900_001, 900_002
+    row = {
+        "email": address,
+        "first_name": "Jeanne",
+        "last_name": "Martin",
+        "created_at": datetime(2020, 1, 5, 10, 0),
+    }
+    engine = shop.engine()
+    with engine.begin() as connection:
+        connection.execute(table.insert(), {**row, "id": first})
+    ask = "erasure.requested"
+    seed_store(lethe, [_event("ask-1", ask, f"customer:{first}", "2026-11-01T10:00:00+01:00")])
+    assert shop.purge_approved("2026-11-02T03:00:00+01:00")["failed"] == 0
+    # the address is free again (customers.email is UNIQUE): a new customer signs up with it
+    with engine.begin() as connection:
+        connection.execute(table.insert(), {**row, "id": second})
+    engine.dispose()
+    seed_store(lethe, [_event("ask-2", ask, f"customer:{second}", "2026-11-20T10:00:00+01:00")])
+    done = shop.purge_approved(NOW)
+    assert done["status"] == "done" and done["failed"] == 0
+    rows = shop.rows("customers")
+    hashes = {rows[first]["email"], rows[second]["email"]}
+    assert len(hashes) == 2 and all(h.startswith("h:") for h in hashes)
