@@ -26,7 +26,7 @@ from worker.hashing import value_hash
 from worker.register import Register, RegisterProblem, Target, register_line
 from worker.sql_strategies import HmacKey, SqlContext, sql_form
 from worker.store import POSTGRES_CONNECT_ARGS, one_of
-from worker.strategies import ColumnFacts, Context, apply, column_problem
+from worker.strategies import ColumnFacts, Context, apply, column_problem, is_anonymised
 
 _CHUNK = 1000
 
@@ -127,10 +127,11 @@ def _fits(number: int, facts: ColumnFacts) -> bool:
 
 @dataclass
 class Applied:
-    """What one batch did: rows per (subject, target) and the suppression hashes."""
+    """What one batch did: rows per (subject, activity, target) and the suppression hashes
+    as (subject, hash, activity)."""
 
     rows: dict[tuple[str, str, str], int] = field(default_factory=lambda: defaultdict(int))
-    suppressed: list[tuple[str, str]] = field(default_factory=list)
+    suppressed: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 def shop_engine(url: str) -> Engine:
@@ -389,13 +390,16 @@ def _delete(connection, bound, chunk, keys, secret, applied) -> None:
     table = bound.table
     key_col = table.c[bound.target.key]
     if bound.target.suppress:
-        query = sa.select(*(table.c[c] for c in bound.target.suppress)).where(
+        query = sa.select(key_col, *(table.c[c] for c in bound.target.suppress)).where(
             one_of(key_col, chunk, connection)
         )
-        for row in connection.execute(query):
-            for value in row:
+        for key, *values in connection.execute(query):
+            subject = _subject_of(keys, key)
+            for value in values:
                 if value is not None:
-                    applied.suppressed.append((value_hash(secret, str(value)), bound.activity))
+                    applied.suppressed.append(
+                        (subject, value_hash(secret, str(value)), bound.activity)
+                    )
     result = connection.execute(
         sa.delete(table).where(one_of(key_col, chunk, connection)).returning(key_col)
     )
@@ -416,8 +420,11 @@ def _anonymise(connection, bound, chunk, keys, secret, applied) -> None:
         applied.rows[(subject, bound.activity, bound.name)] += 1
         if bound.target.suppress:
             for name in bound.target.suppress:
-                if row[name] is not None:
-                    applied.suppressed.append((value_hash(secret, str(row[name])), bound.activity))
+                # an interrupted sweep's output is no address: its receipt kept the real hash
+                if row[name] is not None and not is_anonymised(row[name]):
+                    applied.suppressed.append(
+                        (subject, value_hash(secret, str(row[name])), bound.activity)
+                    )
         new = {
             c: apply(s, row[c], Context(secret, subject, bound.facts[c]))
             for c, s in bound.target.columns.items()

@@ -183,6 +183,27 @@ class Erasure(Base):
     erased_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class ErasureReceipt(Base):
+    """What a batch deleted (rows, suppression hashes) for a target whose rows a second try
+    cannot count again, written before the shop commits and dropped once the audit is.
+
+    A worker killed between the shop's commit and the store's leaves its lifecycles
+    due with their rows already gone; the next sweep reads the receipt instead of
+    auditing "nothing to erase" and losing the suppression hashes (worker/receipts.py).
+    """
+
+    __tablename__ = "erasure_receipts"
+
+    lifecycle_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    target: Mapped[str] = mapped_column(String(200), primary_key=True)
+    # the lifecycle's deadline when erased: a lifecycle reopened since has another
+    deadline_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    rows: Mapped[int] = mapped_column(Integer)
+    suppressed: Mapped[str] = mapped_column(Text)  # JSON [[hash, activity], ...]
+    run_id: Mapped[int] = mapped_column(Integer)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 class Hold(Base):
     """A legal hold placed by hand (`lethe hold place`); dispute events hold through the log."""
 

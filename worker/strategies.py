@@ -267,5 +267,10 @@ def _room(column: ColumnFacts, prefix: int, wanted: int) -> int:
     return max(1, min(wanted, column.length - prefix))
 
 
+def is_anonymised(value: Any) -> bool:
+    """A value a strategy wrote (a keyed hash or the redaction token), not an original."""
+    return value == REDACTED or _is_hash(value)
+
+
 def _is_hash(value: Any) -> bool:
     return isinstance(value, str) and re.fullmatch(HASH_PATTERN, value) is not None

@@ -7,12 +7,16 @@ parts page through due lifecycles in batches:
     store transaction:  claim a batch by marking it erased
                         (the rows chosen FOR UPDATE SKIP LOCKED on PostgreSQL)
       shop transaction: apply the strategies of every claimed lifecycle
+                        receipts committed for deleted rows (worker/receipts.py)
+                        commit
       audit rows, suppression hashes, failures set back to active, payloads dropped
-    commit
+    commit; receipts dropped
 
 A killed worker loses at most its open batch: the store rolls back, the claimed
 lifecycles are due again, and the strategies are idempotent, so the next sweep
-finishes them with one audit row per erasure.
+finishes them with one audit row per erasure. If the shop had committed, rows
+it deleted cannot be found again: the next sweep takes their count and
+suppression hashes from the receipts.
 
 SQLite: SQLAlchemy renders no FOR UPDATE there. Its guard is the database's
 single write lock: each batch transaction writes first (the run's heartbeat),
@@ -36,6 +40,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
+from worker import receipts
 from worker.audit import COLUMNS as AUDIT_COLUMNS
 from worker.hashing import subject_ref
 from worker.register import Register
@@ -99,7 +104,7 @@ class _BatchOutcome:
     erased_ids: list[int] = field(default_factory=list)
     failed_ids: list[int] = field(default_factory=list)
     rows: int = 0
-    suppressed: list[tuple[str, str]] = field(default_factory=list)
+    suppressed: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 def limits_of(settings: Settings) -> ApprovalLimits:
@@ -125,6 +130,7 @@ def open_run(
     """A new run; None when a scheduled run already claimed this slot."""
     moment = now_utc()
     _close_abandoned_runs(settings, moment)
+    receipts.prune(receipts.receipts_url(settings.database_url))
     try:
         with transaction(settings.database_url) as session:
             run = PurgeRun(
@@ -577,6 +583,7 @@ def run_part(
 ) -> None:
     """Erase due lifecycles batch by batch until none is left to claim."""
     engine = shop_engine(settings.shop_database_url)
+    receipts_at = receipts.receipts_url(settings.database_url)
     after: tuple[datetime, int] | None = None
     while True:
         with transaction(settings.database_url) as session:
@@ -588,12 +595,78 @@ def run_part(
                 break
             after = (claimed[-1].deadline_at, claimed[-1].id)
             events = _events_of(session, sorted({lc.subject for lc in claimed}))
-            outcome = _erase(engine, claimed, bound, register, events, settings.secret, now)
+            keeper = _ReceiptKeeper.for_batch(receipts_at, run_id, claimed, bound)
+            outcome = _erase(engine, claimed, bound, register, events, settings.secret, keeper)
             _record(session, run_id, register, claimed, outcome, events)
             if not sqlite_store:
                 _heartbeat(session, run_id)
+        keeper.forget()  # the audit rows are committed: the receipts have served
         if progress:
             progress(len(claimed))
+
+
+def _needs_receipt(bound: BoundTarget) -> bool:
+    """Deleted rows cannot be counted twice, nor anonymised addresses hashed again."""
+    return bound.target.delete_rows or bool(bound.target.suppress)
+
+
+@dataclass
+class _ReceiptKeeper:
+    """A batch's receipts (worker/receipts.py): an earlier try's, read at claim time, and
+    this try's, committed before each shop commit."""
+
+    url: str
+    run_id: int
+    earlier: dict[tuple[int, str], receipts.Receipt]
+    touched: set[int] = field(default_factory=set)
+
+    @classmethod
+    def for_batch(
+        cls,
+        url: str,
+        run_id: int,
+        claimed: list[DueLifecycle],
+        bound: dict[str, list[BoundTarget]],
+    ) -> _ReceiptKeeper:
+        ids = [
+            lc.id for lc in claimed if any(_needs_receipt(b) for b in bound.get(lc.activity, []))
+        ]
+        earlier = receipts.load(url, ids) if ids else {}
+        return cls(url, run_id, earlier, {i for i, _ in earlier})
+
+    def keep(self, items: list[tuple[DueLifecycle, list[BoundTarget]]], applied: Applied) -> None:
+        """Add what an earlier try already deleted to `applied`, then commit this try's
+        receipts; called inside the shop transaction, before it commits."""
+        suppressed: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
+        for subject, value_hash, activity in applied.suppressed:
+            suppressed[(subject, activity)].append((value_hash, activity))
+        written: list[tuple[int, str, receipts.Receipt]] = []
+        for lc, targets in items:
+            for b in targets:
+                if not _needs_receipt(b):
+                    continue
+                key = (lc.subject, lc.activity, b.name)
+                mine = suppressed[(lc.subject, lc.activity)]
+                before = self.earlier.get((lc.id, b.name))
+                if before is not None and before.deadline_at == lc.deadline_at:
+                    applied.rows[key] = max(applied.rows[key], before.rows)
+                    for pair in before.suppressed:
+                        if pair not in mine:
+                            mine.append(pair)
+                            applied.suppressed.append((lc.subject, *pair))
+                if applied.rows[key] or mine:
+                    written.append(
+                        (
+                            lc.id,
+                            b.name,
+                            receipts.Receipt(lc.deadline_at, applied.rows[key], list(mine)),
+                        )
+                    )
+        receipts.write(self.url, self.run_id, written)
+        self.touched.update(lifecycle_id for lifecycle_id, _, _ in written)
+
+    def forget(self) -> None:
+        receipts.forget(self.url, self.touched)
 
 
 def claim_batch(
@@ -647,7 +720,7 @@ def _erase(
     register: Register,
     events: dict[str, list[tuple[str, LoggedEvent]]],
     secret: bytes,
-    now: datetime,
+    keeper: _ReceiptKeeper,
 ) -> _BatchOutcome:
     items = [
         (lc, [b for b in bound.get(lc.activity, []) if b.target.applies_to(lc.kind)])
@@ -660,6 +733,7 @@ def _erase(
         # not at all, at the cost of one transaction per batch instead of per subject.
         with engine.begin() as connection:
             applied = apply_targets(connection, pairs, secret)
+            keeper.keep(items, applied)
         results: dict[int, Applied | str] = {lc.id: applied for lc, _ in items}
     except (OperationalError, InterfaceError) as exc:
         raise ShopUnavailable(_shop_down(exc)) from None
@@ -671,9 +745,9 @@ def _erase(
         for lc, targets in items:
             try:
                 with engine.begin() as connection:
-                    results[lc.id] = apply_targets(
-                        connection, [(lc.subject, b) for b in targets], secret
-                    )
+                    alone = apply_targets(connection, [(lc.subject, b) for b in targets], secret)
+                    keeper.keep([(lc, targets)], alone)
+                results[lc.id] = alone
             except (OperationalError, InterfaceError) as exc:
                 raise ShopUnavailable(_shop_down(exc)) from None
             except Exception as exc:  # the type only: a message may quote the row
@@ -772,7 +846,7 @@ def _record(
         dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
         rows = [
             {"value_hash": h, "activity": a, "added_at": now}
-            for h, a in dict(outcome.suppressed).items()
+            for h, a in {h: a for _, h, a in outcome.suppressed}.items()
         ]
         session.execute(dialect.insert(Suppression).on_conflict_do_nothing(), rows)
     if outcome.failed_ids:

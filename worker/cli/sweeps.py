@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 import sys
 from datetime import timedelta
 from typing import Any
 
 import click
 import pendulum
+import psycopg
+import sqlalchemy as sa
 
 from worker.cli import main
 from worker.cli.common import (
@@ -72,12 +76,28 @@ def purge(dry_run: bool, now_text: str | None, approve_run: int | None, fmt: str
         if not dry_run:
             rt.log.error("ALERT sweep failed: shop database unreachable", run=run_id)
         raise click.ClickException(str(exc)) from None
+    except STORE_ERRORS as exc:
+        with contextlib.suppress(*STORE_ERRORS):  # the store may be down altogether
+            fail_run(settings, run_id, f"the store failed ({type(exc).__name__})")
+        # The type only: a database's message may quote the statement's rows.
+        rt.log.error(
+            "ALERT sweep failed: the store refused a write", run=run_id, error=type(exc).__name__
+        )
+        raise click.ClickException(
+            f"Lethe's store failed during run {run_id} ({type(exc).__name__}); the open batch "
+            "was rolled back, its lifecycles stay due, and what it had already changed in the "
+            "shop is audited by the next sweep. Check the store (`lethe status`), then run "
+            "`lethe purge` again"
+        ) from None
     finally:
         bar.close()
     _report(url, settings.secret, result, fmt)
     if result.status == "awaiting_approval":
         raise SystemExit(AWAITING_APPROVAL)
 
+
+# what the store's driver raises beneath SQLAlchemy (COPY runs on the driver's cursor)
+STORE_ERRORS = (sa.exc.DBAPIError, psycopg.Error, sqlite3.Error)
 
 # beat's own runs carry their slot time, a little behind the real clock at most
 FUTURE_TOLERANCE = timedelta(minutes=5)

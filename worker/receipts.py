@@ -1,0 +1,122 @@
+"""Erasure receipts: what a batch deleted, written before the shop commits.
+
+A batch commits twice: the shop (the strategies), then the store (audit rows,
+suppression hashes, lifecycles marked erased). A worker killed between the two
+leaves the lifecycles due again with the shop already changed. Anonymised rows
+are simply anonymised again and counted again; deleted rows are gone, and so
+are the addresses the suppression list needed from them. So for targets that
+delete rows or feed the suppression list, the batch first commits a receipt
+(lifecycle, target, rows, suppression hashes: no personal data), and the next
+sweep that claims the same lifecycle reads it back instead of auditing "nothing
+to erase". Receipts are dropped once the store has committed the audit rows.
+
+Where they live: in the store on PostgreSQL; on SQLite in a file beside it,
+because the batch holds the store's only write lock while it writes them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from worker.store import ErasureReceipt, engine_for, now_utc, one_of
+
+# A receipt matters until the next sweep claims its lifecycle again (the next night,
+# or once the shop is back); older ones belong to lifecycles erased since.
+KEPT = timedelta(days=90)
+
+
+@dataclass(frozen=True)
+class Receipt:
+    deadline_at: datetime
+    rows: int
+    suppressed: list[tuple[str, str]]  # (hash, activity)
+
+
+def receipts_url(database_url: str) -> str:
+    """The store itself, or on SQLite a file beside it."""
+    url = sa.engine.make_url(database_url)
+    if url.get_backend_name() != "sqlite" or not url.database:
+        return database_url
+    path = Path(url.database)
+    return str(url.set(database=str(path.with_name(f"{path.stem}-receipts{path.suffix}"))))
+
+
+def _engine(url: str) -> sa.Engine:
+    engine = engine_for(url)
+    if engine.dialect.name == "sqlite" and url not in _ready:
+        ErasureReceipt.__table__.create(engine, checkfirst=True)
+        _ready.add(url)
+    return engine
+
+
+_ready: set[str] = set()
+
+
+def write(url: str, run_id: int, receipts: Sequence[tuple[int, str, Receipt]]) -> None:
+    """Commit (lifecycle id, target, receipt) rows, replacing any earlier try's."""
+    if not receipts:
+        return
+    table = ErasureReceipt.__table__
+    recorded = now_utc()
+    with _engine(url).begin() as connection:
+        ids = sorted({lifecycle_id for lifecycle_id, _, _ in receipts})
+        connection.execute(table.delete().where(one_of(table.c.lifecycle_id, ids, connection)))
+        connection.execute(
+            table.insert(),
+            [
+                {
+                    "lifecycle_id": lifecycle_id,
+                    "target": target,
+                    "deadline_at": receipt.deadline_at,
+                    "rows": receipt.rows,
+                    "suppressed": json.dumps(receipt.suppressed),
+                    "run_id": run_id,
+                    "recorded_at": recorded,
+                }
+                for lifecycle_id, target, receipt in receipts
+            ],
+        )
+
+
+def load(url: str, lifecycle_ids: Iterable[int]) -> dict[tuple[int, str], Receipt]:
+    """Receipts an earlier, interrupted try left for these lifecycles."""
+    ids = sorted(set(lifecycle_ids))
+    table = ErasureReceipt.__table__
+    found: dict[tuple[int, str], Receipt] = {}
+    with _engine(url).connect() as connection:
+        for start in range(0, len(ids), 1000):
+            chunk = ids[start : start + 1000]
+            query = sa.select(table).where(one_of(table.c.lifecycle_id, chunk, connection))
+            for row in connection.execute(query):
+                suppressed = [(h, a) for h, a in json.loads(row.suppressed)]
+                found[(row.lifecycle_id, row.target)] = Receipt(
+                    row.deadline_at, row.rows, suppressed
+                )
+    return found
+
+
+def forget(url: str, lifecycle_ids: Iterable[int]) -> None:
+    """Drop the receipts of lifecycles whose audit rows are committed."""
+    ids = sorted(set(lifecycle_ids))
+    if not ids:
+        return
+    table = ErasureReceipt.__table__
+    with _engine(url).begin() as connection:
+        for start in range(0, len(ids), 1000):
+            chunk = ids[start : start + 1000]
+            connection.execute(
+                table.delete().where(one_of(table.c.lifecycle_id, chunk, connection))
+            )
+
+
+def prune(url: str) -> None:
+    """Drop receipts older than KEPT (their lifecycles were erased since)."""
+    table = ErasureReceipt.__table__
+    with _engine(url).begin() as connection:
+        connection.execute(table.delete().where(table.c.recorded_at < now_utc() - KEPT))
