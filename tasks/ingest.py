@@ -21,7 +21,10 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from worker.app import INGEST_ONE_TASK, INGEST_TASK, NOOP_TASK, app
 from worker.delivery import set_aside, too_many_deliveries
 from worker.ingest import ingest
-from worker.runtime import runtime
+from worker.logs import log
+from worker.register import RegisterError
+from worker.runtime import Runtime, runtime
+from worker.settings import current_settings
 from worker.spool import release
 from worker.store import now_utc, transaction
 
@@ -33,7 +36,9 @@ STORE_ERRORS = (OperationalError, InterfaceError)
 
 def _ingest(events: list[Any], task_ids: list[str], retries: int = 0) -> dict[str, int]:
     """One transaction for the whole batch; store errors propagate (the caller retries)."""
-    rt = runtime()
+    rt = _loaded_runtime(events, task_ids)
+    if rt is None:
+        return {"dead_lettered": len(events)}
     try:
         with transaction(rt.settings.database_url) as session:
             report = ingest(session, events, rt.register, now_utc())
@@ -74,12 +79,44 @@ def _ingest(events: list[Any], task_ids: list[str], retries: int = 0) -> dict[st
     return outcome
 
 
+def _loaded_runtime(events: list[Any], task_ids: list[str]) -> Runtime | None:
+    """The runtime; None once the batch went to the dead letters because the register is broken.
+
+    `lethe worker` refuses to start on a broken register, but the file can break
+    under a running worker: a prefork child started later, or a first task, loads
+    it then. The batch goes to the dead letters rather than a Celery retry: a
+    broken register waits for a human, and dead letters are what `lethe status`,
+    the dashboard and the `lethe_dead_letters` alert show, while a retrying
+    message waits unseen (held unacknowledged by a worker) and its countdown
+    must stay below Redis' visibility timeout or it is delivered twice.
+    `lethe dead-letters --replay` refuses a broken register, so the events come
+    back only through the fixed one.
+    """
+    try:
+        return runtime()
+    except RegisterError as exc:
+        problem = exc.problems[0] if exc.problems else exc
+        more = f" (and {len(exc.problems) - 1} more)" if len(exc.problems) > 1 else ""
+        reason = (
+            f"register unusable: {problem}{more}; fix it (`lethe register check` lists "
+            "every problem), then replay with `lethe dead-letters --replay`"
+        )
+    # runtime() configured the logs and settings before it failed on the register
+    settings = current_settings()
+    with transaction(settings.database_url) as session:
+        set_aside(session, events, reason)
+    for task_id in task_ids:
+        release(settings, task_id)
+    log.error("batch set aside: the register cannot be loaded", reason=reason, events=len(events))
+    return None
+
+
 def _capped(request: Any, events: list[Any]) -> bool:
-    rt = runtime()
-    if not too_many_deliveries(rt.settings.database_url, request, events):
+    settings = current_settings()
+    if not too_many_deliveries(settings.database_url, request, events):
         return False
-    release(rt.settings, request.id)
-    rt.log.error("batch set aside after repeated worker losses", events=len(events))
+    release(settings, request.id)
+    log.error("batch set aside after repeated worker losses", events=len(events))
     return True
 
 

@@ -103,13 +103,37 @@ def _prepare_store(**_: Any) -> None:
 
     from worker.migrate import SchemaNotReady, ensure_schema
 
+    settings = current_settings()
     try:
-        ensure_schema(current_settings())
+        ensure_schema(settings)
     except SchemaNotReady as exc:
         # Celery logs and ignores a receiver's Exception; a worker on an old
         # schema would acknowledge tasks it cannot store, so it must not start.
         print(f"lethe: {exc}", file=sys.stderr)
         raise SystemExit(78) from None
+    # Nor on a register it cannot load: every event it took would be set aside.
+    if problem := register_refusal(settings):
+        print(f"lethe: {problem}", file=sys.stderr)
+        raise SystemExit(78)
+
+
+def register_refusal(settings: Settings) -> str | None:
+    """Why a worker must not start on this register (file:line and the remedy), or None.
+
+    Checked, not kept: each worker process still loads the register on its first
+    task (worker/runtime.py).
+    """
+    from worker.register import RegisterError, load_register
+
+    try:
+        load_register(settings.register_path)
+    except RegisterError as exc:
+        return (
+            f"the register cannot be used, so the worker does not start:\n{exc}\n"
+            f"fix it (`lethe register check {settings.register_path}` lists every problem), "
+            "then start the worker again"
+        )
+    return None
 
 
 @worker_process_init.connect

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -91,11 +93,13 @@ def _emit_file(path: str, emit_many: Callable[..., EmitReport]) -> None:
 @click.option("--loglevel", default="INFO")
 def worker_command(concurrency: int | None, loglevel: str) -> None:
     """Run a worker (and beat, when a schedule is set) on the configured broker."""
-    from worker.app import INGEST_TASK, app, events_queue
+    from worker.app import INGEST_TASK, app, events_queue, register_refusal
     from worker.spool import pending
 
     settings = settings_or_exit()
     store_url()
+    if problem := register_refusal(settings):
+        raise click.ClickException(problem)
     argv = ["worker", f"--loglevel={loglevel}", "-Q", events_queue(settings)]
     if settings.embedded:
         # One process: SQLite has one writer at a time anyway, and the filesystem
@@ -104,11 +108,32 @@ def worker_command(concurrency: int | None, loglevel: str) -> None:
         # Beat runs inside the embedded worker (schedules/beat.py: the nightly sweep);
         # a shared deployment runs one `celery -A worker.app beat` of its own.
         argv.append("--beat")
+        # A batch emitted while no worker ran is both spooled and still queued:
+        # publishing it again would deliver it twice (its refused events would
+        # become two dead letters each). Only what the broker lost comes back:
+        # a batch taken by a worker that died before ingesting it.
+        queued = _queued_task_ids(app.conf.broker_transport_options["data_folder_in"])
         for task_id, messages in pending(settings):
-            app.send_task(INGEST_TASK, args=[messages], task_id=task_id)
+            if task_id not in queued:
+                app.send_task(INGEST_TASK, args=[messages], task_id=task_id)
     elif concurrency:
         argv.append(f"--concurrency={concurrency}")
     app.worker_main(argv)
+
+
+def _queued_task_ids(folder: str) -> set[str]:
+    """Task ids of the messages waiting in the embedded broker's folder (kombu's filesystem
+    transport keeps one JSON file per message; Celery puts the task id in its headers)."""
+    ids: set[str] = set()
+    for path in Path(folder).glob("*.msg"):
+        try:
+            headers = json.loads(path.read_bytes()).get("headers") or {}
+        except (OSError, ValueError, AttributeError):
+            # being written or damaged: resend the spooled copy, twice is better than never
+            continue
+        if isinstance(headers.get("id"), str):
+            ids.add(headers["id"])
+    return ids
 
 
 @main.command()
