@@ -18,8 +18,10 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from schedules.beat import REPORT_TASK, SWEEP_PART_TASK, SWEEP_TASK, slot_for
 from worker.app import app
+from worker.logs import log
+from worker.register import RegisterError
 from worker.report import daily_report
-from worker.runtime import runtime
+from worker.runtime import Runtime, runtime
 from worker.shop import ShopMismatch, ShopUnavailable, bind_targets, shop_engine
 from worker.sweep import (
     fail_run,
@@ -42,7 +44,9 @@ def sweep(
     self: Any, schedule: str, now: str | None = None, run_id: int | None = None
 ) -> dict[str, Any]:
     """A scheduled sweep. `now` is for a simulated clock (the demo); beat never passes it."""
-    rt = runtime()
+    rt = _runtime_or_alert(schedule)
+    if rt is None:
+        return {"status": "failed"}
     settings = rt.settings
     moment = pendulum.parse(now) if now else pendulum.now("UTC")
     if run_id is None:
@@ -80,7 +84,9 @@ def sweep(
 @app.task(name=SWEEP_PART_TASK, bind=True, acks_late=True, max_retries=MAX_RETRIES)
 def sweep_part(self: Any, run_id: int) -> dict[str, Any]:
     """One more worker sharing a running sweep."""
-    rt = runtime()
+    rt = _runtime_or_alert(SWEEP_PART_TASK)
+    if rt is None:
+        return {"status": "failed", "run": run_id}
     settings = rt.settings
     run = load_run(settings, run_id)
     try:
@@ -103,6 +109,21 @@ def report(self: Any, schedule: str, now: str | None = None) -> dict[str, Any]:
     moment = pendulum.parse(now) if now else pendulum.now("UTC")
     slot = slot_for(moment, rt.settings.sweep.report_at, rt.settings.sweep.timezone)
     return daily_report(rt.settings, rt.register, schedule, slot, moment, rt.log)
+
+
+def _runtime_or_alert(what: str) -> Runtime | None:
+    """The runtime, or None after an alert when the register broke under a running worker:
+    no sweep without the rules, and the log says which line to fix."""
+    try:
+        return runtime()
+    except RegisterError as exc:
+        log.error(
+            "ALERT sweep not run: the register cannot be loaded",
+            schedule=what,
+            problem=str(exc.problems[0]) if exc.problems else str(exc),
+            remedy="fix it (`lethe register check`); the next sweep erases what is due",
+        )
+        return None
 
 
 def _redelivered(task: Any) -> bool:

@@ -20,7 +20,8 @@ class Runtime:
 
 @lru_cache(maxsize=1)
 def runtime() -> Runtime:
-    """Loaded on first use in each process; a register change needs a worker restart."""
+    """Loaded on first use in each process; a register change needs a worker restart (a
+    register that fails to load is tried again on the next task)."""
     settings = current_settings()
     configure_logging(settings.secret)
     return Runtime(settings=settings, register=load_register(settings.register_path), log=log)
