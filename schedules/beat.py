@@ -40,9 +40,14 @@ def slot_for(now: datetime, at: str, timezone: str) -> pendulum.DateTime:
 
 
 def _at(day: pendulum.DateTime, hour: int, minute: int) -> pendulum.DateTime:
-    # Built from the calendar date, never by moving a clock time: in a repeated
-    # hour the first occurrence wins, in a skipped hour pendulum moves forward.
-    return pendulum.datetime(day.year, day.month, day.day, hour, minute, tz=day.timezone)
+    # Built from the calendar date, never by moving a clock time, and the earlier of
+    # the two readings: in a repeated hour the first occurrence; in a skipped hour
+    # (02:30 on the spring night) the reading with the offset after the jump, before
+    # the jump itself, so a tick that fires just after the jump is still that day's.
+    return min(
+        pendulum.datetime(day.year, day.month, day.day, hour, minute, tz=day.timezone, fold=fold)
+        for fold in (0, 1)
+    )
 
 
 def beat_schedule(settings: Any) -> dict[str, dict[str, Any]]:

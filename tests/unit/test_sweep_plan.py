@@ -33,6 +33,15 @@ def test_every_tick_of_a_daylight_saving_night_falls_in_one_slot_a_day(night, at
     assert len(slots) == 4  # the day before, and three local days: one slot each
 
 
+@pytest.mark.parametrize("tick", ["03:00", "03:10", "03:29", "03:45", "23:00"])
+def test_a_tick_just_after_the_spring_jump_is_that_days_sweep(tick):
+    # 02:30 does not exist on 2026-03-29 in Paris (02:00 -> 03:00)
+    moment = pendulum.parse(f"2026-03-29T{tick}:00+02:00")
+    slot = slot_for(moment, "02:30", "Europe/Paris")
+    assert slot.in_timezone("Europe/Paris").date() == pendulum.date(2026, 3, 29)
+    assert slot <= moment
+
+
 def test_a_late_or_repeated_tick_names_the_same_slot():
     on_time = slot_for(pendulum.parse("2026-01-10T03:00:00+01:00"), "03:00", "Europe/Paris")
     late = slot_for(pendulum.parse("2026-01-10T21:45:00+01:00"), "03:00", "Europe/Paris")
