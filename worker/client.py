@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -20,13 +20,15 @@ from kombu.exceptions import OperationalError as KombuOperationalError
 
 from worker.events import Event, EventRefused, parse_event
 from worker.hashing import value_hash
-from worker.register import Register, load_register
+from worker.register import Register, RegisterError, RegisterProblem, load_register
 from worker.settings import Settings, current_settings
 
 BATCH_SIZE = 500
 
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[a-zA-Z]{2,}")
 _PHONE = re.compile(r"^\+?[\d .()-]{9,}$")
+# How deep `data` is searched for personal data; deeper data is refused.
+_MAX_DEPTH = 8
 
 
 class BrokerUnavailable(ConnectionError):
@@ -44,9 +46,29 @@ class EmitReport:
     ids: list[str] = field(default_factory=list)
 
 
+class RegisterUnusable(EventInvalid, RegisterError):
+    """LETHE_REGISTER cannot be loaded, so no event can be checked; `problems` says where.
+
+    An EventInvalid, so `lethe emit` and shop code that already stop on a refused
+    event stop here too; a RegisterError, for code that catches the register's own error.
+    """
+
+    def __init__(self, problems: list[RegisterProblem]):
+        self.problems = problems
+        ValueError.__init__(
+            self,
+            "the register (LETHE_REGISTER) cannot be loaded, so no event can be checked; "
+            "fix it (`lethe register check` lists the same problems):\n"
+            + "\n".join(str(p) for p in problems),
+        )
+
+
 @lru_cache(maxsize=4)
 def _register(path: str) -> Register:
-    return load_register(path)
+    try:
+        return load_register(path)
+    except RegisterError as exc:
+        raise RegisterUnusable(exc.problems) from None
 
 
 def _app():
@@ -151,15 +173,45 @@ def build_event(
 
 def _refuse_plain_personal_data(data: Mapping[str, Any]) -> None:
     # The queue and the event log must not become a second copy of the shop's
-    # customer file: an address or phone number in `data` is refused outright.
-    for key, value in data.items():
-        if not isinstance(value, str) or key.endswith("_hash"):
+    # customer file: an address or phone number in `data` is refused outright,
+    # at the top level or nested (`{"contact": {"email": ...}}`, `{"phones": [...]}`).
+    for path, key, value in _strings(data, "data", 0):
+        if key.endswith("_hash"):
             continue
         if _EMAIL.search(value) or _PHONE.match(value):
             raise EventInvalid(
-                f"data.{key} looks like an e-mail address or phone number: send only the "
+                f"{path} looks like an e-mail address or phone number: send only the "
                 f"shop's ids, or pass it as match={{'{key}': ...}} to send its keyed hash"
             )
+
+
+def _strings(value: Any, path: str, depth: int) -> Iterator[tuple[str, str, str]]:
+    """Every string under `value`, as (path such as data.contact.email, its key, the string)."""
+    if depth > _MAX_DEPTH:
+        # nothing a shop sends is this deep; refusing beats leaving part unchecked
+        raise EventInvalid(
+            f"{path} is nested more than {_MAX_DEPTH} levels deep: flatten the event's data"
+        )
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            name = str(key)
+            if _EMAIL.search(name) or _PHONE.match(name):
+                # checked before the key is named in any message below it
+                raise EventInvalid(
+                    f"a key under {path} looks like an e-mail address or phone number: "
+                    "key the data by the shop's ids instead"
+                )
+            if isinstance(item, str):
+                yield f"{path}.{name}", name, item
+            else:
+                yield from _strings(item, f"{path}.{name}", depth + 1)
+    elif isinstance(value, list | tuple):
+        key = path.rsplit(".", 1)[-1].split("[", 1)[0]
+        for index, item in enumerate(value):
+            if isinstance(item, str):
+                yield f"{path}[{index}]", key, item
+            else:
+                yield from _strings(item, f"{path}[{index}]", depth + 1)
 
 
 def _publish(messages: list[dict[str, Any]], one: bool = False) -> None:

@@ -10,14 +10,19 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pendulum
 
-from worker.register import Register
+from worker.register import LONGEST_KEEP_YEARS, Register
 
 REQUIRED = ("id", "type", "subject", "occurred_at")
+# Instants Lethe accepts, in UTC. Python's datetime ends at year 9999, and a deadline
+# is an anchor plus a keep (at most LONGEST_KEEP_YEARS) seen in the register's zone:
+# 2999 + 1000 stays far inside it. No shop has records before 1900.
+EARLIEST_YEAR = 1900
+LATEST_YEAR = 2999
 # A refusal reason is stored and logged: it may quote a value only when the value
 # looks like a name from a catalogue (`order.shiped`), never free text that a
 # misbehaving producer filled with an address or a phone number.
@@ -54,10 +59,16 @@ class Event:
 def parse_event(raw: Any, register: Register) -> Event:
     """Check one event (a dict, or a JSON text) against the register's catalogue."""
     if isinstance(raw, str | bytes):
+        # A line read from a file ends with its newline: JSON cut short there is
+        # reported by json at "line 2 column 1", which points nowhere useful.
+        text = raw.rstrip(b"\r\n" if isinstance(raw, bytes) else "\r\n")
         try:
-            raw = json.loads(raw)
+            raw = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise EventRefused(f"not valid JSON: {exc.msg} at column {exc.colno}") from None
+            where = (
+                f"line {exc.lineno} column {exc.colno}" if exc.lineno > 1 else f"column {exc.colno}"
+            )
+            raise EventRefused(f"not valid JSON: {exc.msg} at {where}") from None
     if not isinstance(raw, dict):
         raise EventRefused("an event is a JSON object with id, type, subject, occurred_at")
     missing = [name for name in REQUIRED if raw.get(name) in (None, "")]
@@ -86,17 +97,7 @@ def parse_event(raw: Any, register: Register) -> Event:
             f"unknown event type {_quoted(event_type)}: the register {register.name!r} "
             f"knows {', '.join(sorted(register.events))}"
         )
-    kind, sep, local_id = subject.partition(":")
-    if not sep or not kind or not local_id:
-        raise EventRefused(
-            f"subject must be KIND:ID such as customer:42 (got a subject without "
-            f"{'a kind' if not sep or not kind else 'an id'})"
-        )
-    if kind not in register.subject_kinds:
-        raise EventRefused(
-            f"unknown subject kind {_quoted(kind)}: the register knows "
-            f"{', '.join(register.subject_kinds)}"
-        )
+    kind = check_subject(subject, register)
     if not register.activities_touched(event_type, kind) and not register.is_hold_event(event_type):
         raise EventRefused(
             f"no activity of the register takes {event_type!r} for a {kind!r}: "
@@ -116,6 +117,26 @@ def parse_event(raw: Any, register: Register) -> Event:
     )
 
 
+def check_subject(subject: str, register: Register | None = None) -> str:
+    """The kind of a `KIND:ID` subject, known to `register` when one is given.
+
+    The subject itself is never quoted: a producer or a DPO who types an e-mail
+    address where a subject belongs must not find it copied into logs.
+    """
+    kind, sep, local_id = subject.partition(":")
+    if not sep or not kind or not local_id:
+        raise EventRefused(
+            f"subject must be KIND:ID such as customer:42 (got a subject without "
+            f"{'a kind' if not sep or not kind else 'an id'})"
+        )
+    if register is not None and kind not in register.subject_kinds:
+        raise EventRefused(
+            f"unknown subject kind {_quoted(kind)}: the register knows "
+            f"{', '.join(register.subject_kinds)}"
+        )
+    return kind
+
+
 def parse_instant(value: Any, name: str = "time") -> pendulum.DateTime:
     """An ISO 8601 instant that carries its UTC offset (`Z` or `+01:00`)."""
     if not isinstance(value, str):
@@ -131,7 +152,23 @@ def parse_instant(value: Any, name: str = "time") -> pendulum.DateTime:
             f"field {name} has no UTC offset: {value!r} "
             "(add Z or +01:00; a naive time is ambiguous by hours)"
         )
+    if not _within_bounds(parsed):
+        raise EventRefused(
+            f"field {name} is out of range: Lethe accepts instants from year {EARLIEST_YEAR} "
+            f"to year {LATEST_YEAR} in UTC (a deadline up to {LONGEST_KEEP_YEARS} years later "
+            "must still be a date Python and the store can hold)"
+        )
     return pendulum.instance(parsed)
+
+
+def _within_bounds(moment: datetime) -> bool:
+    wall = moment.replace(tzinfo=None)
+    # Checked on the wall-clock year first: converting 0001-01-01T00:30+01:00 to
+    # UTC would itself overflow. An offset is under a day, so one year of slack
+    # around the bounds is enough for the exact check in UTC below.
+    if not EARLIEST_YEAR - 1 <= wall.year <= LATEST_YEAR + 1:
+        return False
+    return EARLIEST_YEAR <= (wall - (moment.utcoffset() or timedelta(0))).year <= LATEST_YEAR
 
 
 def _quoted(value: str) -> str:

@@ -8,13 +8,15 @@ the lifecycles back the state the events say.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import sys
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from worker.register import Register
+from worker.events import EventRefused, check_subject
+from worker.register import Register, RegisterError, load_register
 from worker.retention import is_held
 from worker.store import Hold, StoredLifecycle, now_utc, one_of, transaction
 
@@ -23,9 +25,19 @@ class HoldError(ValueError):
     """A hold request that cannot be followed; the message says why and what to do."""
 
 
-def place(url: str, subject: str, reason: str) -> int:
-    """Hold every lifecycle of `subject` (present and future); returns the hold's id."""
-    _check_subject(subject)
+def place(
+    url: str,
+    subject: str,
+    reason: str,
+    register: Register | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> int:
+    """Hold every lifecycle of `subject` (present and future); returns the hold's id.
+
+    `register` defaults to LETHE_REGISTER's; `warn` (default: stderr) is told when
+    the subject has no lifecycle yet, which is allowed: a hold may precede events.
+    """
+    _check_subject(subject, register if register is not None else _configured_register())
     if not reason.strip():
         raise HoldError("a hold needs a reason (--reason): the audit must say why erasure stopped")
     now = now_utc()
@@ -38,7 +50,19 @@ def place(url: str, subject: str, reason: str) -> int:
             .values(state="held", updated_at=now)
         )
         session.flush()
-        return hold.id
+        hold_id = hold.id
+        known = session.scalar(
+            select(StoredLifecycle.id).where(StoredLifecycle.subject == subject).limit(1)
+        )
+    if known is None:
+        # Most often a typo in the id, sometimes a hold ordered before the shop's
+        # events arrived: say so, and keep the hold either way.
+        (warn or _warn_on_stderr)(
+            "this subject has no lifecycle yet (no event about it has been ingested): "
+            "the hold is placed and will cover its lifecycles once they exist; "
+            "check the subject's id if you expected some"
+        )
+    return hold_id
 
 
 def lift(url: str, subject: str, reason: str, register: Register) -> int:
@@ -98,7 +122,24 @@ def hold_rows(url: str, subject: str | None = None) -> list[dict[str, Any]]:
         ]
 
 
-def _check_subject(subject: str) -> None:
-    kind, sep, ident = subject.partition(":")
-    if not (sep and kind and ident):
-        raise HoldError(f"{subject!r} is not a subject: write KIND:ID, e.g. customer:42")
+def _check_subject(subject: str, register: Register | None = None) -> None:
+    try:
+        check_subject(subject, register)
+    except EventRefused as exc:
+        raise HoldError(str(exc)) from None
+
+
+def _configured_register() -> Register:
+    from worker.settings import current_settings
+
+    try:
+        return load_register(current_settings().register_path)
+    except RegisterError as exc:
+        raise HoldError(
+            "the register (LETHE_REGISTER) cannot be loaded, so the subject's kind cannot be "
+            "checked; fix it (`lethe register check` lists the same problems):\n" + str(exc)
+        ) from None
+
+
+def _warn_on_stderr(message: str) -> None:
+    sys.stderr.write(f"warning: {message}\n")

@@ -47,13 +47,27 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+# The longest keep a register may write. Events are accepted up to year 2999
+# (worker/events.py), so every deadline stays a date Python and the store can hold.
+LONGEST_KEEP_YEARS = 1000
+
+
 def _duration(value: Any) -> Duration:
     if isinstance(value, Duration):
-        return value
-    try:
-        return parse_duration(value)
-    except DurationError as exc:
-        raise ValueError(str(exc)) from None
+        duration = value
+    else:
+        try:
+            duration = parse_duration(value)
+        except DurationError as exc:
+            raise ValueError(str(exc)) from None
+    # counted in months, a day left over as a whole month: coarse, and on the safe side
+    months = duration.years * 12 + duration.months + -(-(duration.weeks * 7 + duration.days) // 28)
+    if months > LONGEST_KEEP_YEARS * 12:
+        raise ValueError(
+            f"duration {duration} is longer than {LONGEST_KEEP_YEARS} years, the longest keep "
+            "Lethe can compute a deadline for"
+        )
+    return duration
 
 
 class Purpose(_Strict):
@@ -276,7 +290,31 @@ def load_register(path: str | Path) -> Register:
         raise RegisterError(
             [RegisterProblem(shown, 0, f"cannot read the register: {exc.strerror}")]
         ) from None
+    except UnicodeDecodeError as exc:
+        raise RegisterError(
+            [RegisterProblem(shown, _undecodable_line(path, exc), not_utf8_message(exc))]
+        ) from None
     return parse_register(text, shown)
+
+
+def not_utf8_message(exc: UnicodeDecodeError) -> str:
+    """Why a text file was refused, and what to do; shared by every file Lethe reads."""
+    return (
+        f"not UTF-8 text (byte 0x{exc.object[exc.start]:02x} cannot be decoded): "
+        "save the file as UTF-8 and try again"
+    )
+
+
+def _undecodable_line(path: Path, exc: UnicodeDecodeError) -> int:
+    # Positions in `exc` are relative to what the decoder was given, which the io
+    # layer may have cut in chunks: decode the whole file again to name the line.
+    try:
+        path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as again:
+        return again.object[: again.start].count(b"\n") + 1
+    except OSError:
+        pass
+    return 0
 
 
 def parse_register(text: str, shown: str = "<register>") -> Register:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
 import pendulum
 
-from worker.events import EventRefused, parse_instant
-from worker.register import Register, RegisterError, load_register
+from worker.events import EventRefused, check_subject, parse_instant
+from worker.register import Register, RegisterError, load_register, not_utf8_message
 from worker.settings import Settings, register_path_from_env
 
 
@@ -27,13 +28,86 @@ def default_register() -> str:
     return str(register_path_from_env())
 
 
-def now_option(value: str | None) -> pendulum.DateTime:
+def now_option(value: str | None, option: str | None = None) -> pendulum.DateTime:
+    """An instant given on the command line (`--now`, `--until`, `--due-before`...).
+
+    `option` names it in errors; when not given it is found from the command's own
+    options, so that `--until garbage` is not reported as a bad `--now`.
+    """
     if value is None:
         return pendulum.now("UTC")
+    option = option or _option_given(value) or "--now"
     try:
-        return parse_instant(value, "--now")
+        return parse_instant(value, option)
     except EventRefused as exc:
-        raise click.BadParameter(str(exc), param_hint="--now") from None
+        raise click.BadParameter(str(exc), param_hint=option) from None
+
+
+def _option_given(value: str) -> str | None:
+    """The longest name of the current command's option whose value is `value`."""
+    ctx = click.get_current_context(silent=True)
+    if ctx is None:
+        return None
+    options = [p for p in ctx.command.params if isinstance(p, click.Option)]
+    # the very string click parsed first, then an equal one (`--until X --now X`)
+    for same in (lambda a, b: a is b, lambda a, b: a == b):
+        for param in options:
+            if param.name is not None and same(ctx.params.get(param.name), value):
+                return max(param.opts, key=len)
+    return None
+
+
+def subject_or_exit(subject: str | None, register: Register | None = None) -> str | None:
+    """A `--subject` value checked as KIND:ID (never echoed: it may be an e-mail address)."""
+    if subject is None:
+        return None
+    try:
+        check_subject(subject, register)
+    except EventRefused as exc:
+        raise click.BadParameter(str(exc), param_hint="--subject") from None
+    return subject
+
+
+def empty_audit_note(url: str, subject: str | None, run_id: int | None) -> str | None:
+    """Why `lethe audit` found no rows, when it was asked about a subject or a sweep run.
+
+    Said on stderr by the caller: an empty table, `[]` or a CSV header alone stay
+    the output, but "no rows" and "no such run" must not look alike.
+    """
+    from worker.store import PurgeRun, transaction
+
+    if run_id is not None:
+        with transaction(url) as session:
+            if session.get(PurgeRun, run_id) is None:
+                return f"no sweep run {run_id}"
+        if subject:
+            return f"no audit rows for this subject in sweep run {run_id}"
+        return f"sweep run {run_id} erased nothing"
+    if subject:
+        return "no audit rows for this subject"
+    return None
+
+
+def note(message: str) -> None:
+    """A remark for the person at the terminal: on stderr, so stdout stays parseable."""
+    click.echo(message, err=True)
+
+
+def text_lines(path: str, param_hint: str) -> Iterator[tuple[int, str]]:
+    """The numbered lines of a UTF-8 text file (`-` is stdin).
+
+    Decoded line by line, so a file that is not UTF-8 is reported at its own line
+    (a usage error, exit 2, as for a missing file) instead of as a traceback.
+    """
+    with click.open_file(path, "rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                # utf-8-sig: editors that "save as UTF-8" on Windows add a byte order mark
+                yield number, raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise click.BadParameter(
+                    f"{path}:{number}: {not_utf8_message(exc)}", param_hint=param_hint
+                ) from None
 
 
 def table(rows: list[dict], columns: list[str]) -> str:

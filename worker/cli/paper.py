@@ -9,7 +9,7 @@ from collections import defaultdict
 import click
 
 from worker.cli import main
-from worker.cli.common import default_register, now_option, register_or_exit
+from worker.cli.common import default_register, now_option, register_or_exit, text_lines
 from worker.events import Event, EventRefused, parse_event
 from worker.register import Register
 from worker.retention import lifecycles
@@ -46,19 +46,22 @@ def read_event_lines(path: str, reg: Register) -> tuple[list[Event], list[tuple[
     """Events of a JSON Lines file, and the refused ones as (line number, reason)."""
     accepted: list[Event] = []
     refused: list[tuple[int, str]] = []
-    with click.open_file(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                accepted.append(parse_event(line, reg))
-            except EventRefused as exc:
-                refused.append((number, str(exc)))
+    for number, line in text_lines(path, "'EVENTS.jsonl'"):
+        if not line.strip():
+            continue
+        try:
+            accepted.append(parse_event(line, reg))
+        except EventRefused as exc:
+            refused.append((number, str(exc)))
     return accepted, refused
 
 
 @main.command()
-@click.argument("events_file", metavar="EVENTS.jsonl")
+@click.argument(
+    "events_file",
+    metavar="EVENTS.jsonl",
+    type=click.Path(exists=True, dir_okay=False, allow_dash=True),
+)
 @click.option("--register", "register_path", help="Register file (default: LETHE_REGISTER).")
 @click.option("--now", "now_text", help="Evaluate states at this instant (ISO 8601 with offset).")
 def simulate(events_file: str, register_path: str | None, now_text: str | None) -> None:

@@ -18,6 +18,7 @@ from worker.cli.common import (
     settings_or_exit,
     store_url,
     table,
+    text_lines,
 )
 
 if TYPE_CHECKING:
@@ -75,8 +76,7 @@ def _key_value(item: str) -> tuple[str, object]:
 
 
 def _emit_file(path: str, emit_many: Callable[..., EmitReport]) -> None:
-    with click.open_file(path, encoding="utf-8") as handle:
-        numbered = [(n, line) for n, line in enumerate(handle, start=1) if line.strip()]
+    numbered = [(n, line) for n, line in text_lines(path, "'--file'") if line.strip()]
     with click.progressbar(
         length=len(numbered), label="sending", file=sys.stderr, show_pos=True
     ) as bar:

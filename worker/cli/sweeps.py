@@ -17,10 +17,13 @@ import sqlalchemy as sa
 from worker.cli import main
 from worker.cli.common import (
     configured_register,
+    empty_audit_note,
+    note,
     now_option,
     print_rows,
     settings_or_exit,
     store_url,
+    subject_or_exit,
     table,
 )
 
@@ -290,6 +293,7 @@ def audit(subject: str | None, run_id: int | None, proof: bool, fmt: str) -> Non
     from worker.audit import audit_rows, to_csv
     from worker.audit import proof as proof_of
 
+    subject_or_exit(subject)
     url = store_url()
     settings = settings_or_exit()
     if proof:
@@ -300,6 +304,8 @@ def audit(subject: str | None, run_id: int | None, proof: bool, fmt: str) -> Non
         sys.stdout.write("\n")
         return
     rows = audit_rows(url, settings.secret, subject=subject, run_id=run_id)
+    if not rows and (why := empty_audit_note(url, subject, run_id)):
+        note(why)
     if fmt == "csv":
         sys.stdout.write(to_csv(rows))
         return

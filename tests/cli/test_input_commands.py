@@ -1,0 +1,247 @@
+"""A DPO and the shop's developers type what people type; each command answers with an
+error they can act on (the option they gave, the file and line, what to do), never a
+traceback, and never echoes what looks like personal data.
+
+Each test runs the installed `lethe` on a fresh embedded home (SQLite store, no server).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+EMAIL = "jean.dupont@example.com"
+LATIN1 = '{"id":"a","type":"order.closed","subject":"customer:1","occurred_at":"2026-01-01T00:00:00Z","data":{"city":"Orléans"}}\n'.encode(  # noqa: E501
+    "latin-1"
+)
+
+
+def lethe_command() -> str:
+    beside = Path(sys.executable).parent / "lethe"
+    found = str(beside) if beside.exists() else shutil.which("lethe")
+    assert found, "the lethe command is not installed next to this Python"
+    return found
+
+
+@pytest.fixture
+def lethe(tmp_path: Path):
+    def run(*args: str, **env: str) -> subprocess.CompletedProcess:
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("LETHE_")}
+        environment.update(LETHE_HOME=str(tmp_path / "home"), **env)
+        return subprocess.run(
+            [lethe_command(), *args],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env=environment,
+            timeout=120,
+        )
+
+    return run
+
+
+def assert_clean_failure(result: subprocess.CompletedProcess, code: int) -> None:
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+
+
+# 6. The error names the option actually given
+
+
+def test_forecast_with_a_bad_until_names_until(lethe) -> None:
+    result = lethe("forecast", "--until", "garbage")
+    assert_clean_failure(result, 2)
+    assert "Invalid value for --until" in result.stderr
+    assert "--now" not in result.stderr
+
+
+def test_deadlines_with_a_bad_due_before_names_due_before(lethe) -> None:
+    result = lethe("deadlines", "--due-before", "nope")
+    assert_clean_failure(result, 2)
+    assert "Invalid value for --due-before" in result.stderr
+    assert "--now" not in result.stderr
+
+
+def test_deadlines_with_a_bad_now_still_names_now(lethe) -> None:
+    result = lethe("deadlines", "--due-before", "2026-01-01T00:00:00Z", "--now", "nope")
+    assert_clean_failure(result, 2)
+    assert "Invalid value for --now" in result.stderr
+
+
+# 1 and 7. simulate: out-of-range dates and bad JSON are refused line by line
+
+
+def test_simulate_refuses_out_of_range_dates_one_by_one_and_computes_the_rest(
+    lethe, tmp_path: Path
+) -> None:
+    events = tmp_path / "events.jsonl"
+    lines = [
+        {"id": "a", "at": "9999-12-31T23:00:00+01:00"},
+        {"id": "b", "at": "0001-01-01T00:30:00+01:00"},
+        {"id": "c", "at": "2026-03-01T10:00:00+01:00"},
+    ]
+    events.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "id": e["id"],
+                    "type": "order.closed",
+                    "subject": "customer:1",
+                    "occurred_at": e["at"],
+                }
+            )
+            + "\n"
+            for e in lines
+        ),
+        encoding="utf-8",
+    )
+    result = lethe("simulate", str(events), "--now", "2026-04-01T00:00:00Z")
+    assert_clean_failure(result, 3)
+    assert f"{events}:1: refused: field occurred_at is out of range" in result.stderr
+    assert f"{events}:2: refused: field occurred_at is out of range" in result.stderr
+    rows = json.loads(result.stdout)
+    assert rows and {r["anchor_at"] for r in rows} == {"2026-03-01T10:00:00+01:00"}
+
+
+def test_simulate_reports_the_real_column_of_a_bad_json_line(lethe, tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"id": "a", "type": "order.closed",\n', encoding="utf-8")
+    result = lethe("simulate", str(events))
+    assert_clean_failure(result, 3)
+    assert f"{events}:1: refused: not valid JSON:" in result.stderr
+    assert "at column 36" in result.stderr
+
+
+# 4. Files that are not UTF-8
+
+
+def test_register_check_on_a_latin1_file_names_the_file_line_and_remedy(
+    lethe, tmp_path: Path
+) -> None:
+    register = tmp_path / "register.yaml"
+    register.write_bytes(b"name: x\n# r\xe9tention\n")
+    result = lethe("register", "check", str(register))
+    assert_clean_failure(result, 1)
+    assert f"{register}:2: not UTF-8 text" in result.stderr
+    assert "save the file as UTF-8" in result.stderr
+
+
+def test_simulate_on_a_latin1_file_names_the_file_line_and_remedy(lethe, tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"\n" + LATIN1)
+    result = lethe("simulate", str(events))
+    assert_clean_failure(result, 2)
+    assert f"{events}:2: not UTF-8 text" in result.stderr
+    assert "save the file as UTF-8" in result.stderr
+
+
+def test_simulate_reads_a_utf8_file_with_a_byte_order_mark(lethe, tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(LATIN1.decode("latin-1").encode("utf-8-sig"))
+    result = lethe("simulate", str(events), "--now", "2026-04-01T00:00:00Z")
+    assert result.returncode == 0, result.stderr
+
+
+def test_simulate_on_a_missing_file_is_a_usage_error(lethe, tmp_path: Path) -> None:
+    result = lethe("simulate", str(tmp_path / "nowhere.jsonl"))
+    assert_clean_failure(result, 2)
+    assert "does not exist" in result.stderr
+
+
+def test_emit_file_on_a_latin1_file_names_the_file_line_and_remedy(lethe, tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(LATIN1)
+    result = lethe("emit", "--file", str(events))
+    assert_clean_failure(result, 2)
+    assert f"{events}:1: not UTF-8 text" in result.stderr
+
+
+# 5. emit with a broken LETHE_REGISTER
+
+
+@pytest.fixture
+def broken_register(tmp_path: Path) -> Path:
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: x\nactivities: [\n", encoding="utf-8")
+    return path
+
+
+def test_emit_with_a_broken_register_shows_its_file_and_line(lethe, broken_register: Path) -> None:
+    result = lethe(
+        "emit", "order.closed", "--subject", "customer:1", LETHE_REGISTER=str(broken_register)
+    )
+    assert_clean_failure(result, 1)
+    assert f"{broken_register}:3: not valid YAML" in result.stderr
+
+
+def test_emit_file_with_a_broken_register_shows_its_file_and_line(
+    lethe, broken_register: Path, tmp_path: Path
+) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_text(LATIN1.decode("latin-1"), encoding="utf-8")
+    result = lethe("emit", "--file", str(events), LETHE_REGISTER=str(broken_register))
+    assert_clean_failure(result, 1)
+    assert f"{broken_register}:3: not valid YAML" in result.stderr
+
+
+# 3. hold place: a kind the register does not know, a subject with no lifecycle yet
+
+
+def test_hold_on_an_unknown_kind_is_refused_with_the_known_kinds(lethe) -> None:
+    result = lethe("hold", "place", "martian:1", "--reason", "case 1")
+    assert_clean_failure(result, 1)
+    assert "unknown subject kind 'martian'" in result.stderr
+    assert "customer" in result.stderr and "candidate" in result.stderr
+    listed = lethe("hold", "list", "--format", "json")
+    assert json.loads(listed.stdout) == []
+
+
+def test_hold_on_an_address_is_refused_without_echoing_it(lethe) -> None:
+    result = lethe("hold", "place", EMAIL, "--reason", "case 1")
+    assert_clean_failure(result, 1)
+    assert "KIND:ID" in result.stderr
+    assert EMAIL not in result.stderr
+
+
+def test_hold_before_any_event_is_placed_with_a_warning(lethe) -> None:
+    result = lethe("hold", "place", "customer:999", "--reason", "case 2")
+    assert result.returncode == 0, result.stderr
+    assert "warning: this subject has no lifecycle yet" in result.stderr
+    listed = json.loads(lethe("hold", "list", "--format", "json").stdout)
+    assert [h["subject"] for h in listed] == ["customer:999"]
+
+
+# 8. audit: a malformed subject, a subject or run with no rows
+
+
+def test_audit_on_an_address_says_kind_id_without_echoing_it(lethe) -> None:
+    result = lethe("audit", "--subject", EMAIL)
+    assert_clean_failure(result, 2)
+    assert "KIND:ID" in result.stderr and EMAIL not in result.stderr
+
+
+@pytest.mark.parametrize(("fmt", "empty"), [("json", "[]\n"), ("csv", None)])
+def test_audit_of_an_unknown_subject_says_so_and_keeps_the_format(
+    lethe, fmt: str, empty: str | None
+) -> None:
+    result = lethe("audit", "--subject", "customer:424242", "--format", fmt)
+    assert result.returncode == 0, result.stderr
+    assert "no audit rows for this subject" in result.stderr
+    if empty is not None:
+        assert result.stdout == empty
+    else:
+        assert result.stdout.startswith("id,run_id,subject_ref")
+
+
+def test_audit_of_an_unknown_run_says_so_and_keeps_the_format(lethe) -> None:
+    result = lethe("audit", "--run", "9999", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    assert "no sweep run 9999" in result.stderr
+    assert json.loads(result.stdout) == []

@@ -1,0 +1,249 @@
+"""A producer sends events that are malformed in ways a schema misses; each is refused alone.
+
+Out-of-range dates, JSON cut short, personal data hidden one level down, a register
+that cannot be loaded: each gets a reason the producer can act on, never a traceback,
+and no reason quotes the personal data it refuses.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from worker import client
+from worker.events import (
+    EARLIEST_YEAR,
+    LATEST_YEAR,
+    EventRefused,
+    check_subject,
+    parse_event,
+    parse_instant,
+)
+from worker.register import (
+    LONGEST_KEEP_YEARS,
+    Register,
+    RegisterError,
+    default_register_path,
+    parse_register,
+)
+from worker.retention import lifecycles
+from worker.settings import current_settings
+
+EMAIL = "jean.dupont@example.com"
+PHONE = "+33 6 12 34 56 78"
+
+
+def raw_event(at: str = "2026-03-01T10:00:00+01:00", **extra: Any) -> dict[str, Any]:
+    return {
+        "id": "ev-1",
+        "type": "order.closed",
+        "subject": "customer:42",
+        "occurred_at": at,
+        **extra,
+    }
+
+
+# 1. Dates Python (or a deadline computed from them) cannot represent
+
+
+@pytest.mark.parametrize(
+    "at",
+    [
+        "9999-12-31T23:00:00+01:00",
+        "0001-01-01T00:30:00+01:00",
+        "9999-12-31T23:00:00-01:00",  # year 10000 in UTC
+        "3000-01-01T00:00:00Z",
+        "3000-01-01T00:30:00-01:00",  # 3000 in Paris, 3000 in UTC too
+        "1899-12-31T23:59:59Z",
+        "1900-01-01T00:30:00+01:00",  # 1899 in UTC
+    ],
+)
+def test_an_instant_out_of_the_supported_years_is_refused_with_the_bounds(
+    register: Register, at: str
+) -> None:
+    with pytest.raises(EventRefused) as refused:
+        parse_event(raw_event(at), register)
+    reason = str(refused.value)
+    assert "occurred_at is out of range" in reason
+    assert f"from year {EARLIEST_YEAR} to year {LATEST_YEAR} in UTC" in reason
+
+
+@pytest.mark.parametrize(
+    "at",
+    ["1900-01-01T00:00:00Z", "2999-12-31T23:59:59Z", "3000-01-01T00:30:00+01:00"],
+)
+def test_the_bounds_themselves_are_accepted_and_give_a_deadline(
+    register: Register, at: str
+) -> None:
+    event = parse_event(raw_event(at), register)
+    found = lifecycles(event.subject, [event], register)
+    assert found and all(lc.as_row(event.occurred_at)["deadline_at"] for lc in found)
+
+
+def test_the_latest_instant_plus_the_longest_keep_is_still_a_date() -> None:
+    latest = parse_instant(f"{LATEST_YEAR}-12-31T23:59:59Z")
+    assert latest.add(years=LONGEST_KEEP_YEARS, months=1).year < 9999
+
+
+def test_a_register_keeping_longer_than_the_longest_keep_is_refused_at_its_line() -> None:
+    text = default_register_path().read_text(encoding="utf-8")
+    broken = text.replace("keep: 5 years", "keep: 20000 years", 1)
+    with pytest.raises(RegisterError) as caught:
+        parse_register(broken, "reg.yaml")
+    line = broken[: broken.index("keep: 20000 years")].count("\n") + 1
+    assert any(
+        p.line == line and f"longer than {LONGEST_KEEP_YEARS} years" in p.message
+        for p in caught.value.problems
+    ), caught.value.problems
+
+
+def test_an_out_of_range_now_names_the_bounds_too() -> None:
+    with pytest.raises(EventRefused, match="out of range"):
+        parse_instant("9999-12-31T23:00:00+01:00", "--now")
+
+
+# 7. JSON cut short or malformed: the column is the real one
+
+
+@pytest.mark.parametrize("ending", ["\n", "\r\n", ""])
+def test_a_json_line_cut_short_reports_the_column_where_it_stops(
+    register: Register, ending: str
+) -> None:
+    line = '{"id": "ev-1", "type": "order.closed",'
+    with pytest.raises(EventRefused) as refused:
+        parse_event(line + ending, register)
+    assert str(refused.value).endswith(f"at column {len(line) + 1}")
+
+
+def test_a_missing_comma_reports_its_column(register: Register) -> None:
+    line = '{"id": "ev-1" "type": "order.closed"}\n'
+    with pytest.raises(EventRefused) as refused:
+        parse_event(line, register)
+    assert str(refused.value) == "not valid JSON: Expecting ',' delimiter at column 15"
+
+
+def test_a_json_text_on_several_lines_reports_line_and_column(register: Register) -> None:
+    with pytest.raises(EventRefused, match="at line 2 column 9$"):
+        parse_event('{"id": "ev-1",\n "type" "order.closed"}', register)
+
+
+# 8 and 3 share it: a subject is KIND:ID, and a malformed one is never quoted
+
+
+@pytest.mark.parametrize("subject", [EMAIL, "customer:", ":42", ""])
+def test_a_malformed_subject_is_refused_without_quoting_it(subject: str) -> None:
+    with pytest.raises(EventRefused) as refused:
+        check_subject(subject)
+    assert "must be KIND:ID" in str(refused.value)
+    assert EMAIL not in str(refused.value)
+
+
+def test_an_unknown_kind_lists_the_kinds_the_register_knows(register: Register) -> None:
+    with pytest.raises(EventRefused) as refused:
+        check_subject("martian:1", register)
+    assert "unknown subject kind 'martian'" in str(refused.value)
+    assert ", ".join(register.subject_kinds) in str(refused.value)
+    assert check_subject("customer:1", register) == "customer"
+
+
+# 2. Personal data one or more levels down in `data`
+
+
+@pytest.mark.parametrize(
+    ("data", "where"),
+    [
+        ({"email": EMAIL}, "data.email"),
+        ({"contact": {"email": EMAIL}}, "data.contact.email"),
+        ({"phones": [PHONE]}, "data.phones[0]"),
+        ({"people": [{"name": "x", "contact": {"tel": PHONE}}]}, "data.people[0].contact.tel"),
+        ({"lines": [["ok", EMAIL]]}, "data.lines[0][1]"),
+    ],
+)
+def test_an_address_or_phone_number_nested_in_data_is_refused_without_quoting_it(
+    data: dict[str, Any], where: str
+) -> None:
+    with pytest.raises(client.EventInvalid) as refused:
+        client._refuse_plain_personal_data(data)
+    reason = str(refused.value)
+    assert reason.startswith(f"{where} looks like an e-mail address or phone number")
+    assert EMAIL not in reason and PHONE not in reason
+
+
+def test_an_address_used_as_a_key_is_refused_without_quoting_it() -> None:
+    with pytest.raises(client.EventInvalid) as refused:
+        client._refuse_plain_personal_data({"optins": {EMAIL: True}})
+    assert "a key under data.optins looks like an e-mail address" in str(refused.value)
+    assert EMAIL not in str(refused.value)
+
+
+def test_nested_shop_ids_and_keyed_hashes_pass() -> None:
+    client._refuse_plain_personal_data(
+        {
+            "order": {"id": "A-1009", "lines": [{"sku": "SKU-1", "qty": 2}]},
+            "contact": {"email_hash": "ab" * 32},
+            "tags": ["gift", None, 3, True],
+        }
+    )
+
+
+def test_data_nested_deeper_than_the_bound_is_refused() -> None:
+    data: dict[str, Any] = {}
+    inner = data
+    for _ in range(20):
+        inner["x"] = {}
+        inner = inner["x"]
+    with pytest.raises(client.EventInvalid, match="nested more than"):
+        client._refuse_plain_personal_data(data)
+
+
+def test_emit_many_refuses_the_nested_address_alone_and_sends_the_rest(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    sent: list[list[dict[str, Any]]] = []
+    monkeypatch.setattr(client, "_publish", lambda batch, one=False: sent.append(batch))
+    events = [
+        json.dumps(raw_event(data={"contact": {"email": EMAIL}})),
+        json.dumps(raw_event(id="ev-2", data={"phones": [PHONE]})),
+        json.dumps(raw_event(id="ev-3", data={"order": {"id": "A-1"}})),
+    ]
+    report = client.emit_many(events)
+    assert report.sent == 1 and [e["id"] for e in sent[0]] == ["ev-3"]
+    assert [position for position, _ in report.refused] == [1, 2]
+    assert all(EMAIL not in r and PHONE not in r for _, r in report.refused)
+
+
+# 5. LETHE_REGISTER cannot be loaded: the client says where, as `register check` does
+
+
+@pytest.fixture
+def broken_register(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: x\nactivities: [\n", encoding="utf-8")
+    monkeypatch.setenv("LETHE_REGISTER", str(path))
+    monkeypatch.setenv("LETHE_HOME", str(tmp_path))
+    current_settings.cache_clear()
+    client._register.cache_clear()
+    yield path
+    current_settings.cache_clear()
+    client._register.cache_clear()
+
+
+def test_a_broken_register_is_reported_with_its_file_and_line_by_emit_many(
+    broken_register: Path,
+) -> None:
+    with pytest.raises(client.RegisterUnusable) as caught:
+        client.emit_many([json.dumps(raw_event())])
+    assert f"{broken_register}:3: not valid YAML" in str(caught.value)
+    # what the CLI and the shop's code already catch
+    assert isinstance(caught.value, client.EventInvalid)
+    assert isinstance(caught.value, RegisterError) and caught.value.problems
+
+
+def test_a_broken_register_is_reported_with_its_file_and_line_by_build_event(
+    broken_register: Path,
+) -> None:
+    with pytest.raises(client.RegisterUnusable, match=f"{broken_register}:3: "):
+        client.build_event("order.closed", subject="customer:1")
