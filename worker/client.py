@@ -185,6 +185,17 @@ def _refuse_plain_personal_data(data: Mapping[str, Any]) -> None:
             )
 
 
+_DIGIT_RUN = re.compile(r"\+?\d[\d .()/-]*\d")
+
+
+def mentions_contact_details(text: str) -> bool:
+    """Whether free text holds an e-mail address or a phone number (a run of 9+ digits;
+    a date such as 2026-11-26 has 8)."""
+    if _EMAIL.search(text):
+        return True
+    return any(sum(c.isdigit() for c in run) >= 9 for run in _DIGIT_RUN.findall(text))
+
+
 def _strings(value: Any, path: str, depth: int) -> Iterator[tuple[str, str, str]]:
     """Every string under `value`, as (path such as data.contact.email, its key, the string)."""
     if depth > _MAX_DEPTH:

@@ -40,6 +40,7 @@ def place(
     _check_subject(subject, register if register is not None else _configured_register())
     if not reason.strip():
         raise HoldError("a hold needs a reason (--reason): the audit must say why erasure stopped")
+    _check_reason(reason)
     now = now_utc()
     with transaction(url) as session:
         hold = Hold(subject=subject, reason=reason, placed_at=now)
@@ -68,6 +69,7 @@ def place(
 def lift(url: str, subject: str, reason: str, register: Register) -> int:
     """Lift the subject's open holds; returns how many. A dispute still open keeps it held."""
     _check_subject(subject)
+    _check_reason(reason)
     now = now_utc()
     with transaction(url) as session:
         open_holds = list(
@@ -143,3 +145,15 @@ def _configured_register() -> Register:
 
 def _warn_on_stderr(message: str) -> None:
     sys.stderr.write(f"warning: {message}\n")
+
+
+def _check_reason(reason: str) -> None:
+    # Reasons are stored and shown on the dashboard: a case number, never the person's
+    # contact details (the value itself is not repeated in the error either).
+    from worker.client import mentions_contact_details
+
+    if mentions_contact_details(reason):
+        raise HoldError(
+            "the reason looks like it holds an e-mail address or phone number: it is kept "
+            "and shown to ops, so name the case instead (e.g. 'case LIT-2026-3')"
+        )

@@ -218,6 +218,23 @@ def test_hold_before_any_event_is_placed_with_a_warning(lethe) -> None:
     assert [h["subject"] for h in listed] == ["customer:999"]
 
 
+@pytest.mark.parametrize(
+    "reason", [f"asked by {EMAIL}", "called back on 06 12 34 56 78", "tel +33612345678"]
+)
+def test_a_hold_reason_with_contact_details_is_refused_without_echoing_them(
+    lethe, reason: str
+) -> None:
+    result = lethe("hold", "place", "customer:999", "--reason", reason)
+    assert_clean_failure(result, 1)
+    assert "name the case instead" in result.stderr and reason not in result.stderr
+    assert json.loads(lethe("hold", "list", "--format", "json").stdout) == []
+
+
+def test_a_hold_reason_with_a_date_and_a_case_number_is_fine(lethe) -> None:
+    result = lethe("hold", "place", "customer:999", "--reason", "case LIT-2026-3 of 2026-11-26")
+    assert result.returncode == 0, result.stderr
+
+
 # 8. audit: a malformed subject, a subject or run with no rows
 
 
