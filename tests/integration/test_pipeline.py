@@ -166,8 +166,10 @@ def test_worker_killed_mid_batch_stores_every_event_once_after_restart(
                 )
                 + "\n"
             )
-    lethe.start_worker()
+    # Queued before the worker starts: sending takes about as long as ingesting, so a
+    # worker already running could store everything before the kill.
     lethe.run("emit", "--file", str(events))
+    lethe.start_worker()
     wait_for(lambda: lethe.store_count("events") > 0, 60, "the first batch", lethe.logs)
     lethe.kill_workers(signal.SIGKILL)
     assert lethe.store_count("events") < 6000, "worker finished before it was killed"
