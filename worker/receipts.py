@@ -62,26 +62,22 @@ def write(url: str, run_id: int, receipts: Sequence[tuple[int, str, Receipt]]) -
     """Commit (lifecycle id, target, receipt) rows, replacing any earlier try's."""
     if not receipts:
         return
-    table = ErasureReceipt.__table__
     recorded = now_utc()
+    rows = [
+        {
+            "lifecycle_id": lifecycle_id,
+            "target": target,
+            "deadline_at": receipt.deadline_at,
+            "rows": receipt.rows,
+            "suppressed": json.dumps(receipt.suppressed),
+            "run_id": run_id,
+            "recorded_at": recorded,
+        }
+        for lifecycle_id, target, receipt in receipts
+    ]
     with _engine(url).begin() as connection:
-        ids = sorted({lifecycle_id for lifecycle_id, _, _ in receipts})
-        connection.execute(table.delete().where(one_of(table.c.lifecycle_id, ids, connection)))
-        connection.execute(
-            table.insert(),
-            [
-                {
-                    "lifecycle_id": lifecycle_id,
-                    "target": target,
-                    "deadline_at": receipt.deadline_at,
-                    "rows": receipt.rows,
-                    "suppressed": json.dumps(receipt.suppressed),
-                    "run_id": run_id,
-                    "recorded_at": recorded,
-                }
-                for lifecycle_id, target, receipt in receipts
-            ],
-        )
+        _delete(connection, sorted({row["lifecycle_id"] for row in rows}))
+        connection.execute(ErasureReceipt.__table__.insert(), rows)
 
 
 def load(url: str, lifecycle_ids: Iterable[int]) -> dict[tuple[int, str], Receipt]:
@@ -101,18 +97,29 @@ def load(url: str, lifecycle_ids: Iterable[int]) -> dict[tuple[int, str], Receip
     return found
 
 
-def forget(url: str, lifecycle_ids: Iterable[int]) -> None:
-    """Drop the receipts of lifecycles whose audit rows are committed."""
+def forget(where: str | sa.Connection, lifecycle_ids: Iterable[int]) -> None:
+    """Drop the receipts of lifecycles whose audit rows are committed, or are being
+    committed by `where` when it is a connection to the store that holds them."""
     ids = sorted(set(lifecycle_ids))
     if not ids:
         return
+    if isinstance(where, str):
+        with _engine(where).begin() as connection:
+            _delete(connection, ids)
+    else:
+        _delete(where, ids)
+
+
+def in_store(database_url: str) -> bool:
+    """Whether the receipts live in the store itself (not in a file beside it)."""
+    return receipts_url(database_url) == database_url
+
+
+def _delete(connection: sa.Connection, ids: list[int]) -> None:
     table = ErasureReceipt.__table__
-    with _engine(url).begin() as connection:
-        for start in range(0, len(ids), 1000):
-            chunk = ids[start : start + 1000]
-            connection.execute(
-                table.delete().where(one_of(table.c.lifecycle_id, chunk, connection))
-            )
+    for start in range(0, len(ids), 1000):
+        chunk = ids[start : start + 1000]
+        connection.execute(table.delete().where(one_of(table.c.lifecycle_id, chunk, connection)))
 
 
 def prune(url: str) -> None:

@@ -598,9 +598,13 @@ def run_part(
             keeper = _ReceiptKeeper.for_batch(receipts_at, run_id, claimed, bound)
             outcome = _erase(engine, claimed, bound, register, events, settings.secret, keeper)
             _record(session, run_id, register, claimed, outcome, events)
+            if receipts.in_store(settings.database_url):
+                # dropped with the commit of the audit rows they stood for
+                receipts.forget(session.connection(), keeper.touched)
             if not sqlite_store:
                 _heartbeat(session, run_id)
-        keeper.forget()  # the audit rows are committed: the receipts have served
+        if not receipts.in_store(settings.database_url):
+            receipts.forget(receipts_at, keeper.touched)  # the audit rows are committed
         if progress:
             progress(len(claimed))
 
@@ -664,9 +668,6 @@ class _ReceiptKeeper:
                     )
         receipts.write(self.url, self.run_id, written)
         self.touched.update(lifecycle_id for lifecycle_id, _, _ in written)
-
-    def forget(self) -> None:
-        receipts.forget(self.url, self.touched)
 
 
 def claim_batch(
