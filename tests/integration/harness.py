@@ -145,6 +145,20 @@ def wait_for(
     raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{tails}")
 
 
+def teach_loyalty_joined(register: Path) -> None:
+    """Add `loyalty.joined` to a register's catalogue and the customers' clock: an event
+    type a worker on the shipped register refuses."""
+    text = register.read_text()
+    text = text.replace(
+        "  erasure.requested:",
+        "  loyalty.joined: joined the loyalty programme\n  erasure.requested:",
+    )
+    text = text.replace(
+        "clock: [order.closed, contact.made]", "clock: [order.closed, contact.made, loyalty.joined]"
+    )
+    register.write_text(text)
+
+
 def copy_register(tmp_path: Path) -> Path:
     target = tmp_path / "register.yaml"
     shutil.copy(ROOT / "registers" / "negomarkets.yaml", target)

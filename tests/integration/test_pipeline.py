@@ -8,7 +8,7 @@ import random
 import signal
 from pathlib import Path
 
-from harness import Lethe, copy_register, wait_for
+from harness import Lethe, copy_register, teach_loyalty_joined, wait_for
 
 
 def _lines(path: Path) -> list[str]:
@@ -122,15 +122,7 @@ def test_refused_events_become_dead_letters_and_replay_after_a_register_fix(
     assert "not valid JSON" in reasons[None]
 
     register = copy_register(tmp_path)
-    text = register.read_text()
-    text = text.replace(
-        "  erasure.requested:",
-        "  loyalty.joined: joined the loyalty programme\n  erasure.requested:",
-    )
-    text = text.replace(
-        "clock: [order.closed, contact.made]", "clock: [order.closed, contact.made, loyalty.joined]"
-    )
-    register.write_text(text)
+    teach_loyalty_joined(register)
     lethe.env["LETHE_REGISTER"] = str(register)
     replay = lethe.run("dead-letters", "--replay")
     assert "replayed 1, still refused 3" in replay.stderr

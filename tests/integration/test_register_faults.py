@@ -15,7 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from harness import CELERY, LETHE, ROOT, Lethe, copy_register, wait_for
+from harness import CELERY, LETHE, ROOT, Lethe, copy_register, teach_loyalty_joined, wait_for
 
 SHOP_EVENTS = [
     {
@@ -191,35 +191,22 @@ def test_a_batch_emitted_while_no_worker_runs_is_delivered_once(embedded: Lethe,
     # The shop's register already knows `loyalty.joined`; the worker's does not yet,
     # so those events are refused by the worker and become dead letters.
     shop_register = tmp_path / "shop-register.yaml"
-    text = (ROOT / "registers" / "negomarkets.yaml").read_text()
-    text = text.replace(
-        "  erasure.requested:",
-        "  loyalty.joined: joined the loyalty programme\n  erasure.requested:",
-    )
-    text = text.replace(
-        "clock: [order.closed, contact.made]", "clock: [order.closed, contact.made, loyalty.joined]"
-    )
-    shop_register.write_text(text)
+    shop_register.write_text((ROOT / "registers" / "negomarkets.yaml").read_text())
+    teach_loyalty_joined(shop_register)
     shop = _shop(embedded, shop_register)
 
-    good = [
-        {
-            "id": f"once-good-{i}",
-            "type": "order.closed",
-            "subject": f"customer:{600 + i}",
-            "occurred_at": f"2025-0{1 + i}-10T10:00:00+01:00",
-        }
-        for i in range(6)
-    ]
-    bad = [
-        {
-            "id": f"once-bad-{i}",
-            "type": "loyalty.joined",
-            "subject": f"customer:{600 + i}",
-            "occurred_at": f"2025-0{1 + i}-11T10:00:00+01:00",
-        }
-        for i in range(6)
-    ]
+    def six(name: str, event_type: str, day: int) -> list[dict[str, str]]:
+        return [
+            {
+                "id": f"once-{name}-{i}",
+                "type": event_type,
+                "subject": f"customer:{600 + i}",
+                "occurred_at": f"2025-0{1 + i}-{day}T10:00:00+01:00",
+            }
+            for i in range(6)
+        ]
+
+    good, bad = six("good", "order.closed", 10), six("bad", "loyalty.joined", 11)
     mixed = [event for pair in zip(good, bad, strict=True) for event in pair]
     assert (
         "sent 12, refused 0"
