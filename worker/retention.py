@@ -145,6 +145,12 @@ def _apply_rule(rule: Rule, events: list[Event], tz: pendulum.Timezone) -> _Outc
     # anything at the same instant or before it; a later clock event reopens.
     if ended is not None and (not later or ended.occurred_at >= max(later)):
         anchor = in_zone(ended.occurred_at, tz)
+        if clocked is not None:
+            ran_out = _clock_deadline(rule, events, clock, clocked, tz)
+            if ran_out < anchor:
+                # Ended after the clock had already run out (an erasure request years
+                # late): due since then, by the clock, not since the request.
+                return _Outcome(in_zone(clocked.occurred_at, tz), ran_out)
         return _Outcome(anchor, anchor)
     if opened is not None and (clocked is None or opened.occurred_at > clocked.occurred_at):
         return _Outcome(in_zone(opened.occurred_at, tz), None)
@@ -154,9 +160,20 @@ def _apply_rule(rule: Rule, events: list[Event], tz: pendulum.Timezone) -> _Outc
         clocked = _latest(events)
         clock = {clocked.type}
     anchor = in_zone(clocked.occurred_at, tz)
-    same_instant = [e for e in events if e.type in clock and e.occurred_at == clocked.occurred_at]
-    deadline = max(_keep(rule, e).after(anchor) for e in same_instant)
-    return _Outcome(anchor, deadline)
+    return _Outcome(anchor, _clock_deadline(rule, events, clock, clocked, tz))
+
+
+def _clock_deadline(
+    rule: Rule, events: list[Event], clock: set[str], clocked: Event, tz: pendulum.Timezone
+) -> pendulum.DateTime:
+    """The latest clock event plus the keep. With `keep_by` every clock event counts with
+    its own keep: an earlier order through a distributor that keeps 5 years outlasts a
+    later one through a distributor that keeps 3, and the rows are the same rows."""
+    if rule.keep_by is None:
+        counted = [e for e in events if e.type in clock and e.occurred_at == clocked.occurred_at]
+    else:
+        counted = [e for e in events if e.type in clock]
+    return max(_keep(rule, e).after(in_zone(e.occurred_at, tz)) for e in counted)
 
 
 def in_zone(moment: datetime, tz: pendulum.Timezone) -> pendulum.DateTime:
@@ -186,8 +203,12 @@ def _has_consent(rule: Rule, events: list[Event]) -> bool:
         return False
     if any(e.type in rule.consent.given_by for e in events):
         return True
+    # The flag is the consent given with the refusal (`candidate.rejected` with
+    # `keep: true`), read on the latest refusal only: on any other event it is no
+    # consent, and a later refusal without it withdraws it.
     flag = rule.consent.flag
-    return flag is not None and any(e.data.get(flag) is True for e in events)
+    refusal = _latest(e for e in events if e.type in rule.consent.otherwise_ends_on)
+    return flag is not None and refusal is not None and refusal.data.get(flag) is True
 
 
 def _latest(events: Iterable[Event]) -> Event | None:

@@ -204,7 +204,10 @@ def test_a_clock_deadline_is_anchor_plus_keep_never_earlier(data):
     lc = next(lc for lc in lifecycles(subject, events, REGISTER) if lc.activity == activity.id)
     latest = max(e.occurred_at for e in events)
     at_latest = [e for e in events if e.occurred_at == latest]
-    earliest_allowed = max(_anchor_plus_keep(latest, _keep_of(rule, e)) for e in at_latest)
+    # With keep_by (a keep per distributor) every order keeps the rows its own keep: an
+    # earlier order with a longer keep outlasts a later one with a shorter.
+    counted = events if rule.keep_by is not None else at_latest
+    earliest_allowed = max(_anchor_plus_keep(e.occurred_at, _keep_of(rule, e)) for e in counted)
 
     assert utc(lc.anchor_at) == utc(latest)
     assert lc.anchor_at.utcoffset() == latest.astimezone(PARIS).utcoffset()

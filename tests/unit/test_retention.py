@@ -793,3 +793,61 @@ def test_with_two_rules_an_open_ended_one_outlasts_any_deadline(event):
     lc = lifecycle(two, "customer:42", "sales", *events)
     assert lc.deadline_at is None
     assert iso(lc.anchor_at) == "2019-01-07T08:00:00+01:00"
+
+
+# Review findings: an end after the clock ran out, consent read where it is given,
+# a keep per distributor over several orders.
+
+
+def test_an_erasure_request_after_the_data_was_due_leaves_it_due_since_then(register, event):
+    visit = event("visit.recorded", "visitor:late", "2020-01-15T10:00:00+01:00")
+    request = event("erasure.requested", "visitor:late", "2026-05-01T10:00:00+02:00")
+    lc = lifecycle(register, "visitor:late", "website.navigation", visit, request)
+    # 13 months after the visit, not the day of the request: overdue for five years
+    assert iso(lc.deadline_at) == "2021-02-15T10:00:00+01:00"
+    assert iso(lc.anchor_at) == "2020-01-15T10:00:00+01:00"
+
+
+def test_an_erasure_request_before_the_clock_runs_out_still_ends_at_the_request(register, event):
+    visit = event("visit.recorded", "visitor:soon", "2026-01-15T10:00:00+01:00")
+    request = event("erasure.requested", "visitor:soon", "2026-05-01T10:00:00+02:00")
+    assert deadline(register, "visitor:soon", "website.navigation", visit, request) == (
+        "2026-05-01T10:00:00+02:00"
+    )
+
+
+def test_a_keep_flag_on_the_application_is_no_consent(register, event):
+    applied = event("candidate.applied", "candidate:d", "2025-01-10T10:00:00+01:00", keep=True)
+    rejected = event("candidate.rejected", "candidate:d", "2025-02-10T10:00:00+01:00", keep=False)
+    assert deadline(register, "candidate:d", "recruitment", applied, rejected) == (
+        "2025-02-10T10:00:00+01:00"
+    )
+
+
+def test_a_later_rejection_without_the_flag_withdraws_the_consent_given_with_an_earlier(
+    register, event
+):
+    first = event("candidate.rejected", "candidate:h", "2025-02-10T10:00:00+01:00", keep=True)
+    again = event("candidate.rejected", "candidate:h", "2025-06-10T10:00:00+02:00")
+    assert deadline(register, "candidate:h", "recruitment", first, again) == (
+        "2025-06-10T10:00:00+02:00"
+    )
+
+
+def test_an_earlier_order_through_a_distributor_that_keeps_longer_outlasts_a_later_one(
+    register, event
+):
+    sud = event(
+        "order.closed",
+        "distributor-customer:X1",
+        "2022-01-10T10:00:00+01:00",
+        distributor="DIST-SUD",
+    )
+    nord = event(
+        "order.closed",
+        "distributor-customer:X1",
+        "2023-01-10T10:00:00+01:00",
+        distributor="DIST-NORD",
+    )
+    lc = lifecycle(register, "distributor-customer:X1", "distributors.orders", sud, nord)
+    assert iso(lc.deadline_at) == "2027-01-10T10:00:00+01:00"  # DIST-SUD: 5 years
