@@ -36,12 +36,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     transport_options: dict[str, Any] = {}
     if settings.embedded:
         folder = settings.broker_folder
-        for sub in ("out", "processed"):
+        for sub in ("out", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         transport_options = {
             "data_folder_in": str(folder / "out"),
             "data_folder_out": str(folder / "out"),
             "processed_folder": str(folder / "processed"),
+            # kombu's default is a `control` folder in the current directory
+            "control_folder": str(folder / "control"),
             "store_processed": False,
             # the folder is polled; kombu's default of 1 s delays every event by up
             # to a second, and listing a folder ten times a second costs nothing

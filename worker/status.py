@@ -124,8 +124,19 @@ def database_check(settings: Settings) -> Check:
     return Check("database", Level.ok, f"{shown} answers, schema up to date")
 
 
-def sweep_check(sweep: Sweep | None, now: datetime, grace: Duration) -> Check:
+def sweep_check(
+    sweep: Sweep | None, now: datetime, grace: Duration, events_since: datetime | None = None
+) -> Check:
+    """`events_since`: when events were already arriving (the oldest one received before
+    the grace period, if any), to tell a new install from a beat that never ran."""
     if sweep is None:
+        if events_since is not None:
+            return Check(
+                "last sweep",
+                Level.attention,
+                f"none recorded, though events arrive since {_ago(now, events_since)}: "
+                "is beat running (`celery -A worker.app beat`, or `lethe worker` embedded)?",
+            )
         return Check("last sweep", Level.ok, "none recorded yet")
     when = _ago(now, sweep.started_at)
     if sweep.status == "failed":
@@ -143,11 +154,14 @@ def sweep_check(sweep: Sweep | None, now: datetime, grace: Duration) -> Check:
             "review its plan with `lethe purge --help`",
         )
     if sweep.status == "running":
-        if now - sweep.started_at > STALE_HEARTBEAT and sweep.finished_at is None:
+        # a long sweep is fine while its worker writes heartbeats
+        alive_at = sweep.heartbeat_at or sweep.started_at
+        if now - alive_at > STALE_HEARTBEAT and sweep.finished_at is None:
             return Check(
                 "last sweep",
                 Level.attention,
-                f"#{sweep.id} ({sweep.schedule}) running since {when}: check its worker is alive",
+                f"#{sweep.id} ({sweep.schedule}) running since {when}, no heartbeat for "
+                f"{_ago(now, alive_at).removesuffix(' ago')}: check its worker is alive",
             )
         return Check("last sweep", Level.ok, f"#{sweep.id} ({sweep.schedule}) running, {when}")
     if sweep.started_at <= overdue_cutoff(now, grace):
@@ -169,6 +183,19 @@ def sweep_check(sweep: Sweep | None, now: datetime, grace: Duration) -> Check:
         Level.ok,
         f"#{sweep.id} ({sweep.schedule}) {sweep.status} {when}{duration}: "
         f"{sweep.due} due, {sweep.erased} erased, 0 failed",
+    )
+
+
+def events_waiting_since(session: Session, now: datetime, grace: Duration) -> datetime | None:
+    """An event received before the grace period began, if any (asked only while no sweep
+    is recorded: the event log is read in insertion order, so an old one comes first)."""
+    from sqlalchemy import select
+
+    from worker.store import StoredEvent
+
+    cutoff = overdue_cutoff(now, grace)
+    return session.scalar(
+        select(StoredEvent.received_at).where(StoredEvent.received_at < cutoff).limit(1)
     )
 
 
@@ -197,8 +224,11 @@ def dead_letter_check(total: int) -> Check:
 def store_checks(session: Session, now: datetime, grace: Duration = DEFAULT_GRACE) -> list[Check]:
     """The checks that read the store (needs a reachable, migrated store)."""
     _, letters = dead_letter_figures(session, limit=0)
+    sweep = last_finished_sweep(session)
     return [
-        sweep_check(last_finished_sweep(session), now, grace),
+        sweep_check(
+            sweep, now, grace, None if sweep else events_waiting_since(session, now, grace)
+        ),
         overdue_check(overdue_count(session, now, grace), grace),
         dead_letter_check(letters),
     ]

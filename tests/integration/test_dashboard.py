@@ -398,3 +398,17 @@ def test_the_dashboard_refuses_to_start_without_a_token(tmp_path: Path):
     result = Lethe(tmp_path, env).run("dashboard", check=False, timeout=30)
     assert result.returncode != 0
     assert "LETHE_DASHBOARD_TOKEN is not set" in result.stderr
+
+
+def test_the_verdict_says_what_lethe_status_says_about_the_broker(embedded: Lethe):
+    embedded.env["LETHE_DASHBOARD_TOKEN"] = token = f"token-{uuid.uuid4().hex}"
+    embedded.run("db", "upgrade")
+    # a fresh home where no worker ever ran: the embedded queue folder is missing
+    assert "broker        DOWN" in embedded.run("status", check=False).stdout
+    process, base = serve_dashboard(embedded)
+    try:
+        status, body = get(f"{base}/", token)
+        assert status == 200
+        assert "being enforced" not in body and "queue folder" in body
+    finally:
+        stop(process)

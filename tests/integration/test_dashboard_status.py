@@ -63,3 +63,39 @@ def test_a_broker_or_store_that_is_down_exits_2(distributed: Lethe):
     assert result.returncode == 2
     assert "cannot reach postgresql+psycopg://lethe:***@127.0.0.1:1/x" in result.stdout
     assert "pw-s3cret" not in result.stdout
+
+
+def test_a_long_sweep_whose_worker_still_beats_is_not_reported_stale(distributed: Lethe):
+    _execute(
+        distributed,
+        "INSERT INTO purge_runs (schedule, now_at, started_at, heartbeat_at, status) VALUES "
+        "('nightly-sweep', now(), now() - interval '40 minutes', now() - interval '5 seconds', "
+        "'running')",
+    )
+    alive = distributed.run("status", check=False)
+    assert alive.returncode == 0, alive.stdout
+    _execute(distributed, "UPDATE purge_runs SET heartbeat_at = now() - interval '35 minutes'")
+    silent = distributed.run("status", check=False)
+    assert silent.returncode == 1 and "check its worker is alive" in silent.stdout
+
+
+def test_events_arriving_for_days_with_no_sweep_ask_whether_beat_runs(distributed: Lethe):
+    assert distributed.run("status", check=False).returncode == 0  # a new install
+    _execute(
+        distributed,
+        "INSERT INTO events (id, type, subject, occurred_at, data, received_at) VALUES "
+        "('e-old', 'contact.made', 'customer:1', now() - interval '4 days', '{}', "
+        "now() - interval '3 days')",
+    )
+    result = distributed.run("status", check=False)
+    assert result.returncode == 1, result.stdout
+    assert "none recorded, though events arrive since" in result.stdout
+    assert "is beat running" in result.stdout
+
+
+def test_the_embedded_broker_keeps_its_files_under_lethe_home(embedded: Lethe):
+    embedded.start_worker()  # started in LETHE_HOME, its current directory
+    embedded.run("emit", "contact.made", "--subject", "customer:1")
+    embedded.wait_stored(1)
+    assert not (embedded.home / "control").exists()
+    assert (embedded.home / "var" / "broker" / "control").is_dir()

@@ -80,6 +80,7 @@ class Sweep:
     erased: int
     failed: int
     note: str | None
+    heartbeat_at: datetime | None = None
 
     @property
     def duration(self) -> float | None:
@@ -257,6 +258,7 @@ def recent_sweeps(session: Session, limit: int = RECENT_SWEEPS) -> list[Sweep]:
             erased=run.erased or 0,
             failed=run.failed or 0,
             note=run.note,
+            heartbeat_at=run.heartbeat_at,
         )
         for run in session.scalars(query)
     ]

@@ -31,7 +31,7 @@ from worker.dashboard import chart, figures
 from worker.durations import Duration
 from worker.logs import log
 from worker.metrics import LetheCollector
-from worker.status import Level, safe_url, store_checks, worst
+from worker.status import Check, Level, safe_url, store_checks, worst
 from worker.store import now_utc, transaction
 
 _SECURITY_HEADERS = {
@@ -59,6 +59,8 @@ class DashboardConfig:
     grace: Duration = figures.DEFAULT_GRACE
     flower_url: str | None = None
     clock: Callable[[], datetime] = now_utc
+    # `lethe status`'s broker check, so the verdict says what `lethe status` says
+    broker: Callable[[], Check] | None = None
 
 
 class TokenGate:
@@ -192,6 +194,8 @@ def create_app(config: DashboardConfig) -> Starlette:
                 checks = store_checks(session, now, config.grace)
         except SQLAlchemyError as exc:
             return unavailable(request, exc)
+        if config.broker is not None:
+            checks = [config.broker(), *checks]
         palette = chart.colours([row.activity for row in data.activities])
         return page(
             request,
