@@ -148,6 +148,8 @@ class Rule(_Strict):
     clock: list[str] = Field(default_factory=list)
     opens_on: list[str] = Field(default_factory=list)
     ends_on: list[str] = Field(default_factory=list)
+    # After an end, which clock events reopen the lifecycle; empty: any of them.
+    reopens_on: list[str] = Field(default_factory=list)
     keep: Duration
     keep_by: KeepBy | None = None
     consent: Consent | None = None
@@ -386,8 +388,15 @@ def _semantic_problems(register: Register) -> Iterator[tuple[tuple, str]]:
             )
         for r, rule in enumerate(activity.retention):
             rule_where = (*where, "retention", r)
-            for field in ("clock", "opens_on", "ends_on"):
+            for field in ("clock", "opens_on", "ends_on", "reopens_on"):
                 yield from unknown(getattr(rule, field), rule_where, field)
+            for e, event_type in enumerate(rule.reopens_on):
+                if event_type not in rule.clock:
+                    yield (
+                        (*rule_where, "reopens_on", e),
+                        f"activity {activity.id!r}: reopens_on {event_type!r} is not one of "
+                        f"the rule's clock events ({', '.join(rule.clock) or 'none'})",
+                    )
             if rule.consent:
                 yield from unknown(rule.consent.given_by, (*rule_where, "consent"), "given_by")
                 yield from unknown(

@@ -139,10 +139,14 @@ def _apply_rule(rule: Rule, events: list[Event], tz: pendulum.Timezone) -> _Outc
     ended = _latest(e for e in events if e.type in ends)
     opened = _latest(e for e in events if e.type in rule.opens_on)
     clocked = _latest(e for e in events if e.type in clock)
-    later = [e.occurred_at for e in (opened, clocked) if e is not None]
+    reopener = (
+        _latest(e for e in events if e.type in rule.reopens_on) if rule.reopens_on else clocked
+    )
+    later = [e.occurred_at for e in (opened, reopener) if e is not None]
 
     # An end (unsubscribe, erasure request, rejection without consent) wins over
-    # anything at the same instant or before it; a later clock event reopens.
+    # anything at the same instant or before it; a later clock event (or, with
+    # `reopens_on`, one of those) reopens.
     if ended is not None and (not later or ended.occurred_at >= max(later)):
         anchor = in_zone(ended.occurred_at, tz)
         if clocked is not None:

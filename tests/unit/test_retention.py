@@ -851,3 +851,14 @@ def test_an_earlier_order_through_a_distributor_that_keeps_longer_outlasts_a_lat
     )
     lc = lifecycle(register, "distributor-customer:X1", "distributors.orders", sud, nord)
     assert iso(lc.deadline_at) == "2027-01-10T10:00:00+01:00"  # DIST-SUD: 5 years
+
+
+def test_a_contact_after_a_rejection_without_consent_does_not_reopen_the_application(
+    register, event
+):
+    applied = event("candidate.applied", "candidate:f", "2025-01-10T10:00:00+01:00")
+    rejected = event("candidate.rejected", "candidate:f", "2025-02-10T10:00:00+01:00")
+    feedback = event("contact.made", "candidate:f", "2025-04-10T10:00:00+02:00")
+    assert deadline(register, "candidate:f", "recruitment", applied, rejected, feedback) == (
+        "2025-02-10T10:00:00+01:00"
+    )
