@@ -95,10 +95,8 @@ def _loaded_runtime(events: list[Any], task_ids: list[str]) -> Runtime | None:
     try:
         return runtime()
     except RegisterError as exc:
-        problem = exc.problems[0] if exc.problems else exc
-        more = f" (and {len(exc.problems) - 1} more)" if len(exc.problems) > 1 else ""
         reason = (
-            f"register unusable: {problem}{more}; fix it (`lethe register check` lists "
+            f"register unusable: {exc.summary}; fix it (`lethe register check` lists "
             "every problem), then replay with `lethe dead-letters --replay`"
         )
     # runtime() configured the logs and settings before it failed on the register

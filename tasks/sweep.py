@@ -120,7 +120,7 @@ def _runtime_or_alert(what: str) -> Runtime | None:
         log.error(
             "ALERT sweep not run: the register cannot be loaded",
             schedule=what,
-            problem=str(exc.problems[0]) if exc.problems else str(exc),
+            problem=exc.summary,
             remedy="fix it (`lethe register check`); the next sweep erases what is due",
         )
         return None

@@ -379,7 +379,12 @@ def _hold_one(
         )
     if subject is None:
         return None
-    place(settings.database_url, subject, "tax audit 2026-17: keep everything until it closes")
+    place(
+        settings.database_url,
+        subject,
+        "tax audit 2026-17: keep everything until it closes",
+        register,
+    )
     out(f"      the DPO places a hold on {subject} (lethe hold place {subject} --reason ...)")
     data.featured.append(
         Person("held by hand", subject, "customers", "id", int(subject.split(":")[1]))

@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from worker.events import EventRefused, check_subject
-from worker.register import Register, RegisterError, load_register
+from worker.register import Register
 from worker.retention import is_held
 from worker.store import Hold, StoredLifecycle, now_utc, one_of, transaction
 
@@ -29,15 +29,15 @@ def place(
     url: str,
     subject: str,
     reason: str,
-    register: Register | None = None,
+    register: Register,
     warn: Callable[[str], None] | None = None,
 ) -> int:
     """Hold every lifecycle of `subject` (present and future); returns the hold's id.
 
-    `register` defaults to LETHE_REGISTER's; `warn` (default: stderr) is told when
-    the subject has no lifecycle yet, which is allowed: a hold may precede events.
+    `warn` (default: stderr) is told when the subject has no lifecycle yet, which is
+    allowed: a hold may precede events.
     """
-    _check_subject(subject, register if register is not None else _configured_register())
+    _check_subject(subject, register)
     if not reason.strip():
         raise HoldError("a hold needs a reason (--reason): the audit must say why erasure stopped")
     _check_reason(reason)
@@ -129,18 +129,6 @@ def _check_subject(subject: str, register: Register | None = None) -> None:
         check_subject(subject, register)
     except EventRefused as exc:
         raise HoldError(str(exc)) from None
-
-
-def _configured_register() -> Register:
-    from worker.settings import current_settings
-
-    try:
-        return load_register(current_settings().register_path)
-    except RegisterError as exc:
-        raise HoldError(
-            "the register (LETHE_REGISTER) cannot be loaded, so the subject's kind cannot be "
-            "checked; fix it (`lethe register check` lists the same problems):\n" + str(exc)
-        ) from None
 
 
 def _warn_on_stderr(message: str) -> None:

@@ -277,6 +277,14 @@ class RegisterError(Exception):
         self.problems = problems
         super().__init__("\n".join(str(p) for p in problems))
 
+    @property
+    def summary(self) -> str:
+        """The first problem (file:line: message), and how many more: one log line."""
+        if not self.problems:
+            return str(self)
+        more = len(self.problems) - 1
+        return f"{self.problems[0]}" + (f" (and {more} more)" if more else "")
+
 
 def default_register_path() -> Path:
     return Path(__file__).resolve().parent.parent / "registers" / "negomarkets.yaml"

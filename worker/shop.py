@@ -104,7 +104,7 @@ class BoundTarget:
             if not _CANONICAL_INTEGER.fullmatch(value):
                 return None
             number = int(value)
-            return number if facts.integer_bits is None or _fits(number, facts) else None
+            return number if _fits(number, facts) else None
         if facts.length is not None and len(value) > facts.length:
             return None  # longer than the column holds: no row has it, and a cast would cut it
         return value
@@ -152,11 +152,13 @@ _engines: dict[str, Engine] = {}
 def _engine(url: str) -> Engine:
     if url not in _engines:
         # hide_parameters: a failed statement's text would quote keys and shop values
-        options: dict[str, Any] = {"pool_pre_ping": True, "hide_parameters": True}
+        options: dict[str, Any] = {"hide_parameters": True}
         if url.startswith("sqlite"):
-            options = {"connect_args": {"timeout": 60}, "hide_parameters": True}
-        elif url.startswith("postgresql+psycopg"):
-            options["connect_args"] = POSTGRES_CONNECT_ARGS
+            options["connect_args"] = {"timeout": 60}
+        else:
+            options["pool_pre_ping"] = True
+            if url.startswith("postgresql+psycopg"):
+                options["connect_args"] = POSTGRES_CONNECT_ARGS
         try:
             _engines[url] = sa.create_engine(url, **options)
         except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:

@@ -584,6 +584,7 @@ def run_part(
     """Erase due lifecycles batch by batch until none is left to claim."""
     engine = shop_engine(settings.shop_database_url)
     receipts_at = receipts.receipts_url(settings.database_url)
+    receipts_in_store = receipts.in_store(settings.database_url)
     after: tuple[datetime, int] | None = None
     while True:
         with transaction(settings.database_url) as session:
@@ -598,12 +599,12 @@ def run_part(
             keeper = _ReceiptKeeper.for_batch(receipts_at, run_id, claimed, bound)
             outcome = _erase(engine, claimed, bound, register, events, settings.secret, keeper)
             _record(session, run_id, register, claimed, outcome, events)
-            if receipts.in_store(settings.database_url):
+            if receipts_in_store:
                 # dropped with the commit of the audit rows they stood for
                 receipts.forget(session.connection(), keeper.touched)
             if not sqlite_store:
                 _heartbeat(session, run_id)
-        if not receipts.in_store(settings.database_url):
+        if not receipts_in_store:
             receipts.forget(receipts_at, keeper.touched)  # the audit rows are committed
         if progress:
             progress(len(claimed))

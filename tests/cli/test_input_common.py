@@ -8,7 +8,6 @@ from pathlib import Path
 
 import click
 import pytest
-from click.testing import CliRunner
 
 from worker.cli.common import (
     empty_audit_note,
@@ -27,19 +26,6 @@ def test_now_option_names_the_option_it_was_given_for() -> None:
         now_option("garbage", "--until")
     assert caught.value.param_hint == "--until"
     assert "field --until is not" in caught.value.message
-
-
-def test_now_option_finds_the_option_from_the_command_it_runs_in() -> None:
-    @click.command()
-    @click.option("--due-before", "due_before")
-    @click.option("--now", "now_text")
-    def command(due_before: str | None, now_text: str | None) -> None:
-        now_option(now_text)
-        now_option(due_before)
-
-    result = CliRunner().invoke(command, ["--due-before", "nope", "--now", "2026-01-01T00:00:00Z"])
-    assert result.exit_code == 2
-    assert "Invalid value for --due-before" in result.output
 
 
 def test_subject_or_exit_refuses_an_address_without_echoing_it() -> None:

@@ -28,33 +28,15 @@ def default_register() -> str:
     return str(register_path_from_env())
 
 
-def now_option(value: str | None, option: str | None = None) -> pendulum.DateTime:
-    """An instant given on the command line (`--now`, `--until`, `--due-before`...).
-
-    `option` names it in errors; when not given it is found from the command's own
-    options, so that `--until garbage` is not reported as a bad `--now`.
-    """
+def now_option(value: str | None, option: str = "--now") -> pendulum.DateTime:
+    """An instant given on the command line; `option` (`--until`, `--due-before`...)
+    names it in errors."""
     if value is None:
         return pendulum.now("UTC")
-    option = option or _option_given(value) or "--now"
     try:
         return parse_instant(value, option)
     except EventRefused as exc:
         raise click.BadParameter(str(exc), param_hint=option) from None
-
-
-def _option_given(value: str) -> str | None:
-    """The longest name of the current command's option whose value is `value`."""
-    ctx = click.get_current_context(silent=True)
-    if ctx is None:
-        return None
-    options = [p for p in ctx.command.params if isinstance(p, click.Option)]
-    # the very string click parsed first, then an equal one (`--until X --now X`)
-    for same in (lambda a, b: a is b, lambda a, b: a == b):
-        for param in options:
-            if param.name is not None and same(ctx.params.get(param.name), value):
-                return max(param.opts, key=len)
-    return None
 
 
 def subject_or_exit(subject: str | None, register: Register | None = None) -> str | None:

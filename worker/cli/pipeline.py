@@ -145,7 +145,7 @@ def deadlines(subject: str | None, due_before: str | None, fmt: str, now_text: s
     """Stored lifecycles, with the same fields as `lethe simulate`."""
     from worker.queries import deadline_rows
 
-    limit = now_option(due_before) if due_before else None
+    limit = now_option(due_before, "--due-before") if due_before else None
     rows = deadline_rows(store_url(), configured_register(), now_option(now_text), subject, limit)
     print_rows(rows, fmt, ["subject", "activity", "anchor_at", "deadline_at", "state", "then"])
 

@@ -79,8 +79,8 @@ def purge(dry_run: bool, now_text: str | None, approve_run: int | None, fmt: str
         if not dry_run:
             rt.log.error("ALERT sweep failed: shop database unreachable", run=run_id)
         raise click.ClickException(str(exc)) from None
-    except STORE_ERRORS as exc:
-        with contextlib.suppress(*STORE_ERRORS):  # the store may be down altogether
+    except STORE_FAILURES as exc:
+        with contextlib.suppress(*STORE_FAILURES):  # the store may be down altogether
             fail_run(settings, run_id, f"the store failed ({type(exc).__name__})")
         # The type only: a database's message may quote the statement's rows.
         rt.log.error(
@@ -99,8 +99,9 @@ def purge(dry_run: bool, now_text: str | None, approve_run: int | None, fmt: str
         raise SystemExit(AWAITING_APPROVAL)
 
 
-# what the store's driver raises beneath SQLAlchemy (COPY runs on the driver's cursor)
-STORE_ERRORS = (sa.exc.DBAPIError, psycopg.Error, sqlite3.Error)
+# Any failure of the store's database, SQLAlchemy's or the driver's own (COPY runs on the
+# driver's cursor); tasks/ingest.py's STORE_ERRORS are only the ones worth retrying.
+STORE_FAILURES = (sa.exc.DBAPIError, psycopg.Error, sqlite3.Error)
 
 # beat's own runs carry their slot time, a little behind the real clock at most
 FUTURE_TOLERANCE = timedelta(minutes=5)
@@ -216,7 +217,7 @@ def forecast(until_text: str, fmt: str) -> None:
     from worker.store import StoredLifecycle, transaction
     from worker.sweep_plan import forecast as per_month
 
-    until = now_option(until_text)
+    until = now_option(until_text, "--until")
     url = store_url()
     register = configured_register()
     with transaction(url) as session:
@@ -251,7 +252,7 @@ def hold_place(subject: str, reason: str) -> None:
     from worker.holds import HoldError, place
 
     try:
-        hold_id = place(store_url(), subject, reason)
+        hold_id = place(store_url(), subject, reason, configured_register())
     except HoldError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"hold {hold_id} placed: {subject} will not be erased until it is lifted", err=True)
