@@ -15,6 +15,7 @@ from celery.signals import worker_init, worker_process_init
 # Imported for its Celery `setup_logging` receiver: worker, beat and Flower then
 # log through Lethe's processors (personal data kept out), not Celery's format.
 from worker import logs as _logs  # noqa: F401
+from worker.embedded_broker import TRANSPORT
 from worker.settings import Settings, current_settings
 
 INGEST_TASK = "lethe.ingest"
@@ -34,7 +35,9 @@ def events_queue(settings: Settings) -> str:
 def celery_config(settings: Settings) -> dict[str, Any]:
     visibility = int(os.environ.get("LETHE_VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT))
     transport_options: dict[str, Any] = {}
+    transport = None
     if settings.embedded:
+        transport = TRANSPORT
         folder = settings.broker_folder
         for sub in ("out", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
@@ -61,6 +64,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         }
     return {
         "broker_url": settings.broker_url,
+        "broker_transport": transport,
         "broker_transport_options": transport_options,
         "broker_connection_retry_on_startup": True,
         "task_default_queue": events_queue(settings),

@@ -64,7 +64,7 @@ def broker_check(settings: Settings, timeout: float = 5.0) -> Check:
                 Level.down,
                 f"embedded queue folder {folder} is missing: run `lethe worker` once to make it",
             )
-        waiting = sum(1 for _ in Path(folder).iterdir())
+        waiting = sum(1 for _ in Path(folder).glob("*.msg"))
         return Check(
             "broker", Level.ok, f"embedded queue in {folder}, {waiting} message(s) waiting"
         )

@@ -94,6 +94,7 @@ def _emit_file(path: str, emit_many: Callable[..., EmitReport]) -> None:
 def worker_command(concurrency: int | None, loglevel: str) -> None:
     """Run a worker (and beat, when a schedule is set) on the configured broker."""
     from worker.app import INGEST_TASK, app, events_queue, register_refusal
+    from worker.embedded_broker import drop_stale_partials
     from worker.spool import pending
 
     settings = settings_or_exit()
@@ -112,7 +113,9 @@ def worker_command(concurrency: int | None, loglevel: str) -> None:
         # publishing it again would deliver it twice (its refused events would
         # become two dead letters each). Only what the broker lost comes back:
         # a batch taken by a worker that died before ingesting it.
-        queued = _queued_task_ids(app.conf.broker_transport_options["data_folder_in"])
+        folder = app.conf.broker_transport_options["data_folder_in"]
+        drop_stale_partials(Path(folder))
+        queued = _queued_task_ids(folder)
         for task_id, messages in pending(settings):
             if task_id not in queued:
                 app.send_task(INGEST_TASK, args=[messages], task_id=task_id)
@@ -129,7 +132,7 @@ def _queued_task_ids(folder: str) -> set[str]:
         try:
             headers = json.loads(path.read_bytes()).get("headers") or {}
         except (OSError, ValueError, AttributeError):
-            # being written or damaged: resend the spooled copy, twice is better than never
+            # damaged: resend the spooled copy, twice is better than never
             continue
         if isinstance(headers.get("id"), str):
             ids.add(headers["id"])
