@@ -92,6 +92,26 @@ class KeepBy(_Strict):
             return {str(k): v for k, v in value.items()}
         return value
 
+    @field_validator("durations")
+    @classmethod
+    def _distinct(cls, value: dict[str, Duration]) -> dict[str, Duration]:
+        seen: dict[str, str] = {}
+        for name in value:
+            if (key := _name_key(name)) in seen:
+                raise ValueError(f"{seen[key]!r} and {name!r} name the same {key!r}")
+            seen[key] = name
+        return value
+
+    def duration_for(self, chosen: Any) -> Duration | None:
+        """The duration for this field value, matched as the shop may spell it
+        (`dist-nord` is `DIST-NORD`): a near miss must not fall back to the default."""
+        wanted = _name_key(str(chosen))
+        return next((d for name, d in self.durations.items() if _name_key(name) == wanted), None)
+
+
+def _name_key(name: str) -> str:
+    return name.strip().casefold()
+
 
 class Consent(_Strict):
     """Retention that only consent allows (recruitment: CNIL, 2 years on consent).

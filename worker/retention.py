@@ -197,8 +197,8 @@ def _in_zone(moment: datetime, fold: int, tz: pendulum.Timezone) -> pendulum.Dat
 def _keep(rule: Rule, event: Event):
     if rule.keep_by is not None:
         chosen = event.data.get(rule.keep_by.field)
-        if chosen is not None and str(chosen) in rule.keep_by.durations:
-            return rule.keep_by.durations[str(chosen)]
+        if chosen is not None and (keep := rule.keep_by.duration_for(chosen)) is not None:
+            return keep
     return rule.keep
 
 

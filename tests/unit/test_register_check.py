@@ -148,6 +148,13 @@ def test_a_bad_distributor_duration_points_at_the_distributor(tmp_path):
     assert "bad duration '3 yrs'" in message
 
 
+def test_two_spellings_of_one_distributor_are_refused_at_their_list(tmp_path):
+    broken = break_register(tmp_path, "DIST-SUD: 5 years", "dist-nord: 5 years")
+    [(line, message)] = problems(check(str(broken.path)), broken.path)
+    assert broken.path.read_text(encoding="utf-8").splitlines()[line - 1].strip() == "durations:"
+    assert "'DIST-NORD' and 'dist-nord' name the same 'dist-nord'" in message
+
+
 def test_two_activities_with_the_same_id_are_refused(tmp_path):
     broken = break_register(tmp_path, "  - id: sales", "  - id: crm.customers")
     message = the_problem(check(str(broken.path)), broken)

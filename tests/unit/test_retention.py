@@ -326,6 +326,8 @@ def test_a_consent_alone_starts_the_clock_so_nothing_is_kept_forever(register, e
         ("DIST-NORD", "2026-12-31T23:59:00+01:00"),
         ("DIST-SUD", "2028-12-31T23:59:00+01:00"),
         ("DIST-AUTRE", "2028-12-31T23:59:00+01:00"),
+        # as the shop may spell it: not the 5-year default, 2 years late
+        ("dist-nord ", "2026-12-31T23:59:00+01:00"),
     ],
 )
 def test_a_distributor_customer_is_kept_as_long_as_its_distributor_says(
