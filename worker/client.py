@@ -18,6 +18,7 @@ from typing import Any
 import pendulum
 from kombu.exceptions import OperationalError as KombuOperationalError
 
+from worker.contact_details import is_contact_detail, is_free_text, mentions_contact_details
 from worker.events import Event, EventRefused, parse_event
 from worker.hashing import value_hash
 from worker.register import Register, RegisterError, RegisterProblem, load_register
@@ -25,8 +26,6 @@ from worker.settings import Settings, current_settings
 
 BATCH_SIZE = 500
 
-_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[a-zA-Z]{2,}")
-_PHONE = re.compile(r"^\+?[\d .()-]{9,}$")
 # How deep `data` is searched for personal data; deeper data is refused.
 _MAX_DEPTH = 8
 
@@ -178,22 +177,12 @@ def _refuse_plain_personal_data(data: Mapping[str, Any]) -> None:
     for path, key, value in _strings(data, "data", 0):
         if key.endswith("_hash"):
             continue
-        if _EMAIL.search(value) or _PHONE.match(value):
+        # a note ("call back on 06 11 22 33 44") carries a number inside its words
+        if is_contact_detail(value) or (is_free_text(value) and mentions_contact_details(value)):
             raise EventInvalid(
                 f"{path} looks like an e-mail address or phone number: send only the "
                 f"shop's ids, or pass it as match={{'{key}': ...}} to send its keyed hash"
             )
-
-
-_DIGIT_RUN = re.compile(r"\+?\d[\d .()/-]*\d")
-
-
-def mentions_contact_details(text: str) -> bool:
-    """Whether free text holds an e-mail address or a phone number (a run of 9+ digits;
-    a date such as 2026-11-26 has 8)."""
-    if _EMAIL.search(text):
-        return True
-    return any(sum(c.isdigit() for c in run) >= 9 for run in _DIGIT_RUN.findall(text))
 
 
 def _strings(value: Any, path: str, depth: int) -> Iterator[tuple[str, str, str]]:
@@ -206,7 +195,7 @@ def _strings(value: Any, path: str, depth: int) -> Iterator[tuple[str, str, str]
     if isinstance(value, Mapping):
         for key, item in value.items():
             name = str(key)
-            if _EMAIL.search(name) or _PHONE.match(name):
+            if is_contact_detail(name):
                 # checked before the key is named in any message below it
                 raise EventInvalid(
                     f"a key under {path} looks like an e-mail address or phone number: "

@@ -15,6 +15,7 @@ from typing import Any
 
 import pendulum
 
+from worker.contact_details import is_contact_detail
 from worker.register import LONGEST_KEEP_YEARS, Register
 
 REQUIRED = ("id", "type", "subject", "occurred_at")
@@ -128,6 +129,11 @@ def check_subject(subject: str, register: Register | None = None) -> str:
         raise EventRefused(
             f"subject must be KIND:ID such as customer:42 (got a subject without "
             f"{'a kind' if not sep or not kind else 'an id'})"
+        )
+    if is_contact_detail(local_id):
+        raise EventRefused(
+            "subject id looks like an e-mail address or phone number: name people by the "
+            "shop's own ids (customer:42), which the log and the audit can keep"
         )
     if register is not None and kind not in register.subject_kinds:
         raise EventRefused(

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from worker.contact_details import mentions_contact_details
 from worker.events import EventRefused, check_subject
 from worker.register import Register
 from worker.retention import is_held
@@ -138,8 +139,6 @@ def _warn_on_stderr(message: str) -> None:
 def _check_reason(reason: str) -> None:
     # Reasons are stored and shown on the dashboard: a case number, never the person's
     # contact details (the value itself is not repeated in the error either).
-    from worker.client import mentions_contact_details
-
     if mentions_contact_details(reason):
         raise HoldError(
             "the reason looks like it holds an e-mail address or phone number: it is kept "

@@ -160,6 +160,7 @@ def test_an_unknown_kind_lists_the_kinds_the_register_knows(register: Register) 
         ({"phones": [PHONE]}, "data.phones[0]"),
         ({"people": [{"name": "x", "contact": {"tel": PHONE}}]}, "data.people[0].contact.tel"),
         ({"lines": [["ok", EMAIL]]}, "data.lines[0][1]"),
+        ({"note": "Call Jean back on 06 12 34 56 78 after 6 pm"}, "data.note"),
     ],
 )
 def test_an_address_or_phone_number_nested_in_data_is_refused_without_quoting_it(
@@ -185,8 +186,22 @@ def test_nested_shop_ids_and_keyed_hashes_pass() -> None:
             "order": {"id": "A-1009", "lines": [{"sku": "SKU-1", "qty": 2}]},
             "contact": {"email_hash": "ab" * 32},
             "tags": ["gift", None, 3, True],
+            "invoice": "FA-2026-000123456",
+            "note": "2 parcels, order of 2026-11-26, refund 129.90",
         }
     )
+
+
+@pytest.mark.parametrize("local_id", [EMAIL, "+33612345678", "06 12 34 56 78"])
+def test_a_subject_named_by_contact_details_is_refused_without_quoting_it(
+    register: Register, local_id: str
+) -> None:
+    # The subject stays in the event log and the lifecycles until they go: an id only.
+    with pytest.raises(EventRefused) as refused:
+        parse_event(raw_event(subject=f"customer:{local_id}"), register)
+    assert "subject id looks like an e-mail address or phone number" in str(refused.value)
+    assert local_id not in str(refused.value)
+    assert check_subject("customer:A-1009") == "customer"
 
 
 def test_data_nested_deeper_than_the_bound_is_refused() -> None:

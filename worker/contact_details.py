@@ -1,0 +1,33 @@
+"""What looks like an e-mail address or a phone number, wherever Lethe would keep a text.
+
+The shop sends ids, never contact details: these checks refuse them at the
+door (event data, subjects, hold reasons). A name cannot be told apart from
+other words, so names are not caught here.
+"""
+
+from __future__ import annotations
+
+import re
+
+EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[a-zA-Z]{2,}")
+# A whole value that is a phone number: digits and separators, 9 digits or more.
+PHONE = re.compile(r"^\+?[\d .()-]{9,}$")
+_DIGIT_RUN = re.compile(r"\+?\d[\d .()/-]*\d")
+
+
+def is_contact_detail(value: str) -> bool:
+    """Whether a value (an id, a field) holds an e-mail address or is a phone number."""
+    return bool(EMAIL.search(value) or PHONE.match(value))
+
+
+def mentions_contact_details(text: str) -> bool:
+    """Whether free text holds an e-mail address or a phone number (a run of 9+ digits;
+    a date such as 2026-11-26 has 8)."""
+    if EMAIL.search(text):
+        return True
+    return any(sum(c.isdigit() for c in run) >= 9 for run in _DIGIT_RUN.findall(text))
+
+
+def is_free_text(value: str) -> bool:
+    """Words rather than a code: what a note or a comment is, and an order number is not."""
+    return len(value.split()) > 1
