@@ -30,6 +30,7 @@ from worker.store import (
     one_of,
     require_aware,
 )
+from worker.suppression import hashes_to_suppress, suppress
 
 _CHUNK = 500
 _READ_CHUNK = 5000
@@ -74,6 +75,7 @@ def ingest(
     report.duplicates = len(raw_events) - report.refused - report.stored
     if new_events:
         report.lifecycles = _recompute(session, new_events, register, now)
+        suppress(session, hashes_to_suppress(new_events, register), now)
     return report
 
 

@@ -36,7 +36,6 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import any_, exists, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -61,12 +60,12 @@ from worker.store import (
     PurgeRun,
     StoredEvent,
     StoredLifecycle,
-    Suppression,
     UTCDateTime,
     now_utc,
     one_of,
     transaction,
 )
+from worker.suppression import suppress
 from worker.sweep_plan import (
     ApprovalLimits,
     DueLifecycle,
@@ -844,13 +843,7 @@ def _record(
     now = now_utc()
     if outcome.audit:
         _append_audit(session, [{**row, "run_id": run_id} for row in outcome.audit])
-    if outcome.suppressed:
-        dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-        rows = [
-            {"value_hash": h, "activity": a, "added_at": now}
-            for h, a in {h: a for _, h, a in outcome.suppressed}.items()
-        ]
-        session.execute(dialect.insert(Suppression).on_conflict_do_nothing(), rows)
+    suppress(session, {h: a for _, h, a in outcome.suppressed}, now)
     if outcome.failed_ids:
         # Claimed as erased; they stay due for the next sweep (behind this part's cursor).
         session.execute(

@@ -73,6 +73,31 @@ def test_shop_code_emits_with_the_client_and_addresses_leave_only_as_hashes(leth
     assert lethe.store_count("events where lower(cast(data as text)) like '%jeanne%'") == 0
 
 
+def test_an_unsubscription_sent_with_the_address_hash_suppresses_it_before_any_sweep(
+    lethe: Lethe,
+):
+    # The shop may delete its subscriber row itself at once: the sweep then finds no
+    # address to suppress, so the event's hash is the only trace (art. 21(3)).
+    lethe.start_worker()
+    lethe.python(
+        "from worker.client import emit\n"
+        "emit('newsletter.subscribed', subject='customer:77', id='n-1',"
+        " match={'email': 'ines.roux@example.org'})\n"
+        "emit('newsletter.subscribed', subject='customer:78', id='n-2',"
+        " occurred_at='2025-01-01T00:00:00+01:00', match={'email': 'paul.blanc@example.org'})\n"
+        "emit('newsletter.unsubscribed', subject='customer:78', id='n-3',"
+        " match={'email': 'paul.blanc@example.org'})\n"
+    )
+    lethe.wait_stored(3)
+    answers = lethe.python(
+        "from worker.client import is_suppressed\n"
+        "print([is_suppressed(a) for a in ('ines.roux@example.org', 'paul.blanc@example.org',"
+        " ' Paul.Blanc@Example.org')])\n"
+    )
+    assert answers.stdout.strip() == "[False, True, True]"
+    assert lethe.store_count("purge_runs") == 0
+
+
 def test_refused_events_become_dead_letters_and_replay_after_a_register_fix(
     lethe: Lethe, tmp_path: Path
 ):
