@@ -13,11 +13,13 @@ import io
 import json
 from typing import Any
 
+import pendulum
 from sqlalchemy import select
 
 from worker.hashing import subject_ref
+from worker.queries import row_state
 from worker.register import Register
-from worker.store import Erasure, StoredEvent, StoredLifecycle, transaction
+from worker.store import Erasure, StoredEvent, StoredLifecycle, now_utc, transaction
 from worker.sweep_plan import ART17
 
 COLUMNS = [
@@ -100,7 +102,11 @@ def proof(url: str, secret: bytes, subject: str, register: Register) -> dict[str
             )
         )
     tz = register.tz
-    erased = sorted({r["activity"] for r in rows if r["outcome"] in ("erased", "nothing_to_erase")})
+    now = now_utc()
+    not_erased = {activity for activity, state, _ in lifecycles if state != "erased"}
+    erased = sorted(
+        {r["activity"] for r in rows if r["outcome"] in ("erased", "nothing_to_erase")} - not_erased
+    )
     kept = [
         {
             "activity": r["activity"],
@@ -111,15 +117,26 @@ def proof(url: str, secret: bytes, subject: str, register: Register) -> dict[str
         for r in rows
         if r["outcome"] == "kept_by_law"
     ]
-    pending = [
-        {
+    # A failed erasure leaves its lifecycle due for the next sweep: the person is
+    # told it is overdue and that it was tried, not that it is merely "active".
+    failures: dict[str, dict[int, str]] = {}  # activity: {run: when}, one attempt per run
+    for r in rows:
+        if r["outcome"] == "failed" and r["activity"] in not_erased:
+            failures.setdefault(r["activity"], {})[r["run_id"]] = r["erased_at"]
+    pending = []
+    for activity, state, deadline in sorted(lifecycles):
+        if state == "erased":
+            continue
+        entry = {
             "activity": activity,
-            "state": state,
+            "state": row_state(state, deadline, now),
             "until": deadline.astimezone(tz).isoformat() if deadline else None,
         }
-        for activity, state, deadline in sorted(lifecycles)
-        if state != "erased"
-    ]
+        if tried := failures.get(activity):
+            entry["failed_attempts"] = len(tried)
+            last = max(tried.values())
+            entry["last_failed_at"] = pendulum.parse(last).in_timezone(tz).isoformat()
+        pending.append(entry)
     canonical = json.dumps(rows, sort_keys=True, ensure_ascii=False).encode()
     return {
         "subject_ref": subject_ref(secret, subject),

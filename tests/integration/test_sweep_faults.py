@@ -213,6 +213,37 @@ def test_an_erasure_request_erases_all_but_what_the_law_keeps_with_a_proof(
     assert "erasure.requested (GDPR art. 17)" in csv and email not in csv
 
 
+def test_a_proof_tells_a_person_whose_erasure_failed_that_it_is_overdue_and_was_tried(
+    embedded: Lethe, request
+):
+    shop = _ready(embedded, request, people=80)
+    subject = "customer:1"
+    engine = shop.engine()
+    with engine.begin() as connection:  # the shop refuses to touch this one customer
+        connection.exec_driver_sql(
+            "CREATE TRIGGER keep_customer_1 BEFORE UPDATE ON customers WHEN OLD.id = 1 "
+            "BEGIN SELECT RAISE(ABORT, 'customer 1 is locked'); END"
+        )
+    engine.dispose()
+    embedded.python(
+        "from worker.client import emit\n"
+        f"emit('erasure.requested', subject={subject!r}, id='ask-1',"
+        " occurred_at='2026-11-20T10:00:00+01:00')\n"
+    )
+    embedded.start_worker()
+    embedded.wait_stored(len(shop.data.events) + 1)
+    shop.purge("--now", NOW)
+
+    proof = json.loads(embedded.run("audit", "--subject", subject, "--proof").stdout)
+    pending = {p["activity"]: p for p in proof["not_yet_erased"]}
+    assert "crm.customers" not in proof["erased_activities"]
+    assert pending["crm.customers"]["state"] == "due"
+    assert pending["crm.customers"]["failed_attempts"] == 1
+    assert pending["crm.customers"]["last_failed_at"].startswith("2026-")
+    assert pending["crm.invoices"]["state"] == "active"
+    assert "failed_attempts" not in pending["crm.invoices"]
+
+
 def test_unsubscribing_deletes_the_subscriber_and_keeps_a_keyed_hash_for_the_shop(
     embedded: Lethe, request
 ):
