@@ -45,6 +45,8 @@ def spooled(settings: Settings, task_id: str, messages: list[Any]) -> Iterator[N
 def release(settings: Settings, task_id: str) -> None:
     if settings.embedded:
         (_folder(settings) / f"{task_id}.json").unlink(missing_ok=True)
+        # how many times a worker start sent it again (worker/embedded_start.py)
+        (_folder(settings) / f"{task_id}.sent").unlink(missing_ok=True)
 
 
 def pending(settings: Settings) -> Iterator[tuple[str, list[Any]]]:

@@ -1,19 +1,27 @@
-"""The embedded default's broker never hands a worker a message still being written."""
+"""The embedded default's broker: no message handed over half-written, one worker per
+home, and what a dead worker lost sent again (and set aside when it keeps dying)."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 from celery import Celery
+from harness import Lethe
 from kombu import Connection
+from sqlalchemy import select
 
 from worker.app import celery_config
 from worker.embedded_broker import drop_stale_partials
+from worker.embedded_start import recover
+from worker.migrate import ensure_schema
 from worker.settings import load_settings
+from worker.spool import spooled
+from worker.store import DeadLetter, transaction
 
 BATCHES = 40
 
@@ -90,3 +98,37 @@ def test_worker_start_drops_only_partial_files_old_enough_to_be_abandoned(tmp_pa
 
     assert drop_stale_partials(tmp_path) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == [fresh.name, message.name]
+
+
+def test_a_second_worker_on_the_same_embedded_home_is_refused(embedded: Lethe):
+    embedded.start_worker()
+    second = embedded.run("worker", check=False, timeout=60)
+    assert second.returncode == 1
+    assert "another `lethe worker` runs on" in second.stderr
+    embedded.kill_workers(signal.SIGKILL)  # its beat process may live on; the home is free
+    embedded.start_worker()
+
+
+def test_a_batch_lost_with_its_worker_every_time_is_set_aside_at_its_5th_delivery(
+    tmp_path: Path,
+):
+    settings = load_settings({"LETHE_HOME": str(tmp_path)})
+    ensure_schema(settings)
+    app = Celery("lethe-test")
+    app.conf.update(celery_config(settings))
+    batch = [{"id": "ev-1", "type": "order.closed", "subject": "customer:1"}]
+    with spooled(settings, "batch-1", batch):
+        pass  # published, then taken by a worker that died before ingesting it
+    queue_folder = tmp_path / "broker" / "out"
+
+    sendings = []  # the first delivery was the publication; as Redis counts them
+    for _ in range(4):
+        sendings.append(recover(app, settings))
+        for message in queue_folder.glob("*.msg"):
+            message.unlink()  # taken again by a worker that died again
+    assert [r["resent"] for r in sendings] == [1, 1, 1, 0]
+    assert sendings[-1]["set_aside"] == 1
+    with transaction(settings.database_url) as session:
+        reasons = session.scalars(select(DeadLetter.reason)).all()
+    assert len(reasons) == 1 and "taken 5 times by a worker that died" in reasons[0]
+    assert recover(app, settings) == {"resent": 0, "set_aside": 0, "resumed_sweeps": 0}

@@ -102,6 +102,7 @@ def test_worker_refuses_to_start_on_a_broken_register_and_names_the_line(
     lethe.env["LETHE_REGISTER"] = str(register)
 
     started = _refused_start([LETHE, "worker"], lethe)
+    assert started.returncode == 78, started.stderr  # what systemd and compose are told
     assert problem in started.stderr
     assert f"lethe register check {register}" in started.stderr
     assert "the worker does not start" in started.stderr

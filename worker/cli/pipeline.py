@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -93,50 +91,40 @@ def _emit_file(path: str, emit_many: Callable[..., EmitReport]) -> None:
 @click.option("--loglevel", default="INFO")
 def worker_command(concurrency: int | None, loglevel: str) -> None:
     """Run a worker (and beat, when a schedule is set) on the configured broker."""
-    from worker.app import INGEST_TASK, app, events_queue, register_refusal
-    from worker.embedded_broker import drop_stale_partials
-    from worker.spool import pending
+    from worker.app import app, events_queue, register_refusal
 
     settings = settings_or_exit()
     store_url()
     if problem := register_refusal(settings):
-        raise click.ClickException(problem)
+        click.echo(f"Error: {problem}", err=True)
+        raise SystemExit(78)  # as `celery -A worker.app worker` (worker/app.py)
     argv = ["worker", f"--loglevel={loglevel}", "-Q", events_queue(settings)]
     if settings.embedded:
+        from worker.embedded_start import HomeInUse, hold_home, recover
+
         # One process: SQLite has one writer at a time anyway, and the filesystem
         # transport has no broadcast for mingle, gossip or heartbeats.
         argv += ["--pool=solo", "--without-mingle", "--without-gossip", "--without-heartbeat"]
         # Beat runs inside the embedded worker (schedules/beat.py: the nightly sweep);
         # a shared deployment runs one `celery -A worker.app beat` of its own.
         argv.append("--beat")
-        # A batch emitted while no worker ran is both spooled and still queued:
-        # publishing it again would deliver it twice (its refused events would
-        # become two dead letters each). Only what the broker lost comes back:
-        # a batch taken by a worker that died before ingesting it.
-        folder = app.conf.broker_transport_options["data_folder_in"]
-        drop_stale_partials(Path(folder))
-        queued = _queued_task_ids(folder)
-        for task_id, messages in pending(settings):
-            if task_id not in queued:
-                app.send_task(INGEST_TASK, args=[messages], task_id=task_id)
+        try:
+            hold_home(settings)
+        except HomeInUse as exc:
+            raise click.ClickException(str(exc)) from None
+        recovered = recover(app, settings)
+        if any(recovered.values()):
+            click.echo(
+                "recovered from the last worker: {resent} batch(es) sent again, {set_aside} "
+                "set aside as dead letters, {resumed_sweeps} sweep(s) resumed".format(**recovered),
+                err=True,
+            )
     elif concurrency:
         argv.append(f"--concurrency={concurrency}")
-    app.worker_main(argv)
-
-
-def _queued_task_ids(folder: str) -> set[str]:
-    """Task ids of the messages waiting in the embedded broker's folder (kombu's filesystem
-    transport keeps one JSON file per message; Celery puts the task id in its headers)."""
-    ids: set[str] = set()
-    for path in Path(folder).glob("*.msg"):
-        try:
-            headers = json.loads(path.read_bytes()).get("headers") or {}
-        except (OSError, ValueError, AttributeError):
-            # damaged: resend the spooled copy, twice is better than never
-            continue
-        if isinstance(headers.get("id"), str):
-            ids.add(headers["id"])
-    return ids
+    # app.worker_main drops Celery's exit code: a worker that stopped on an
+    # unrecoverable error must not look like a clean stop to systemd or compose.
+    if code := app.start(argv=argv):
+        raise SystemExit(code)
 
 
 @main.command()
