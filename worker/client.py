@@ -16,7 +16,7 @@ from functools import lru_cache
 from typing import Any
 
 import pendulum
-from kombu.exceptions import OperationalError as KombuOperationalError
+from kombu.exceptions import KombuError
 
 from worker.contact_details import is_contact_detail, is_free_text, mentions_contact_details
 from worker.events import Event, EventRefused, parse_event
@@ -230,7 +230,14 @@ def _publish(messages: list[dict[str, Any]], one: bool = False) -> None:
                 retry=True,
                 retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
             )
-    except (KombuOperationalError, OSError) as exc:
+    except (OSError, KombuError) as exc:
+        if settings.embedded:
+            # the embedded queue is a folder: nothing to start, a folder to fix
+            raise BrokerUnavailable(
+                f"cannot write the embedded queue under {settings.home} "
+                f"({getattr(exc, 'strerror', None) or exc or type(exc).__name__}): "
+                "make LETHE_HOME writable"
+            ) from None
         raise BrokerUnavailable(
             f"cannot reach the broker at {_safe_url(settings.broker_url)} "
             f"({type(exc).__name__}: {exc}); start it or fix LETHE_BROKER_URL"

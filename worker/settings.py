@@ -140,13 +140,19 @@ def _secret(env: dict[str, str], home: Path, embedded: bool) -> bytes:
         )
     # Embedded mode keeps its own random key beside its data, never one in the code.
     path = home / "secret"
-    if not path.exists():
-        home.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass  # another process made it first
-        else:
-            with os.fdopen(fd, "w") as handle:
-                handle.write(secrets.token_urlsafe(32))
-    return path.read_text().strip().encode()
+    try:
+        if not path.exists():
+            home.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                pass  # another process made it first
+            else:
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(secrets.token_urlsafe(32))
+        return path.read_text().strip().encode()
+    except OSError as exc:
+        raise SettingsError(
+            f"LETHE_HOME={home} cannot hold Lethe's files ({exc.strerror or exc}): make it "
+            "a folder this user can write, or point LETHE_HOME elsewhere"
+        ) from None

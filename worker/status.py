@@ -150,8 +150,12 @@ def sweep_check(
         return Check(
             "last sweep",
             Level.attention,
-            f"#{sweep.id} ({sweep.schedule}) waits for approval since {when}: "
-            "review its plan with `lethe purge --help`",
+            f"#{sweep.id} ({sweep.schedule}) stopped before touching anything {when}, "
+            + (
+                sweep.note.replace("waiting for approval: ", "because ", 1)
+                if sweep.note
+                else f"waiting for approval: `lethe purge --approve {sweep.id}` once checked"
+            ),
         )
     if sweep.status == "running":
         # a long sweep is fine while its worker writes heartbeats

@@ -34,7 +34,7 @@ def lethe_command() -> str:
 def lethe(tmp_path: Path):
     def run(*args: str, **env: str) -> subprocess.CompletedProcess:
         environment = {k: v for k, v in os.environ.items() if not k.startswith("LETHE_")}
-        environment.update(LETHE_HOME=str(tmp_path / "home"), **env)
+        environment.update({"LETHE_HOME": str(tmp_path / "home"), **env})
         return subprocess.run(
             [lethe_command(), *args],
             capture_output=True,
@@ -262,3 +262,15 @@ def test_audit_of_an_unknown_run_says_so_and_keeps_the_format(lethe) -> None:
     assert result.returncode == 0, result.stderr
     assert "no sweep run 9999" in result.stderr
     assert json.loads(result.stdout) == []
+
+
+@pytest.mark.parametrize("command", [["status"], ["emit", "contact.made", "--subject", "c:1"]])
+def test_a_home_that_cannot_hold_files_is_named_with_the_remedy(
+    lethe, tmp_path: Path, command: list[str]
+):
+    not_a_folder = tmp_path / "home-file"
+    not_a_folder.write_text("")
+    result = lethe(*command, LETHE_HOME=str(not_a_folder))
+    assert result.returncode == 1
+    assert f"LETHE_HOME={not_a_folder} cannot hold Lethe's files" in result.stderr
+    assert "Traceback" not in result.stderr

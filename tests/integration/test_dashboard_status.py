@@ -53,6 +53,24 @@ def test_overdue_lifecycles_dead_letters_and_a_failed_sweep_need_a_human(distrib
     assert "none due for more than 2 years" in relaxed.stdout
 
 
+def test_a_sweep_waiting_for_approval_names_why_and_the_command_that_approves_it(
+    distributed: Lethe,
+):
+    # as a stopped sweep leaves its run (worker/sweep.py)
+    _execute(
+        distributed,
+        "INSERT INTO purge_runs (id, schedule, now_at, started_at, status, note) VALUES "
+        "(41, 'nightly-sweep', now(), now(), 'awaiting_approval', 'waiting for approval: "
+        "first sweep on this register. Check with `lethe purge --dry-run`, then run "
+        "`lethe purge --approve 41`')",
+    )
+    result = distributed.run("status", check=False)
+    assert result.returncode == 1, result.stdout
+    assert "#41 (nightly-sweep) stopped before touching anything" in result.stdout
+    assert "because first sweep on this register" in result.stdout
+    assert "`lethe purge --approve 41`" in result.stdout
+
+
 def test_a_broker_or_store_that_is_down_exits_2(distributed: Lethe):
     distributed.env["LETHE_BROKER_URL"] = "redis://127.0.0.1:1/0"
     result = distributed.run("status", check=False)

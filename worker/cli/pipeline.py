@@ -51,6 +51,7 @@ def emit(
         raise click.UsageError("give either TYPE --subject ... or --file, not both")
     if not file and not (event_type and subject):
         raise click.UsageError("give TYPE and --subject (or --file EVENTS.jsonl)")
+    settings_or_exit()
     try:
         if file:
             _emit_file(file, emit_many)
