@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -59,6 +60,7 @@ def run_demo(
     out(click.style("Lethe demo", bold=True) + f": {_where(settings)}")
     _build_shop(settings.shop_database_url, data, out)
     _show_rows("before", settings.shop_database_url, data.featured, data, out)
+    _stop_on_hangup()
     worker = _start_worker(settings, home)
     try:
         figures = _replay(settings, data, out)
@@ -170,6 +172,16 @@ def _start_worker(settings: Any, home: Path) -> subprocess.Popen:
         time.sleep(0.1)
     _stop(process)
     raise DemoError(f"the worker did not start within 60 s; see {log}")
+
+
+def _stop_on_hangup() -> None:
+    # The worker runs in its own session (Ctrl-C must reach the demo first): a
+    # terminal closed or a `kill` must still stop it through the `finally` above.
+    def leave(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, leave)
 
 
 def _stop(process: subprocess.Popen) -> None:

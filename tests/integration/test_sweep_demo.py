@@ -6,7 +6,11 @@ here: a timed test fails on a busy CI machine for reasons that are not bugs.
 
 from __future__ import annotations
 
-from harness import Lethe
+import signal
+import subprocess
+from pathlib import Path
+
+from harness import LETHE, Lethe, wait_for
 
 
 def test_the_demo_tells_the_whole_story_on_the_embedded_default(embedded: Lethe):
@@ -20,3 +24,33 @@ def test_the_demo_tells_the_whole_story_on_the_embedded_default(embedded: Lethe)
     assert "is_suppressed(<" in out and ") = True" in out
     assert "proof of erasure for customer:" in out and "kept: crm.invoices until" in out
     assert "FAILED" not in out
+
+
+def _processes_in(home: Path) -> list[int]:
+    """Processes whose environment names this LETHE_HOME (the demo's worker and its beat)."""
+    wanted = f"LETHE_HOME={home}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and wanted in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_a_demo_stopped_with_sigterm_stops_its_worker(embedded: Lethe):
+    demo = subprocess.Popen(
+        [LETHE, "demo", "--people", "150"],
+        env=embedded.env,
+        cwd=embedded.home,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    home = Path(embedded.env["LETHE_HOME"]) / "demo"
+    log = home / "worker.log"
+    wait_for(lambda: log.exists() and "ready" in log.read_text(), 60, "the demo's worker")
+    assert _processes_in(home), "the demo's worker should be running"
+    demo.send_signal(signal.SIGTERM)
+    assert demo.wait(timeout=60) != 0
+    wait_for(lambda: not _processes_in(home), 30, "the demo's worker to stop")
