@@ -7,6 +7,8 @@ in `tasks/` and is imported by workers alone.
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 from typing import Any
 
 from celery import Celery
@@ -16,7 +18,7 @@ from celery.signals import worker_init, worker_process_init
 # log through Lethe's processors (personal data kept out), not Celery's format.
 from worker import logs as _logs  # noqa: F401
 from worker.embedded_broker import TRANSPORT
-from worker.settings import Settings, current_settings
+from worker.settings import Settings, SettingsError, current_settings
 
 INGEST_TASK = "lethe.ingest"
 INGEST_ONE_TASK = "lethe.ingest_one"
@@ -100,7 +102,19 @@ def create_app(settings: Settings | None = None) -> Celery:
     return app
 
 
-app = create_app()
+def _app_or_exit() -> Celery:
+    try:
+        return create_app()
+    except SettingsError as exc:
+        if Path(sys.argv[0]).name != "celery":
+            raise  # the shop's code and `lethe` show it their own way
+        # `celery -A worker.app ...` would bury the one line that matters at the
+        # end of a chained traceback; exit as a worker refusing its config does.
+        print(f"lethe: {exc}", file=sys.stderr)
+        raise SystemExit(78) from None
+
+
+app = _app_or_exit()
 
 
 @worker_init.connect

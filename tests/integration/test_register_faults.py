@@ -15,6 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from harness import CELERY, LETHE, ROOT, Lethe, copy_register, teach_loyalty_joined, wait_for
 
 SHOP_EVENTS = [
@@ -248,3 +249,23 @@ def test_a_batch_emitted_while_no_worker_runs_is_delivered_once(embedded: Lethe,
     assert stored == len(good_ids)
     status = embedded.run("status", check=False)
     assert f"{len(bad_ids)} event(s) refused" in status.stdout
+
+
+@pytest.mark.parametrize("setting", [{"LETHE_SWEEP_AT": "3am"}, {"LETHE_SECRET": "short"}])
+def test_celery_refuses_bad_settings_in_one_line_not_a_traceback(
+    distributed: Lethe, setting: dict[str, str]
+):
+    env = {**distributed.env, **setting}
+    for command in (["worker", "--loglevel=INFO"], ["beat"]):
+        result = subprocess.run(
+            [CELERY, "-A", "worker.app", *command],
+            env=env,
+            cwd=distributed.home,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 78, result.stderr
+        assert "Traceback" not in result.stderr
+        [name] = setting
+        assert result.stderr.startswith(f"lethe: {name}"), result.stderr
