@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from worker.dashboard import figures
 from worker.durations import Duration
 from worker.logs import log
-from worker.store import DeadLetter, Erasure, Hold, PurgeRun, now_utc, transaction
+from worker.store import DeadLetter, Erasure, Hold, PurgeRun, now_utc, reading
 
 UNKNOWN_TYPE = "unknown"
 UNPARSABLE = "unparsable"
@@ -55,7 +55,7 @@ class LetheCollector(Collector):
         started = time.perf_counter()
         up = GaugeMetricFamily("lethe_store_up", "1 when Lethe's store answered this scrape")
         try:
-            with transaction(self.database_url) as session:
+            with reading(self.database_url) as session:
                 metrics = list(self._read(session, self.clock()))
         except SQLAlchemyError as exc:
             log.warning("metrics: store unavailable", error=type(exc).__name__)

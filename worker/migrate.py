@@ -39,11 +39,12 @@ def ensure_schema(settings: Settings) -> None:
     A shared PostgreSQL is migrated once, by `lethe db upgrade` (the compose
     stack's one-shot service), never by each worker racing the others.
     """
-    if settings.database_url.startswith("sqlite"):
-        upgrade(settings.database_url)
-        return
     current = current_revision(settings.database_url)
     head = ScriptDirectory.from_config(alembic_config(settings.database_url)).get_current_head()
+    if settings.database_url.startswith("sqlite"):
+        if current != head:  # read first: an upgrade waits for the write lock
+            upgrade(settings.database_url)
+        return
     if current != head:
         raise SchemaNotReady(
             f"the store's schema is at {current or 'nothing'}, this code needs {head}: "
@@ -52,7 +53,7 @@ def ensure_schema(settings: Settings) -> None:
 
 
 def current_revision(url: str) -> str | None:
-    from worker.store import engine_for
+    from worker.store import READ_ONLY, engine_for
 
-    with engine_for(url).connect() as connection:
+    with engine_for(url).execution_options(**{READ_ONLY: True}).connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()

@@ -239,13 +239,13 @@ def store_checks(session: Session, now: datetime, grace: Duration = DEFAULT_GRAC
 
 
 def run_checks(settings: Settings, now: datetime, grace: Duration = DEFAULT_GRACE) -> list[Check]:
-    from worker.store import transaction
+    from worker.store import reading
 
     checks = [broker_check(settings), database_check(settings)]
     if checks[-1].level is Level.down:
         return checks
     try:
-        with transaction(settings.database_url) as session:
+        with reading(settings.database_url) as session:
             checks += store_checks(session, now, grace)
     except SQLAlchemyError as exc:
         checks.append(

@@ -275,13 +275,18 @@ def _sqlite_serialised_writes(engine: Engine) -> None:
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        # WAL stays set in the file; setting it again needs a lock a writer may hold
+        if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
     @event.listens_for(engine, "begin")
     def _begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # A read (status, dashboard, metrics) must not queue behind a sweep's batch:
+        # in WAL a plain BEGIN reads the last commit while the writer goes on.
+        reads = connection.get_execution_options().get(READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if reads else "BEGIN IMMEDIATE")
 
 
 @lru_cache(maxsize=8)
@@ -306,10 +311,21 @@ def session_factory(url: str) -> sessionmaker[Session]:
     return sessionmaker(engine_for(url), expire_on_commit=False)
 
 
+READ_ONLY = "lethe_read_only"
+
+
 @contextmanager
 def transaction(url: str) -> Iterator[Session]:
     """One unit of work: commits on success, rolls back on any error."""
     with session_factory(url)() as session, session.begin():
+        yield session
+
+
+@contextmanager
+def reading(url: str) -> Iterator[Session]:
+    """A transaction that only reads: on SQLite it does not wait for the write lock."""
+    engine = engine_for(url).execution_options(**{READ_ONLY: True})
+    with Session(engine, expire_on_commit=False) as session, session.begin():
         yield session
 
 

@@ -3,6 +3,9 @@ whether a human is needed (0 fine, 1 look at something, 2 a service is down)."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import sqlalchemy as sa
 from harness import Lethe
 
@@ -117,3 +120,21 @@ def test_the_embedded_broker_keeps_its_files_under_lethe_home(embedded: Lethe):
     embedded.wait_stored(1)
     assert not (embedded.home / "control").exists()
     assert (embedded.home / "var" / "broker" / "control").is_dir()
+
+
+def test_status_answers_while_a_writer_holds_the_embedded_store(embedded: Lethe):
+    # As a sweep's batch or a long ingest holds SQLite's write lock; the busy
+    # timeout is 60 s, so a status that waited for the lock would time out here.
+    import sqlite3
+
+    embedded.run("deadlines")  # makes the store, as the worker does
+    writer = sqlite3.connect(Path(embedded.env["LETHE_HOME"]) / "lethe.sqlite3")
+    writer.isolation_level = None
+    writer.execute("BEGIN IMMEDIATE")
+    try:
+        result = embedded.run("status", check=False, timeout=30)
+    finally:
+        writer.rollback()
+        writer.close()
+    assert re.search(r"database +OK .* answers, schema up to date", result.stdout), result.stdout
+    assert re.search(r"last sweep +OK", result.stdout), result.stdout

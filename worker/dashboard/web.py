@@ -32,7 +32,7 @@ from worker.durations import Duration
 from worker.logs import log
 from worker.metrics import LetheCollector
 from worker.status import Check, Level, safe_url, store_checks, worst
-from worker.store import now_utc, transaction
+from worker.store import now_utc, reading
 
 _SECURITY_HEADERS = {
     "Cache-Control": "no-store",
@@ -189,7 +189,7 @@ def create_app(config: DashboardConfig) -> Starlette:
     def overview(request: Request) -> Response:
         now = config.clock()
         try:
-            with transaction(config.database_url) as session:
+            with reading(config.database_url) as session:
                 data = figures.overview(session, now, config.timezone, config.secret, config.grace)
                 checks = store_checks(session, now, config.grace)
         except SQLAlchemyError as exc:
@@ -219,7 +219,7 @@ def create_app(config: DashboardConfig) -> Starlette:
                 problem = "Give a subject as KIND:ID, for example customer:42."
             else:
                 try:
-                    with transaction(config.database_url) as session:
+                    with reading(config.database_url) as session:
                         result = figures.search_audit(
                             session, subject, config.secret, config.clock()
                         )
@@ -234,7 +234,7 @@ def create_app(config: DashboardConfig) -> Starlette:
 
     def healthz(_request: Request) -> Response:
         try:
-            with transaction(config.database_url) as session:
+            with reading(config.database_url) as session:
                 session.execute(text("SELECT 1"))
         except SQLAlchemyError as exc:
             return PlainTextResponse(f"store unreachable ({type(exc).__name__})\n", 503)
