@@ -109,6 +109,16 @@ def _loaded_runtime(events: list[Any], task_ids: list[str]) -> Runtime | None:
     return None
 
 
+def _as_batch(args: tuple[Any, ...]) -> list[Any]:
+    """The events of a message. A producer of its own may send one event, or a JSON
+    text, where a list belongs: each argument is then one event, checked (and
+    refused) as such, instead of a text taken apart character by character."""
+    if len(args) == 1 and isinstance(args[0], list):
+        return args[0]
+    log.warning("a message whose argument is not a list of events", arguments=len(args))
+    return list(args)
+
+
 def _capped(request: Any, events: list[Any]) -> bool:
     settings = current_settings()
     if not too_many_deliveries(settings.database_url, request, events):
@@ -127,9 +137,10 @@ def _capped(request: Any, events: list[Any]) -> bool:
     retry_jitter=True,
     max_retries=None,
 )
-def ingest_events(self: Any, events: list[Any]) -> dict[str, int]:
-    """Ingest a batch of events."""
+def ingest_events(self: Any, *args: Any) -> dict[str, int]:
+    """Ingest a batch of events (one argument: the list the client sends)."""
     structlog.contextvars.bind_contextvars(task_id=self.request.id)
+    events = _as_batch(args)
     try:
         if _capped(self.request, events):
             return {"dead_lettered": len(events)}
@@ -149,8 +160,9 @@ def ingest_gathered(requests: list[Any]) -> None:
     events: list[Any] = []
     task_ids: list[str] = []
     for request in requests:
-        if not _capped(request, request.args[0]):
-            events.extend(request.args[0])
+        batch = _as_batch(request.args)
+        if not _capped(request, batch):
+            events.extend(batch)
             task_ids.append(request.id)
     if not events:
         return

@@ -155,6 +155,29 @@ def test_refused_events_become_dead_letters_and_replay_after_a_register_fix(
     assert lethe.store_count("events where id = 'bad-type'") == 1
 
 
+def test_a_producer_sending_one_event_or_text_where_a_list_belongs_loses_nothing(lethe: Lethe):
+    lethe.start_worker()
+    one = {
+        "id": "alone-1",
+        "type": "order.closed",
+        "subject": "customer:5",
+        "occurred_at": "2025-05-05T10:00:00+02:00",
+    }
+    lethe.python(
+        "from worker.app import app\n"
+        "app.send_task('lethe.ingest', args=['{not json'])\n"
+        f"app.send_task('lethe.ingest', args=[{one!r}])\n"
+        "app.send_task('lethe.ingest', args=[])\n"
+        "app.send_task('lethe.ingest_one', args=[])\n"
+    )
+    wait_for(lambda: lethe.store_count("dead_letters") == 1, 30, "1 dead letter", lethe.logs)
+    lethe.wait_stored(1)
+    assert lethe.store_count("events where id = 'alone-1'") == 1
+    lethe.run("emit", "contact.made", "--subject", "customer:6", "--id", "after-1")
+    lethe.wait_stored(2)  # the worker went on
+    assert lethe.store_count("dead_letters") == 1
+
+
 def test_emit_with_the_broker_down_fails_clearly(lethe: Lethe, samples: Path):
     lethe.env["LETHE_BROKER_URL"] = "redis://127.0.0.1:1/0"
     lethe.env.setdefault("LETHE_SECRET", "a-secret-long-enough-for-tests")
