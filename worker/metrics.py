@@ -133,9 +133,10 @@ class LetheCollector(Collector):
         finished = [
             (run.started_at, run.finished_at)
             for run in session.execute(
-                select(PurgeRun.started_at, PurgeRun.finished_at).where(
-                    PurgeRun.status.in_(_FINISHED), PurgeRun.finished_at.is_not(None)
-                )
+                # from the approval when it waited for one, as figures.Sweep.duration
+                select(
+                    func.coalesce(PurgeRun.approved_at, PurgeRun.started_at), PurgeRun.finished_at
+                ).where(PurgeRun.status.in_(_FINISHED), PurgeRun.finished_at.is_not(None))
             )
         ]
         total = sum((end - start).total_seconds() for start, end in finished)

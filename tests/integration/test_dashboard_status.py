@@ -138,3 +138,16 @@ def test_status_answers_while_a_writer_holds_the_embedded_store(embedded: Lethe)
         writer.close()
     assert re.search(r"database +OK .* answers, schema up to date", result.stdout), result.stdout
     assert re.search(r"last sweep +OK", result.stdout), result.stdout
+
+
+def test_a_sweep_approved_hours_after_it_stopped_is_timed_from_its_approval(
+    distributed: Lethe,
+):
+    _execute(
+        distributed,
+        "INSERT INTO purge_runs (schedule, now_at, started_at, approved_at, finished_at, status, "
+        "due, erased) VALUES ('nightly-sweep', now(), now() - interval '5 hours', "
+        "now() - interval '12 seconds', now(), 'done', 3, 3)",
+    )
+    result = distributed.run("status", check=False)
+    assert re.search(r"last sweep +OK .* in 12\.\d s", result.stdout), result.stdout

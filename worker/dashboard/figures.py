@@ -81,12 +81,15 @@ class Sweep:
     failed: int
     note: str | None
     heartbeat_at: datetime | None = None
+    approved_at: datetime | None = None
 
     @property
     def duration(self) -> float | None:
+        """Seconds spent erasing: from the approval when it waited for one (the wait
+        for a DPO is not the sweep's own time)."""
         if self.finished_at is None:
             return None
-        return (self.finished_at - self.started_at).total_seconds()
+        return (self.finished_at - (self.approved_at or self.started_at)).total_seconds()
 
 
 @dataclass(frozen=True)
@@ -259,6 +262,7 @@ def recent_sweeps(session: Session, limit: int = RECENT_SWEEPS) -> list[Sweep]:
             failed=run.failed or 0,
             note=run.note,
             heartbeat_at=run.heartbeat_at,
+            approved_at=run.approved_at,
         )
         for run in session.scalars(query)
     ]
