@@ -184,20 +184,25 @@ def test_a_held_subject_is_untouched_until_the_hold_is_lifted(distributed: Lethe
     assert {r["activity"] for r in trail} >= {"crm.customers"}
 
 
+def _erasure_requested_then_swept(shop: Shop, subject: str) -> None:
+    """The person asks for erasure (art. 17) on 20 November; the worker stores it; a sweep."""
+    shop.lethe.python(
+        "from worker.client import emit\n"
+        f"emit('erasure.requested', subject={subject!r}, id='ask-1',"
+        " occurred_at='2026-11-20T10:00:00+01:00')\n"
+    )
+    shop.lethe.start_worker()
+    shop.lethe.wait_stored(len(shop.data.events) + 1)
+    shop.purge("--now", NOW)
+
+
 def test_an_erasure_request_erases_all_but_what_the_law_keeps_with_a_proof(
     embedded: Lethe, request
 ):
     shop = _ready(embedded, request, people=80)
     subject = "customer:1"
     email = shop.data.emails[subject]
-    embedded.python(
-        "from worker.client import emit_many\n"
-        f"emit_many([{{'id': 'ask-1', 'type': 'erasure.requested', 'subject': {subject!r},"
-        " 'occurred_at': '2026-11-20T10:00:00+01:00'}])\n"
-    )
-    embedded.start_worker()
-    embedded.wait_stored(len(shop.data.events) + 1)
-    shop.purge("--now", NOW)
+    _erasure_requested_then_swept(shop, subject)
     states = {a: r["state"] for (s, a), r in shop.lifecycles().items() if s == subject}
     assert states.pop("crm.invoices") == "active"  # kept 10 years by law (art. 17(3)(b))
     assert set(states.values()) == {"erased"}
@@ -224,14 +229,7 @@ def test_a_proof_tells_a_person_whose_erasure_failed_that_it_is_overdue_and_was_
             "BEGIN SELECT RAISE(ABORT, 'customer 1 is locked'); END"
         )
     engine.dispose()
-    embedded.python(
-        "from worker.client import emit\n"
-        f"emit('erasure.requested', subject={subject!r}, id='ask-1',"
-        " occurred_at='2026-11-20T10:00:00+01:00')\n"
-    )
-    embedded.start_worker()
-    embedded.wait_stored(len(shop.data.events) + 1)
-    shop.purge("--now", NOW)
+    _erasure_requested_then_swept(shop, subject)
 
     proof = json.loads(embedded.run("audit", "--subject", subject, "--proof").stdout)
     pending = {p["activity"]: p for p in proof["not_yet_erased"]}
