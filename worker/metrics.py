@@ -130,15 +130,15 @@ class LetheCollector(Collector):
             runs.add_metric([status], count)
         yield runs
 
-        finished = [
-            (run.started_at, run.finished_at)
-            for run in session.execute(
-                # from the approval when it waited for one, as figures.Sweep.duration
-                select(
-                    func.coalesce(PurgeRun.approved_at, PurgeRun.started_at), PurgeRun.finished_at
-                ).where(PurgeRun.status.in_(_FINISHED), PurgeRun.finished_at.is_not(None))
-            )
-        ]
+        # from the approval when it waited for one, as figures.Sweep.duration
+        began = func.coalesce(PurgeRun.approved_at, PurgeRun.started_at)
+        finished = list(
+            session.execute(
+                select(began, PurgeRun.finished_at).where(
+                    PurgeRun.status.in_(_FINISHED), PurgeRun.finished_at.is_not(None)
+                )
+            ).tuples()
+        )
         total = sum((end - start).total_seconds() for start, end in finished)
         yield SummaryMetricFamily(
             "lethe_sweep_duration_seconds",

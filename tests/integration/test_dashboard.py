@@ -358,7 +358,15 @@ def test_metrics_are_the_databases_figures(stack: Stack):
         key = ("lethe_erasures_total", (("activity", activity), ("outcome", outcome)))
         assert samples[key] == count
     assert samples[("lethe_sweep_duration_seconds_count", ())] == 1
-    assert samples[("lethe_sweep_last_duration_seconds", ())] > 0
+    with stack.store.connect() as connection:
+        took = connection.execute(
+            sa.text(
+                "SELECT extract(epoch FROM finished_at - coalesce(approved_at, started_at)) "
+                "FROM purge_runs WHERE finished_at IS NOT NULL AND status <> 'dry_run'"
+            )
+        ).scalar_one()
+    assert samples[("lethe_sweep_duration_seconds_sum", ())] == pytest.approx(float(took))
+    assert samples[("lethe_sweep_last_duration_seconds", ())] == pytest.approx(float(took))
     assert samples[("lethe_holds_active", ())] == 1
 
 
