@@ -97,7 +97,9 @@ def create_app(settings: Settings | None = None) -> Celery:
 
     app = Celery("lethe", include=["tasks.ingest", "tasks.sweep"])
     app.conf.update(celery_config(settings))
-    app.conf.lethe_settings = settings
+    # Beside the config, not in it: `celery inspect conf` and Flower show any worker's
+    # config to whoever reaches the broker, and this holds the secret and DB passwords.
+    app.lethe_settings = settings
     install_beat_schedule(app, settings)
     return app
 

@@ -219,7 +219,7 @@ def _publish(messages: list[dict[str, Any]], one: bool = False) -> None:
     from worker.spool import spooled
 
     app = _app()
-    settings: Settings = app.conf.lethe_settings
+    settings: Settings = app.lethe_settings
     task_id = str(uuid.uuid4())
     try:
         with spooled(settings, task_id, messages):

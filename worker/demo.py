@@ -104,7 +104,7 @@ def _demo_settings(home: Path, shop_url: str | None) -> Any:
         from worker.app import app, celery_config
 
         app.conf.update(celery_config(settings))
-        app.conf.lethe_settings = settings
+        app.lethe_settings = settings
     return settings
 
 

@@ -14,7 +14,7 @@ import urllib.request
 import uuid
 
 import sqlalchemy as sa
-from harness import LETHE, Lethe, wait_for
+from harness import CELERY, LETHE, Lethe, wait_for
 
 # Personal values of our own, beside those of the demo shop's customers.
 NAME = "Jeanne-Aurore Vasquez-Lemoine"
@@ -173,3 +173,18 @@ def test_personal_values_never_reach_logs_metrics_audit_or_dead_letters(lethe: L
     assert any("unknown event type (not quoted" in r for r in reasons)
     assert any("field occurred_at is not an ISO 8601 date-time" in r for r in reasons)
     assert any("unknown field" in r for r in reasons)
+
+
+def test_a_workers_config_shown_over_the_broker_holds_no_secret(distributed: Lethe):
+    distributed.start_worker()
+    shown = subprocess.run(
+        [CELERY, "-A", "worker.app", "inspect", "conf", "--timeout", "10"],
+        env={**distributed.env, "LETHE_SECRET": "someone-else-entirely-0123"},
+        cwd=distributed.home,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "task_acks_late" in shown.stdout, shown.stdout + shown.stderr  # the worker answered
+    assert distributed.env["LETHE_SECRET"] not in shown.stdout
+    assert "lethe_settings" not in shown.stdout
