@@ -16,7 +16,7 @@ from typing import Any
 import pendulum
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from schedules.beat import REPORT_TASK, SWEEP_PART_TASK, SWEEP_TASK, slot_for
+from schedules.beat import NIGHTLY_SWEEP, REPORT_TASK, SWEEP_PART_TASK, SWEEP_TASK, slot_for
 from worker.app import app
 from worker.logs import log
 from worker.register import RegisterError
@@ -24,6 +24,8 @@ from worker.report import daily_report
 from worker.runtime import Runtime, runtime
 from worker.shop import ShopMismatch, ShopUnavailable, bind_targets, shop_engine
 from worker.sweep import (
+    SweepRefused,
+    ahead_of_the_clock,
     fail_run,
     finish_part,
     load_run,
@@ -33,6 +35,8 @@ from worker.sweep import (
     run_part,
     run_sweep,
 )
+
+SCHEDULES = frozenset({NIGHTLY_SWEEP})
 
 # The run waits at most this long between two attempts at an unreachable shop.
 RETRY_BACKOFF_MAX = 1800
@@ -49,6 +53,14 @@ def sweep(
         return {"status": "failed"}
     settings = rt.settings
     moment = pendulum.parse(now) if now else pendulum.now("UTC")
+    # Anyone on the broker can send this task: only beat's schedule names (they are
+    # shown on the dashboard) and no clock ahead of the real one (it would erase early).
+    if schedule not in SCHEDULES or ahead_of_the_clock(moment):
+        rt.log.error(
+            "ALERT sweep refused: not a schedule of beat, or a clock ahead of the real one",
+            known=schedule in SCHEDULES,
+        )
+        return {"status": "refused"}
     if run_id is None:
         slot = slot_for(moment, _time_of(schedule, settings), settings.sweep.timezone)
         run_id = open_run(settings, rt.register, now=moment, schedule=schedule, slot_at=slot)
@@ -60,6 +72,9 @@ def sweep(
             return {"status": "skipped"}
     try:
         result = run_sweep(settings, rt.register, run_id, spawn_parts=_spawn)
+    except SweepRefused as exc:
+        rt.log.error("ALERT sweep refused", run=run_id, reason=str(exc))
+        return {"status": "refused", "run": run_id}
     except ShopMismatch as exc:
         fail_run(settings, run_id, f"the register's targets do not fit the shop schema: {exc}")
         rt.log.error(
@@ -94,6 +109,9 @@ def sweep_part(self: Any, run_id: int) -> dict[str, Any]:
             rt.register, settings.register_path, shop_engine(settings.shop_database_url)
         )
         run_part(settings, rt.register, bound, run_id, run.now_at)
+    except SweepRefused as exc:
+        rt.log.error("ALERT sweep part refused", run=run_id, reason=str(exc))
+        return {"status": "refused", "run": run_id}
     except ShopMismatch:
         return {"status": "failed", "run": run_id}
     except (ShopUnavailable, OperationalError, InterfaceError) as exc:

@@ -83,6 +83,17 @@ class SweepRefused(RuntimeError):
     """A request the sweep cannot follow (approving a run that awaits nothing, ...)."""
 
 
+# A sweep's clock may run this far ahead of the real one (beat's own runs carry their
+# slot time, a little behind it at most); further would erase before the deadline.
+FUTURE_TOLERANCE = timedelta(minutes=5)
+
+
+def ahead_of_the_clock(moment: datetime) -> timedelta | None:
+    """How far `moment` is ahead of the real clock, when that is too far for a sweep."""
+    ahead = moment - now_utc()
+    return ahead if ahead > FUTURE_TOLERANCE else None
+
+
 @dataclass
 class SweepResult:
     run_id: int | None
@@ -581,6 +592,13 @@ def run_part(
     progress: Progress | None = None,
 ) -> None:
     """Erase due lifecycles batch by batch until none is left to claim."""
+    # Whoever reaches the broker can name any run: only one that is running (planned
+    # within its limits, or approved by a DPO) erases anything.
+    run = load_run(settings, run_id)
+    if run.status != "running":
+        raise SweepRefused(f"run {run_id} is {run.status}, not running: it erases nothing")
+    if ahead_of_the_clock(run.now_at):
+        raise SweepRefused(f"run {run_id} is set ahead of the real clock: it erases nothing")
     engine = shop_engine(settings.shop_database_url)
     receipts_at = receipts.receipts_url(settings.database_url)
     receipts_in_store = receipts.in_store(settings.database_url)

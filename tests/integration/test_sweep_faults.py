@@ -123,6 +123,31 @@ def test_a_worker_killed_mid_sweep_finishes_it_after_restart(lethe: Lethe, reque
     _anonymised_whole_or_untouched(shop)
 
 
+def test_sweep_messages_from_anyone_on_the_broker_erase_nothing_they_should_not(
+    embedded: Lethe, request
+):
+    shop = _ready(embedded, request, people=80)
+    audited = _audited(shop)
+    runs = shop.store("select count(*) from purge_runs")[0][0]
+    dry = shop.purge("--dry-run", "--now", "2040-01-01T00:00:00+01:00")
+    assert dry["status"] == "dry_run"
+    embedded.start_worker()
+    embedded.python(
+        "from worker.app import app\n"
+        # a dry run, named as if it were a running sweep
+        f"app.send_task('lethe.sweep_part', args=[{dry['run']}])\n"
+        # a clock six months ahead
+        "app.send_task('lethe.sweep', args=['nightly-sweep', '2027-06-01T03:00:00+02:00'])\n"
+        # a schedule beat does not have (it would be shown on the dashboard)
+        f"app.send_task('lethe.sweep', args=['jean.dupont@example.org', {NOW!r}])\n"
+    )
+    log = embedded.logs[-1]
+    wait_for(lambda: log.read_text().count("ALERT sweep") >= 3, 60, "3 refusals", embedded.logs)
+    assert _audited(shop) == audited
+    assert shop.store("select count(*) from purge_runs")[0][0] == runs + 1  # the dry run
+    assert "jean.dupont" not in log.read_text()
+
+
 def test_a_shop_that_is_down_leaves_everything_due_and_says_so(lethe: Lethe, request):
     shop = _ready(lethe, request, people=80)
     due = _due(shop)

@@ -6,11 +6,9 @@ import contextlib
 import json
 import sqlite3
 import sys
-from datetime import timedelta
 from typing import Any
 
 import click
-import pendulum
 import psycopg
 import sqlalchemy as sa
 
@@ -103,15 +101,14 @@ def purge(dry_run: bool, now_text: str | None, approve_run: int | None, fmt: str
 # driver's cursor); tasks/ingest.py's STORE_ERRORS are only the ones worth retrying.
 STORE_FAILURES = (sa.exc.DBAPIError, psycopg.Error, sqlite3.Error)
 
-# beat's own runs carry their slot time, a little behind the real clock at most
-FUTURE_TOLERANCE = timedelta(minutes=5)
-
 
 def _refuse_a_future_clock(moment: Any, dry_run: bool) -> None:
     """A `--now` in the future would erase people before their deadline (a typo in a year
     is enough), so only a dry run may look ahead."""
-    ahead = moment - pendulum.now("UTC")
-    if not dry_run and ahead > FUTURE_TOLERANCE:
+    from worker.sweep import ahead_of_the_clock
+
+    ahead = ahead_of_the_clock(moment)
+    if not dry_run and ahead:
         raise click.UsageError(
             f"--now is {ahead.days} day(s) {ahead.seconds // 3600} hour(s) ahead of the real "
             "clock: a sweep then would erase lifecycles before their deadline. Look ahead "
