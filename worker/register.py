@@ -224,6 +224,9 @@ class Activity(_Strict):
 class Holds(_Strict):
     place: list[str] = Field(default_factory=list)
     lift: list[str] = Field(default_factory=list)
+    # The event data field naming the case (two disputes at once): a lift with a case
+    # ends that case only; one without ends every case opened before it.
+    case: str | None = None
 
 
 class Organisation(_Strict):

@@ -122,12 +122,26 @@ def _lifecycle_of(
 
 
 def is_held(events: Iterable[Event], register: Register) -> bool:
-    """A dispute holds the subject while its latest opening is after its latest closing."""
-    placed = _latest(e for e in events if e.type in register.holds.place)
-    if placed is None:
-        return False
-    lifted = _latest(e for e in events if e.type in register.holds.lift)
-    return lifted is None or placed.occurred_at > lifted.occurred_at
+    """A dispute holds the subject while one of its cases was opened after it was last
+    closed; a closing that names no case closes them all."""
+    holds = register.holds
+    events = list(events)
+    opened: dict[str | None, datetime] = {}
+    closed: dict[str | None, datetime] = {}
+    for e in events:
+        if e.type in holds.place or e.type in holds.lift:
+            case = e.data.get(holds.case) if holds.case else None
+            key = None if case is None else str(case)
+            latest = opened if e.type in holds.place else closed
+            if key not in latest or e.occurred_at > latest[key]:
+                latest[key] = e.occurred_at
+    for case, at in opened.items():
+        closings = [closed[k] for k in (case, None) if k in closed]
+        if case is None:
+            closings = list(closed.values())  # a case-less opening: any closing ends it
+        if not closings or at > max(closings):
+            return True
+    return False
 
 
 def _apply_rule(rule: Rule, events: list[Event], tz: pendulum.Timezone) -> _Outcome:

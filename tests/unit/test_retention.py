@@ -433,6 +433,28 @@ def test_a_new_dispute_holds_the_subject_again(register, event):
     assert lifecycle(register, "customer:43", "sales", *events).state(at(NOW)) is State.held
 
 
+def test_closing_one_of_two_open_disputes_keeps_the_hold_until_the_other_closes(register, event):
+    events = [
+        event("order.closed", "customer:43", ORDER_43),
+        event("dispute.opened", "customer:43", "2025-01-01T09:00:00+01:00", case="D1"),
+        event("dispute.opened", "customer:43", "2025-02-01T09:00:00+01:00", case="D2"),
+        event("dispute.closed", "customer:43", "2025-03-01T09:00:00+01:00", case="D1"),
+    ]
+    assert lifecycle(register, "customer:43", "sales", *events).held
+    closed = event("dispute.closed", "customer:43", "2025-04-01T09:00:00+02:00", case="D2")
+    assert not lifecycle(register, "customer:43", "sales", *events, closed).held
+
+
+def test_a_closing_that_names_no_case_closes_every_dispute(register, event):
+    events = [
+        event("order.closed", "customer:43", ORDER_43),
+        event("dispute.opened", "customer:43", "2025-01-01T09:00:00+01:00", case="D1"),
+        event("dispute.opened", "customer:43", "2025-02-01T09:00:00+01:00", case="D2"),
+        event("dispute.closed", "customer:43", "2025-03-01T09:00:00+01:00"),
+    ]
+    assert not lifecycle(register, "customer:43", "sales", *events).held
+
+
 def test_a_closing_that_arrives_before_its_opening_still_lifts_the_hold(register, event):
     events = [
         event("dispute.closed", "customer:43", "2026-02-01T09:00:00+01:00"),
