@@ -20,6 +20,12 @@ def is_contact_detail(value: str) -> bool:
     return bool(EMAIL.search(value) or PHONE.match(value))
 
 
+def id_is_contact_detail(value: str) -> bool:
+    """Whether an id (a subject's, an event's) is an e-mail address or a written phone
+    number; bare digits are taken for the shop's own numbering (customer:100000042)."""
+    return bool(EMAIL.search(value) or (PHONE.match(value) and not value.isdigit()))
+
+
 def mentions_contact_details(text: str) -> bool:
     """Whether free text holds an e-mail address or a phone number (a run of 9+ digits;
     a date such as 2026-11-26 has 8)."""

@@ -15,6 +15,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from worker.contact_details import id_is_contact_detail
 from worker.store import DeadLetter, Delivery, now_utc, transaction
 
 MAX_DELIVERIES = 5
@@ -59,9 +60,11 @@ def dead_letter_row(raw: Any, reason: str, now: datetime) -> dict[str, Any]:
     """A dead letter keeps the event whole (as sent) for a replay, and why it was refused."""
     payload = raw if isinstance(raw, str) else json.dumps(raw, ensure_ascii=False, default=str)
     event_id = raw.get("id") if isinstance(raw, dict) else None
+    if not isinstance(event_id, str) or id_is_contact_detail(event_id):
+        event_id = None  # shown by `lethe dead-letters` and the dashboard; the payload keeps it
     return {
         "received_at": now,
-        "event_id": event_id if isinstance(event_id, str) else None,
+        "event_id": event_id,
         "reason": reason,
         "payload": payload,
     }

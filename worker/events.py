@@ -15,7 +15,7 @@ from typing import Any
 
 import pendulum
 
-from worker.contact_details import is_contact_detail
+from worker.contact_details import id_is_contact_detail
 from worker.register import LONGEST_KEEP_YEARS, Register
 
 REQUIRED = ("id", "type", "subject", "occurred_at")
@@ -93,6 +93,11 @@ def parse_event(raw: Any, register: Register) -> Event:
             raise EventRefused(f"field {name} is longer than 200 characters")
         if "\x00" in value:
             raise EventRefused(f"field {name} contains a NUL character, which no store can hold")
+    if id_is_contact_detail(event_id):
+        raise EventRefused(
+            "field id looks like an e-mail address or phone number: ids stay in the log "
+            "after an erasure, so use the shop's own ids or a UUID"
+        )
     if event_type not in register.events:
         raise EventRefused(
             f"unknown event type {_quoted(event_type)}: the register {register.name!r} "
@@ -130,7 +135,7 @@ def check_subject(subject: str, register: Register | None = None) -> str:
             f"subject must be KIND:ID such as customer:42 (got a subject without "
             f"{'a kind' if not sep or not kind else 'an id'})"
         )
-    if is_contact_detail(local_id):
+    if id_is_contact_detail(local_id):
         raise EventRefused(
             "subject id looks like an e-mail address or phone number: name people by the "
             "shop's own ids (customer:42), which the log and the audit can keep"

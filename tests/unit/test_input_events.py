@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from worker import client
+from worker.delivery import dead_letter_row
 from worker.events import (
     EARLIEST_YEAR,
     LATEST_YEAR,
@@ -202,6 +203,21 @@ def test_a_subject_named_by_contact_details_is_refused_without_quoting_it(
     assert "subject id looks like an e-mail address or phone number" in str(refused.value)
     assert local_id not in str(refused.value)
     assert check_subject("customer:A-1009") == "customer"
+    assert check_subject("customer:100000042") == "customer"  # the shop's own numbering
+
+
+@pytest.mark.parametrize("event_id", [EMAIL, "+33 6 12 34 56 78"])
+def test_an_event_id_made_of_contact_details_is_refused_and_not_shown_as_a_dead_letter(
+    register: Register, event_id: str
+) -> None:
+    raw = raw_event(id=event_id)
+    with pytest.raises(EventRefused) as refused:
+        parse_event(raw, register)
+    assert "field id looks like an e-mail address or phone number" in str(refused.value)
+    assert event_id not in str(refused.value)
+    row = dead_letter_row(raw, str(refused.value), parse_instant("2026-11-26T00:00:00Z"))
+    assert row["event_id"] is None and event_id in row["payload"]  # kept whole for a replay
+    assert parse_event(raw_event(id="100000042"), register).id == "100000042"
 
 
 def test_data_nested_deeper_than_the_bound_is_refused() -> None:
