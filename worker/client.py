@@ -7,7 +7,6 @@ for matching later (a newsletter address) leave as keyed hashes, never as text.
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from worker.contact_details import is_contact_detail, is_free_text, mentions_con
 from worker.events import Event, EventRefused, parse_event
 from worker.hashing import value_hash
 from worker.register import Register, RegisterError, RegisterProblem, load_register
-from worker.settings import Settings, current_settings
+from worker.settings import Settings, current_settings, safe_url
 
 BATCH_SIZE = 500
 
@@ -239,13 +238,9 @@ def _publish(messages: list[dict[str, Any]], one: bool = False) -> None:
                 "make LETHE_HOME writable"
             ) from None
         raise BrokerUnavailable(
-            f"cannot reach the broker at {_safe_url(settings.broker_url)} "
+            f"cannot reach the broker at {safe_url(settings.broker_url)} "
             f"({type(exc).__name__}: {exc}); start it or fix LETHE_BROKER_URL"
         ) from None
-
-
-def _safe_url(url: str) -> str:
-    return re.sub(r"//[^@/]*@", "//***@", url)
 
 
 def is_suppressed(email: str) -> bool:

@@ -109,7 +109,7 @@ def _demo_settings(home: Path, shop_url: str | None) -> Any:
 
 
 def _where(settings: Any) -> str:
-    from worker.shop import safe_url
+    from worker.settings import safe_url
 
     broker = "embedded broker" if settings.embedded else safe_url(settings.broker_url)
     store, shop = safe_url(settings.database_url), safe_url(settings.shop_database_url)

@@ -156,3 +156,19 @@ def _secret(env: dict[str, str], home: Path, embedded: bool) -> bytes:
             f"LETHE_HOME={home} cannot hold Lethe's files ({exc.strerror or exc}): make it "
             "a folder this user can write, or point LETHE_HOME elsewhere"
         ) from None
+
+
+def safe_url(url: str) -> str:
+    """A broker or database URL fit to print: the password masked, whatever it holds
+    (a `/` or an `@` written unescaped included)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        shown = make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy reads: mask it by hand below
+        shown = url
+    scheme, sep, rest = shown.partition("://")
+    credentials, at, host = rest.rpartition("@")  # the host follows the last @
+    if not at or ":" not in credentials:
+        return shown
+    return f"{scheme}{sep}{credentials.split(':', 1)[0]}:***@{host}"

@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from worker.hashing import value_hash
 from worker.register import Register, RegisterProblem, Target, register_line
+from worker.settings import safe_url
 from worker.sql_strategies import HmacKey, SqlContext, sql_form
 from worker.store import POSTGRES_CONNECT_ARGS, one_of
 from worker.strategies import ColumnFacts, Context, apply, column_problem, is_anonymised
@@ -174,10 +175,6 @@ def dispose_engines() -> None:
     for engine in _engines.values():
         engine.dispose(close=False)
     _engines.clear()
-
-
-def safe_url(url: str) -> str:
-    return re.sub(r"//[^@/]*@", "//***@", url)
 
 
 def bind_targets(

@@ -7,7 +7,6 @@ same store checks.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import IntEnum
@@ -25,7 +24,7 @@ from worker.dashboard.figures import (
     overdue_cutoff,
 )
 from worker.durations import Duration
-from worker.settings import Settings
+from worker.settings import Settings, safe_url
 
 # A running sweep writes a heartbeat; silent this long, its worker is presumed lost.
 STALE_HEARTBEAT = timedelta(minutes=30)
@@ -44,11 +43,6 @@ class Check:
     name: str
     level: Level
     detail: str
-
-
-def safe_url(url: str) -> str:
-    """A URL fit to print: the password is masked."""
-    return re.sub(r"(//[^:/@]*:)[^@/]*@", r"\1***@", url)
 
 
 def worst(checks: list[Check]) -> Level:

@@ -274,3 +274,11 @@ def test_a_home_that_cannot_hold_files_is_named_with_the_remedy(
     assert result.returncode == 1
     assert f"LETHE_HOME={not_a_folder} cannot hold Lethe's files" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_status_masks_a_database_password_whatever_it_holds(lethe) -> None:
+    url = "postgresql+psycopg://lethe:Se/cr3t@x@127.0.0.1:1/store"
+    result = lethe("status", LETHE_DATABASE_URL=url)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "lethe:***@127.0.0.1:1/store" in result.stdout
+    assert "Se/cr3t" not in result.stdout + result.stderr and "cr3t" not in result.stdout

@@ -31,7 +31,8 @@ from worker.dashboard import chart, figures
 from worker.durations import Duration
 from worker.logs import log
 from worker.metrics import LetheCollector
-from worker.status import Check, Level, safe_url, store_checks, worst
+from worker.settings import safe_url
+from worker.status import Check, Level, store_checks, worst
 from worker.store import now_utc, reading
 
 _SECURITY_HEADERS = {
