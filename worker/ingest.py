@@ -184,13 +184,18 @@ def _recompute(
     for subject in subjects:
         for lifecycle in lifecycles(subject, history[subject], register, only=touched[subject]):
             rows.append(stored_row(lifecycle, None, now))
-    # `lethe hold place` holds a subject outside the event log (worker/holds.py).
-    by_hand = held_by_hand(session, subjects)
+    mark_held_by_hand(session, rows)
+    upsert_lifecycles(session, rows)
+    return len(rows)
+
+
+def mark_held_by_hand(session: Session, rows: list[dict[str, Any]]) -> None:
+    """`lethe hold place` holds a subject outside the event log (worker/holds.py): its
+    active lifecycles are stored as held, wherever they are computed again."""
+    by_hand = held_by_hand(session, sorted({row["subject"] for row in rows}))
     for row in rows:
         if row["subject"] in by_hand and row["state"] == "active":
             row["state"] = "held"
-    upsert_lifecycles(session, rows)
-    return len(rows)
 
 
 def events_of(session: Session, subjects: list[str]) -> dict[str, list[Event]]:

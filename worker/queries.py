@@ -8,7 +8,7 @@ from typing import Any
 import pendulum
 from sqlalchemy import delete, func, select, update
 
-from worker.ingest import events_of, ingest, stored_row, upsert_lifecycles
+from worker.ingest import events_of, ingest, mark_held_by_hand, stored_row, upsert_lifecycles
 from worker.register import Register
 from worker.retention import Lifecycle, State, in_zone, lifecycles
 from worker.store import DeadLetter, StoredEvent, StoredLifecycle, now_utc, transaction
@@ -101,6 +101,7 @@ def recompute_lifecycles(url: str, register: Register, apply: bool) -> dict[str,
                     rows.append(stored_row(lifecycle, previous, now))
         for (_, activity), _lc in stored.items():
             diff[activity]["dropped"] += 1
+        mark_held_by_hand(session, rows)
         if apply:
             upsert_lifecycles(session, rows)
             dropped = [lc.id for lc in stored.values() if lc.activity not in known]

@@ -141,3 +141,14 @@ def test_recompute_shows_the_diff_then_applies_a_register_change(
         if r["activity"] == "crm.customers"
     }
     assert moved["customer:42"] == "2024-03-28T01:30:00+01:00"
+
+
+def test_a_hold_placed_by_hand_survives_a_recompute(embedded: Lethe, samples: Path):
+    embedded.start_worker()
+    embedded.run("emit", "--file", str(samples))
+    wait_for(lambda: embedded.deadlines() == embedded.simulate(samples), 60, "lifecycles")
+    subject = "customer:42"
+    embedded.run("hold", "place", subject, "--reason", "case LIT-1")
+    embedded.run("recompute")
+    states = {r["state"] for r in embedded.deadlines() if r["subject"] == subject}
+    assert states - {"erased"} == {"held"}, states
