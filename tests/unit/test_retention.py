@@ -555,6 +555,23 @@ def test_an_order_after_an_erasure_request_starts_a_new_relationship(register, e
     assert deadline(register, "customer:44", "sales", *events) == "2031-11-02T10:00:00+01:00"
 
 
+@pytest.mark.parametrize("activity", ["crm.customers", "website.accounts"])
+def test_a_contact_after_an_erasure_request_keeps_nothing_but_a_new_order_does(
+    register, event, activity
+):
+    # the shop answers the request the same afternoon: the old data must still go
+    events = [
+        event("order.closed", "customer:301", "2024-01-10T10:00:00+01:00"),
+        event("erasure.requested", "customer:301", ERASURE),
+        event("contact.made", "customer:301", "2026-11-20T15:00:00+01:00"),
+    ]
+    assert deadline(register, "customer:301", activity, *events) == ERASURE
+    order = event("order.closed", "customer:301", "2026-12-01T10:00:00+01:00")
+    assert deadline(register, "customer:301", activity, *events, order) == (
+        "2031-12-01T10:00:00+01:00"
+    )
+
+
 def test_an_erasure_request_from_a_prospect_ends_its_prospect_data(register, event):
     events = [
         event("contact.made", "prospect:p-2002", "2025-11-03T11:45:00+01:00"),
