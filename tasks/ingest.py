@@ -137,10 +137,11 @@ def _capped(request: Any, events: list[Any]) -> bool:
     retry_jitter=True,
     max_retries=None,
 )
-def ingest_events(self: Any, *args: Any) -> dict[str, int]:
+def ingest_events(self: Any, *args: Any, **kwargs: Any) -> dict[str, int]:
     """Ingest a batch of events (one argument: the list the client sends)."""
     structlog.contextvars.bind_contextvars(task_id=self.request.id)
-    events = _as_batch(args)
+    # keyword arguments from a producer of its own: their values are events too
+    events = _as_batch(args + tuple(kwargs.values()))
     try:
         if _capped(self.request, events):
             return {"dead_lettered": len(events)}

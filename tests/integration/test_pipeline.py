@@ -168,14 +168,16 @@ def test_a_producer_sending_one_event_or_text_where_a_list_belongs_loses_nothing
         "app.send_task('lethe.ingest', args=['{not json'])\n"
         f"app.send_task('lethe.ingest', args=[{one!r}])\n"
         "app.send_task('lethe.ingest', args=[])\n"
+        "app.send_task('lethe.ingest', kwargs={'who': 'Paul Martin'})\n"
         "app.send_task('lethe.ingest_one', args=[])\n"
     )
-    wait_for(lambda: lethe.store_count("dead_letters") == 1, 30, "1 dead letter", lethe.logs)
+    wait_for(lambda: lethe.store_count("dead_letters") == 2, 30, "2 dead letters", lethe.logs)
     lethe.wait_stored(1)
     assert lethe.store_count("events where id = 'alone-1'") == 1
+    assert "Paul Martin" not in "".join(log.read_text() for log in lethe.logs)
     lethe.run("emit", "contact.made", "--subject", "customer:6", "--id", "after-1")
     lethe.wait_stored(2)  # the worker went on
-    assert lethe.store_count("dead_letters") == 1
+    assert lethe.store_count("dead_letters") == 2
 
 
 def test_emit_with_the_broker_down_fails_clearly(lethe: Lethe, samples: Path):
