@@ -1,12 +1,13 @@
-"""The embedded default's broker: kombu's filesystem transport, publishing atomically.
+"""The embedded default's broker: kombu's filesystem transport, with two changes.
 
-kombu writes a message file under its final name and fills it afterwards; a
-worker polling the folder can take the file while it is still empty, fail to
-decode it and lose the message (5 in 3,000 with a busy reader, measured). Here a
-message is written under a name no reader takes, then renamed into place, which
-is atomic within one folder. The batch's spool copy (worker/spool.py) was the
-only trace of such a loss, and it is replayed only when a worker starts: a demo
-or a worker that ran on then waited for events that never came.
+- Publishing is atomic. kombu writes a message file under its final name and
+  fills it afterwards; a worker polling the folder could take the file while it
+  was still empty, fail to decode it and lose the message (5 in 3,000 with a
+  busy reader, measured). Here a message is written under a name no reader
+  takes, then renamed into place, which is atomic within one folder.
+- A message a worker takes goes to the home's `processed` folder, not the
+  system's temp folder (readable by any local user, and never cleaned if the
+  worker died before reading it), and is removed once read.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ import os
 import time
 import uuid
 from pathlib import Path
+from queue import Empty
 from typing import Any
 
 from kombu.exceptions import ChannelError
 from kombu.transport import filesystem
-from kombu.utils.encoding import str_to_bytes
-from kombu.utils.json import dumps
+from kombu.utils.encoding import bytes_to_str, str_to_bytes
+from kombu.utils.json import dumps, loads
 
 # The reader takes files whose name after the first dot is "<queue>.msg"
 # exactly, so "<queue>.msg.part" is never taken half-written.
@@ -42,6 +44,31 @@ class Channel(filesystem.Channel):
             with contextlib.suppress(OSError):
                 os.unlink(partial)
             raise ChannelError(f"cannot add a message to {self.data_folder_out}: {exc}") from exc
+
+    def _get(self, queue: str) -> Any:
+        # kombu moves a message it takes to the system's temp folder (with
+        # store_processed off): readable by any local user there, and left behind
+        # for good if the worker dies before reading it. It is taken into the
+        # home's own `processed` folder instead, and removed once read.
+        wanted = f"{queue}.msg"
+        for name in sorted(os.listdir(self.data_folder_in)):
+            if name.partition(".")[2] != wanted:
+                continue
+            taken = os.path.join(self.processed_folder, name)
+            try:
+                os.replace(os.path.join(self.data_folder_in, name), taken)
+            except OSError:
+                continue  # another worker took it first
+            try:
+                with open(taken, "rb") as handle:
+                    payload = handle.read()
+                os.unlink(taken)
+            except OSError as exc:
+                raise ChannelError(
+                    f"cannot read a message in {self.processed_folder}: {exc}"
+                ) from exc
+            return loads(bytes_to_str(payload))
+        raise Empty()
 
 
 class Transport(filesystem.Transport):

@@ -56,8 +56,13 @@ def recover(app: Any, settings: Settings) -> dict[str, int]:
     from schedules.beat import SWEEP_TASK
     from worker.app import INGEST_TASK
 
-    folder = Path(app.conf.broker_transport_options["data_folder_in"])
+    options = app.conf.broker_transport_options
+    folder = Path(options["data_folder_in"])
     drop_stale_partials(folder)
+    drop_stale_partials(settings.home / "spool")
+    # Taken by a worker that died before reading them: their batches are in the spool.
+    for taken in Path(options["processed_folder"]).glob("*.msg"):
+        taken.unlink(missing_ok=True)
     queued = _queued_task_ids(folder)
     resent = set_aside_batches = 0
     for task_id, messages in pending(settings):
