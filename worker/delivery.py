@@ -59,7 +59,13 @@ def set_aside(session: Session, events: list[Any], reason: str) -> None:
 def dead_letter_row(raw: Any, reason: str, now: datetime) -> dict[str, Any]:
     """A dead letter keeps the event whole (as sent) for a replay, and why it was refused."""
     payload = raw if isinstance(raw, str) else json.dumps(raw, ensure_ascii=False, default=str)
-    event_id = raw.get("id") if isinstance(raw, dict) else None
+    parsed = raw
+    if isinstance(raw, str | bytes):
+        try:  # a replayed letter comes back as its JSON text: it keeps its event id
+            parsed = json.loads(raw)
+        except ValueError:
+            parsed = None
+    event_id = parsed.get("id") if isinstance(parsed, dict) else None
     if not isinstance(event_id, str) or id_is_contact_detail(event_id):
         event_id = None  # shown by `lethe dead-letters` and the dashboard; the payload keeps it
     return {

@@ -73,7 +73,19 @@ def replay_dead_letters(url: str, register: Register) -> tuple[int, int]:
         if not letters:
             return 0, 0
         session.execute(delete(DeadLetter).where(DeadLetter.id.in_([x.id for x in letters])))
-        report = ingest(session, [x.payload for x in letters], register, now_utc())
+        now = now_utc()
+        report = ingest(session, [x.payload for x in letters], register, now)
+        # Refused again, a letter keeps its first arrival: a replay must not restart the
+        # clock that drops dead letters (LETHE_DEAD_LETTER_DAYS).
+        first: dict[str, Any] = {}
+        for letter in letters:
+            first.setdefault(letter.payload, letter.received_at)
+        for payload, received_at in first.items():
+            session.execute(
+                update(DeadLetter)
+                .where(DeadLetter.received_at == now, DeadLetter.payload == payload)
+                .values(received_at=received_at)
+            )
     return len(letters) - report.refused, report.refused
 
 

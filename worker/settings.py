@@ -34,6 +34,9 @@ class SweepSettings:
     max_factor: float = 10.0  # LETHE_SWEEP_MAX_FACTOR: x the median of recent sweeps
     max_share: float = 0.5  # LETHE_SWEEP_MAX_SHARE: of a shop table's rows
     alarm_floor: int = 100  # LETHE_SWEEP_ALARM_FLOOR: smaller sweeps never need approval
+    # LETHE_DEAD_LETTER_DAYS: refused events are kept whole for a replay, personal
+    # data included; each sweep drops those older than this.
+    dead_letter_days: int = 30
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,7 @@ def _sweep_settings(env: dict[str, str], embedded: bool) -> SweepSettings:
         max_factor=number("LETHE_SWEEP_MAX_FACTOR", SweepSettings.max_factor),
         max_share=number("LETHE_SWEEP_MAX_SHARE", SweepSettings.max_share),
         alarm_floor=number("LETHE_SWEEP_ALARM_FLOOR", SweepSettings.alarm_floor, int),
+        dead_letter_days=number("LETHE_DEAD_LETTER_DAYS", SweepSettings.dead_letter_days, int),
     )
 
 

@@ -35,7 +35,7 @@ from itertools import groupby
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import any_, exists, func, select, update
+from sqlalchemy import any_, delete, exists, func, select, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -55,6 +55,7 @@ from worker.shop import (
     table_sizes,
 )
 from worker.store import (
+    DeadLetter,
     Erasure,
     Hold,
     PurgeRun,
@@ -141,6 +142,8 @@ def open_run(
     moment = now_utc()
     _close_abandoned_runs(settings, moment)
     receipts.prune(receipts.receipts_url(settings.database_url))
+    if status == "running":
+        _drop_old_dead_letters(settings, moment)
     try:
         with transaction(settings.database_url) as session:
             run = PurgeRun(
@@ -164,6 +167,13 @@ def open_run(
             return run.id
     except IntegrityError:
         return None
+
+
+def _drop_old_dead_letters(settings: Settings, moment: datetime) -> None:
+    """Refused events are kept whole for a replay, personal data included: not for ever."""
+    kept_since = moment - timedelta(days=settings.sweep.dead_letter_days)
+    with transaction(settings.database_url) as session:
+        session.execute(delete(DeadLetter).where(DeadLetter.received_at < kept_since))
 
 
 # A run whose heartbeat is this old lost its worker: what it left stays due for the next run.

@@ -18,6 +18,7 @@ from sweeping import (
     one_row_per_erasure,
     seed_store,
     shop_postgres_url,  # noqa: F401 (fixture)
+    store_url,
 )
 
 
@@ -146,6 +147,53 @@ def test_sweep_messages_from_anyone_on_the_broker_erase_nothing_they_should_not(
     assert _audited(shop) == audited
     assert shop.store("select count(*) from purge_runs")[0][0] == runs + 1  # the dry run
     assert "jean.dupont" not in log.read_text()
+
+
+def test_dead_letters_go_after_30_days_and_a_replay_does_not_restart_their_clock(
+    embedded: Lethe, request
+):
+    import pendulum
+    import sqlalchemy as sa
+
+    from worker.store import DeadLetter, transaction
+
+    shop = _ready(embedded, request, people=80)
+    embedded.start_worker()
+    refused = [
+        {
+            "id": f"bad-{n}",
+            "type": "parcel.lost",
+            "subject": "customer:1",
+            "occurred_at": "2026-01-01T10:00:00+01:00",
+        }
+        for n in (1, 2)
+    ]
+    embedded.python(
+        f"from worker.app import app\napp.send_task('lethe.ingest', args=[{refused!r}])\n"
+    )
+    url = store_url(embedded)
+
+    def letters() -> dict[str, int]:
+        """Age in days of each dead letter, by event id."""
+        with transaction(url) as session:
+            now = pendulum.now("UTC")
+            return {
+                letter.event_id: (now - letter.received_at).days
+                for letter in session.scalars(sa.select(DeadLetter))
+            }
+
+    wait_for(lambda: len(letters()) == 2, 30, "2 dead letters", embedded.logs)
+    with transaction(url) as session:
+        for event_id, days in (("bad-1", 40), ("bad-2", 10)):
+            session.execute(
+                sa.update(DeadLetter)
+                .where(DeadLetter.event_id == event_id)
+                .values(received_at=pendulum.now("UTC").subtract(days=days))
+            )
+    embedded.run("dead-letters", "--replay")  # refused again: the register has no such type
+    assert letters() == {"bad-1": 40, "bad-2": 10}
+    shop.purge("--now", NOW)
+    assert letters() == {"bad-2": 10}
 
 
 def test_a_shop_that_is_down_leaves_everything_due_and_says_so(lethe: Lethe, request):
