@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 from worker.delivery import dead_letter_row
 from worker.events import Event, EventRefused, parse_event
 from worker.holds import held_by_hand
+from worker.payloads import drop_erased_payloads
 from worker.register import Register
 from worker.retention import Lifecycle, lifecycles
 from worker.store import (
@@ -76,6 +77,11 @@ def ingest(
     if new_events:
         report.lifecycles = _recompute(session, new_events, register, now)
         suppress(session, hashes_to_suppress(new_events, register), now)
+        # An old event arriving for data already erased: no later sweep picks it up.
+        late: dict[str, list[tuple[str, Event]]] = defaultdict(list)
+        for event in new_events:
+            late[event.subject].append((event.id, event))
+        drop_erased_payloads(session, register, sorted(late), late)
     return report
 
 

@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session
 from worker import receipts
 from worker.audit import COLUMNS as AUDIT_COLUMNS
 from worker.hashing import subject_ref
+from worker.payloads import drop_erased_payloads
 from worker.register import Register
 from worker.settings import Settings
 from worker.shop import (
@@ -880,7 +881,7 @@ def _record(
             .values(state="active", updated_at=now)
             .execution_options(synchronize_session=False)
         )
-    _drop_payloads(session, register, sorted({lc.subject for lc in claimed}), events)
+    drop_erased_payloads(session, register, sorted({lc.subject for lc in claimed}), events)
     session.execute(
         update(PurgeRun)
         .where(PurgeRun.id == run_id)
@@ -906,43 +907,3 @@ def _append_audit(session: Session, rows: list[dict[str, Any]]) -> None:
     with cursor.copy(f"COPY erasures ({', '.join(_AUDIT_COLUMNS)}) FROM STDIN") as copy:
         for row in rows:
             copy.write_row([row[c] for c in _AUDIT_COLUMNS])
-
-
-def _drop_payloads(
-    session: Session,
-    register: Register,
-    subjects: list[str],
-    events: dict[str, list[tuple[str, LoggedEvent]]],
-) -> None:
-    """The event log is personal data too: an event whose activities are all erased keeps
-    only its id, type, subject and time (what deduplication and deadlines need)."""
-    states: dict[str, dict[str, str]] = defaultdict(dict)
-    for start in range(0, len(subjects), 1000):
-        chunk = subjects[start : start + 1000]
-        query = select(
-            StoredLifecycle.subject, StoredLifecycle.activity, StoredLifecycle.state
-        ).where(one_of(StoredLifecycle.subject, chunk, session.get_bind()))
-        for subject, activity, state in session.execute(query):
-            states[subject][activity] = state
-    drop: list[str] = []
-    for subject in subjects:
-        kind = subject.split(":", 1)[0]
-        mine = states.get(subject, {})
-        everything_erased = bool(mine) and all(s == "erased" for s in mine.values())
-        for event_id, event in events.get(subject, []):
-            touched = [a.id for a in register.activities_touched(event.type, kind)]
-            if (touched and all(mine.get(a) == "erased" for a in touched)) or (
-                not touched and everything_erased
-            ):
-                drop.append(event_id)
-    for start in range(0, len(drop), 1000):
-        session.execute(
-            update(StoredEvent)
-            .where(
-                one_of(StoredEvent.id, drop[start : start + 1000], session.get_bind()),
-                # most events carry no payload: leave those rows unwritten
-                sa.cast(StoredEvent.data, sa.Text) != "{}",
-            )
-            .values(data={})
-            .execution_options(synchronize_session=False)
-        )

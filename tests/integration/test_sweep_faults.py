@@ -196,6 +196,32 @@ def test_dead_letters_go_after_30_days_and_a_replay_does_not_restart_their_clock
     assert letters() == {"bad-2": 10}
 
 
+def test_an_old_event_arriving_after_its_data_was_erased_keeps_no_payload(embedded: Lethe, request):
+    shop = _ready(embedded, request, people=80)
+    erased = sorted(
+        s
+        for (s, a), r in shop.lifecycles().items()
+        if a == "website.navigation" and r["state"] == "erased"
+    )
+    assert erased, "the first sweep should have erased some navigation"
+    late = {
+        "id": "late-visit",
+        "type": "visit.recorded",
+        "subject": erased[0],
+        "occurred_at": "2014-01-02T10:00:00+01:00",
+        "data": {"page": "/compte/arthur-75008"},
+    }
+    embedded.start_worker()
+    embedded.python(
+        f"from worker.app import app\napp.send_task('lethe.ingest', args=[[{late!r}]])\n"
+    )
+    embedded.wait_stored(len(shop.data.events) + 1)
+    states = {a: r["state"] for (s, a), r in shop.lifecycles().items() if s == erased[0]}
+    assert states["website.navigation"] == "erased"
+    [(data,)] = shop.store("select data from events where id = 'late-visit'")
+    assert "arthur" not in str(data)
+
+
 def test_a_shop_that_is_down_leaves_everything_due_and_says_so(lethe: Lethe, request):
     shop = _ready(lethe, request, people=80)
     due = _due(shop)

@@ -1,0 +1,60 @@
+"""The event log is personal data too: payloads go once what they describe is erased.
+
+An event whose activities are all erased keeps only its id, type, subject and
+time (what deduplication and deadlines need). Sweeps drop the payloads of what
+they erase; ingestion drops those of events that arrive late for a subject
+already erased, which no later sweep would pick again.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from worker.register import Register
+from worker.store import StoredEvent, StoredLifecycle, one_of
+
+
+def drop_erased_payloads(
+    session: Session,
+    register: Register,
+    subjects: list[str],
+    events: Mapping[str, list[tuple[str, Any]]],
+) -> None:
+    """The event log is personal data too: an event whose activities are all erased keeps
+    only its id, type, subject and time (what deduplication and deadlines need)."""
+    states: dict[str, dict[str, str]] = defaultdict(dict)
+    for start in range(0, len(subjects), 1000):
+        chunk = subjects[start : start + 1000]
+        query = select(
+            StoredLifecycle.subject, StoredLifecycle.activity, StoredLifecycle.state
+        ).where(one_of(StoredLifecycle.subject, chunk, session.get_bind()))
+        for subject, activity, state in session.execute(query):
+            states[subject][activity] = state
+    drop: list[str] = []
+    for subject in subjects:
+        kind = subject.split(":", 1)[0]
+        mine = states.get(subject, {})
+        everything_erased = bool(mine) and all(s == "erased" for s in mine.values())
+        for event_id, event in events.get(subject, []):
+            touched = [a.id for a in register.activities_touched(event.type, kind)]
+            if (touched and all(mine.get(a) == "erased" for a in touched)) or (
+                not touched and everything_erased
+            ):
+                drop.append(event_id)
+    for start in range(0, len(drop), 1000):
+        session.execute(
+            update(StoredEvent)
+            .where(
+                one_of(StoredEvent.id, drop[start : start + 1000], session.get_bind()),
+                # most events carry no payload: leave those rows unwritten
+                sa.cast(StoredEvent.data, sa.Text) != "{}",
+            )
+            .values(data={})
+            .execution_options(synchronize_session=False)
+        )
