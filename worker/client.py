@@ -154,8 +154,11 @@ def build_event(
     payload = dict(data or {})
     _refuse_plain_personal_data(payload)
     for name, value in (match or {}).items():
+        if not isinstance(value, str):
+            raise EventInvalid(f"match[{name!r}] must be a string, not {value.__class__.__name__}")
         payload[f"{name}_hash"] = value_hash(settings.secret, value)
-    when = occurred_at or pendulum.now("UTC")
+    # only a missing time means now: an empty one is a mistake, refused below
+    when = pendulum.now("UTC") if occurred_at is None else occurred_at
     raw = {
         "id": id or str(uuid.uuid4()),
         "type": type,

@@ -114,6 +114,7 @@ def parse_event(raw: Any, register: Register) -> Event:
         data = {}
     if not isinstance(data, dict):
         raise EventRefused("field data must be a JSON object")
+    _check_plain_json(data)
     return Event(
         id=event_id,
         type=event_type,
@@ -121,6 +122,20 @@ def parse_event(raw: Any, register: Register) -> Event:
         occurred_at=parse_instant(raw["occurred_at"], "occurred_at"),
         data=data,
     )
+
+
+def _check_plain_json(data: dict[str, Any]) -> None:
+    # Refused here, event by event: a value the store's JSON cannot hold (a Decimal or a
+    # date that kombu's serializer carried through, NaN, a NUL) failed the whole batch.
+    try:
+        text = json.dumps(data, allow_nan=False)
+    except (TypeError, ValueError):
+        raise EventRefused(
+            "field data holds a value JSON cannot carry as is (a date, a decimal, bytes, "
+            "NaN or infinity): send it as a string or a finite number"
+        ) from None
+    if "\\u0000" in text:
+        raise EventRefused("field data contains a NUL character, which no store can hold")
 
 
 def check_subject(subject: str, register: Register | None = None) -> str:

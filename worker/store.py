@@ -6,6 +6,7 @@ migrations in `worker/migrations`; these models describe it for queries.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -304,6 +305,11 @@ def dispose_inherited_engines() -> None:
     """In a forked child: drop the parent's pooled connections without closing them."""
     for engine in _created:
         engine.dispose(close=False)
+
+
+# A shop's own forked processes (gunicorn, multiprocessing) must not share the
+# parent's pooled connections either, as Celery's prefork children do not.
+os.register_at_fork(after_in_child=dispose_inherited_engines)
 
 
 @lru_cache(maxsize=8)

@@ -180,6 +180,48 @@ def test_a_producer_sending_one_event_or_text_where_a_list_belongs_loses_nothing
     assert lethe.store_count("dead_letters") == 2
 
 
+def test_a_decimal_in_one_event_refuses_that_event_alone_not_its_batch(lethe: Lethe):
+    # kombu's JSON carries a Decimal through to the worker as a Decimal
+    lethe.start_worker()
+    lethe.python(
+        "from decimal import Decimal\n"
+        "from worker.app import app\n"
+        "batch = [{'id': f'dec-{i}', 'type': 'order.closed', 'subject': f'customer:{i}',"
+        " 'occurred_at': '2026-01-01T10:00:00+01:00', 'data': {'amount': '12.5'}}"
+        " for i in range(20)]\n"
+        "batch[7]['data'] = {'amount': Decimal('12.5')}\n"
+        "app.send_task('lethe.ingest', args=[batch])\n"
+    )
+    lethe.wait_stored(19)
+    wait_for(lambda: lethe.store_count("dead_letters") == 1, 30, "1 dead letter", lethe.logs)
+    assert lethe.store_count("events") == 19
+
+
+def test_is_suppressed_works_in_processes_forked_after_using_it(distributed: Lethe):
+    # gunicorn's workers fork from a parent that imported and used the client
+    result = distributed.python(
+        "import os\n"
+        "from worker.client import is_suppressed\n"
+        "assert not is_suppressed('x@example.org')\n"
+        "children = []\n"
+        "for _ in range(4):\n"
+        "    pid = os.fork()\n"
+        "    if pid == 0:\n"
+        "        try:\n"
+        "            for _ in range(200):\n"
+        "                assert not is_suppressed('x@example.org')\n"
+        "        except BaseException as exc:\n"
+        "            print('child failed:', type(exc).__name__, flush=True)\n"
+        "            os._exit(1)\n"
+        "        os._exit(0)\n"
+        "    children.append(pid)\n"
+        "codes = [os.waitpid(pid, 0)[1] for pid in children]\n"
+        "assert not is_suppressed('x@example.org')\n"
+        "print(codes)\n"
+    )
+    assert result.stdout.strip().splitlines()[-1] == "[0, 0, 0, 0]", result.stdout
+
+
 def test_emit_with_the_broker_down_fails_clearly(lethe: Lethe, samples: Path):
     lethe.env["LETHE_BROKER_URL"] = "redis://127.0.0.1:1/0"
     lethe.env.setdefault("LETHE_SECRET", "a-secret-long-enough-for-tests")

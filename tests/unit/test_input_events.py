@@ -8,8 +8,11 @@ and no reason quotes the personal data it refuses.
 from __future__ import annotations
 
 import json
+from datetime import date
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
 
@@ -244,6 +247,28 @@ def test_emit_many_refuses_the_nested_address_alone_and_sends_the_rest(
     assert report.sent == 1 and [e["id"] for e in sent[0]] == ["ev-3"]
     assert [position for position, _ in report.refused] == [1, 2]
     assert all(EMAIL not in r and PHONE not in r for _, r in report.refused)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [Decimal("12.5"), date(2026, 1, 1), UUID(int=7), b"raw", float("nan"), float("inf"), "a\x00b"],
+)
+def test_a_data_value_the_store_cannot_hold_refuses_that_event_alone(
+    register: Register, value: Any
+) -> None:
+    # kombu's serializer carries decimals, dates and UUIDs through to the worker,
+    # where the store's JSON column failed the whole batch
+    with pytest.raises(EventRefused, match="field data"):
+        parse_event(raw_event(data={"amount": value}), register)
+    fine = {"amount": "12.5", "n": 3, "x": 1.5, "ok": True, "none": None, "l": [1, "a"]}
+    assert parse_event(raw_event(data=fine), register).data == fine
+
+
+def test_the_client_refuses_a_match_that_is_not_a_string_and_an_empty_time() -> None:
+    with pytest.raises(client.EventInvalid, match=r"match\['email'\] must be a string"):
+        client.build_event("newsletter.unsubscribed", subject="customer:1", match={"email": None})
+    with pytest.raises(client.EventInvalid, match="occurred_at"):
+        client.build_event("order.closed", subject="customer:1", occurred_at="")
 
 
 # 5. LETHE_REGISTER cannot be loaded: the client says where, as `register check` does
