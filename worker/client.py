@@ -33,6 +33,10 @@ class BrokerUnavailable(ConnectionError):
     """The queue cannot be reached: nothing (or only what `sent` says) left the shop."""
 
 
+class StoreUnavailable(ConnectionError):
+    """Lethe's store cannot be read (`is_suppressed`): treat the address as suppressed."""
+
+
 class EventInvalid(ValueError):
     """The event was refused before sending; the message says which field and why."""
 
@@ -252,12 +256,21 @@ def is_suppressed(email: str) -> bool:
     The suppression list holds keyed hashes only; the address is hashed here the
     same way, so it is never stored or sent.
     """
-    from worker.store import Suppression, transaction
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from worker.store import Suppression, reading
 
     settings = current_settings()
-    _schema_ready(settings.database_url)
-    with transaction(settings.database_url) as session:
-        return session.get(Suppression, value_hash(settings.secret, email)) is not None
+    try:
+        _schema_ready(settings.database_url)
+        with reading(settings.database_url) as session:
+            return session.get(Suppression, value_hash(settings.secret, email)) is not None
+    except SQLAlchemyError as exc:
+        # the type only: a driver's message may quote the statement's values
+        raise StoreUnavailable(
+            f"cannot read the suppression list in {safe_url(settings.database_url)} "
+            f"({type(exc).__name__}): do not write to the address until it answers"
+        ) from None
 
 
 @lru_cache(maxsize=4)
