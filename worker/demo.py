@@ -164,14 +164,18 @@ def _start_worker(settings: Any, home: Path) -> subprocess.Popen:
         start_new_session=True,
     )
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise DemoError(f"the worker stopped at start; see {log}")
-        if "ready" in log.read_text(errors="replace"):
-            return process
-        time.sleep(0.1)
-    _stop(process)
-    raise DemoError(f"the worker did not start within 60 s; see {log}")
+    try:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise DemoError(f"the worker stopped at start; see {log}")
+            if "ready" in log.read_text(errors="replace"):
+                return process
+            time.sleep(0.1)
+        raise DemoError(f"the worker did not start within 60 s; see {log}")
+    except BaseException:
+        # a SIGTERM while waiting too: the caller's `finally` does not hold it yet
+        _stop(process)
+        raise
 
 
 def _stop_on_hangup() -> None:
