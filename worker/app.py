@@ -28,6 +28,7 @@ NOOP_TASK = "lethe.noop"
 # retry's countdown) longer than this; it must exceed the longest task and the
 # longest retry delay (RETRY_BACKOFF_MAX in tasks/ingest.py).
 DEFAULT_VISIBILITY_TIMEOUT = 3600
+REDIS_TIMEOUT = 10
 
 
 def events_queue(settings: Settings) -> str:
@@ -63,6 +64,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "unacked_restore_throttle": 1 if visibility < 300 else 10,
             # several Lethe installs (or test runs) can share one Redis server
             "global_keyprefix": f"{settings.queue_prefix}:",
+            # A server that accepts but never answers (stuck, or a half-open link)
+            # must fail a shop's emit() with BrokerUnavailable, not hang it for good;
+            # kept well above the workers' 1 s blocking reads.
+            "socket_connect_timeout": REDIS_TIMEOUT,
+            "socket_timeout": REDIS_TIMEOUT,
         }
     return {
         "broker_url": settings.broker_url,

@@ -303,3 +303,31 @@ def test_is_suppressed_with_the_store_down_raises_the_documented_error(tmp_path:
     assert result.returncode == 0, result.stderr
     assert "cannot read the suppression list in postgresql+psycopg://lethe:***@" in result.stdout
     assert "jean.dupont" not in result.stdout + result.stderr
+
+
+def test_emit_to_a_broker_that_accepts_but_never_answers_fails_instead_of_hanging(
+    lethe,
+) -> None:
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    held: list[object] = []  # accepted and never answered: a stuck server, a half-open link
+    threading.Thread(
+        target=lambda: [held.append(server.accept()) for _ in range(8)], daemon=True
+    ).start()
+    try:
+        result = lethe(
+            "emit",
+            "contact.made",
+            "--subject",
+            "customer:1",
+            LETHE_BROKER_URL=f"redis://127.0.0.1:{server.getsockname()[1]}/0",
+            LETHE_SECRET="a-secret-of-some-length",
+        )
+    finally:
+        server.close()
+    assert_clean_failure(result, 1)
+    assert "cannot reach the broker at redis://127.0.0.1:" in result.stderr
