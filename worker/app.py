@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_init
+from celery.signals import worker_init
 
 # Imported for its Celery `setup_logging` receiver: worker, beat and Flower then
 # log through Lethe's processors (personal data kept out), not Celery's format.
@@ -162,12 +162,3 @@ def register_refusal(settings: Settings) -> str | None:
             "then start the worker again"
         )
     return None
-
-
-@worker_process_init.connect
-def _fresh_connections(**_: Any) -> None:
-    # A prefork child inherits the parent's pooled connections (opened by the
-    # schema check); two processes on one socket corrupt each other's results.
-    from worker.store import dispose_inherited_engines
-
-    dispose_inherited_engines()

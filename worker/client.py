@@ -241,7 +241,7 @@ def _publish(messages: list[dict[str, Any]], one: bool = False) -> None:
             # the embedded queue is a folder: nothing to start, a folder to fix
             raise BrokerUnavailable(
                 f"cannot write the embedded queue under {settings.home} "
-                f"({getattr(exc, 'strerror', None) or exc or type(exc).__name__}): "
+                f"({getattr(exc, 'strerror', None) or exc}): "
                 "make LETHE_HOME writable"
             ) from None
         raise BrokerUnavailable(

@@ -21,10 +21,11 @@ from typing import Any
 
 from sqlalchemy import select
 
+from worker import spool
 from worker.delivery import MAX_DELIVERIES, set_aside
 from worker.embedded_broker import drop_stale_partials
 from worker.settings import Settings
-from worker.spool import pending, release
+from worker.spool import count_sending, pending, release
 from worker.store import PurgeRun, transaction
 
 # Held for the life of the process; a POSIX lock is not inherited by the beat
@@ -59,7 +60,7 @@ def recover(app: Any, settings: Settings) -> dict[str, int]:
     options = app.conf.broker_transport_options
     folder = Path(options["data_folder_in"])
     drop_stale_partials(folder)
-    drop_stale_partials(settings.home / "spool")
+    drop_stale_partials(spool.folder(settings))
     # Taken by a worker that died before reading them: their batches are in the spool.
     for taken in Path(options["processed_folder"]).glob("*.msg"):
         taken.unlink(missing_ok=True)
@@ -70,7 +71,7 @@ def recover(app: Any, settings: Settings) -> dict[str, int]:
         # sending it again would deliver it twice.
         if task_id in queued:
             continue
-        if _count_start(settings, task_id) >= MAX_DELIVERIES:
+        if count_sending(settings, task_id) >= MAX_DELIVERIES:
             with transaction(settings.database_url) as session:
                 set_aside(
                     session,
@@ -88,17 +89,6 @@ def recover(app: Any, settings: Settings) -> dict[str, int]:
         app.send_task(SWEEP_TASK, kwargs={"schedule": schedule, "run_id": run_id})
         resumed += 1
     return {"resent": resent, "set_aside": set_aside_batches, "resumed_sweeps": resumed}
-
-
-def _count_start(settings: Settings, task_id: str) -> int:
-    """How many times this batch has now been sent (the first publication counts)."""
-    counter = settings.home / "spool" / f"{task_id}.sent"
-    try:
-        sent = int(counter.read_text(encoding="ascii")) + 1
-    except (OSError, ValueError):
-        sent = 2
-    counter.write_text(str(sent), encoding="ascii")
-    return sent
 
 
 def _interrupted_runs(settings: Settings) -> list[tuple[int, str]]:

@@ -53,7 +53,7 @@ def ensure_schema(settings: Settings) -> None:
 
 
 def current_revision(url: str) -> str | None:
-    from worker.store import READ_ONLY, engine_for
+    from worker.store import read_only_engine
 
-    with engine_for(url).execution_options(**{READ_ONLY: True}).connect() as connection:
+    with read_only_engine(url).connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()

@@ -19,7 +19,7 @@ from typing import Any
 from worker.settings import Settings
 
 
-def _folder(settings: Settings) -> Path:
+def folder(settings: Settings) -> Path:
     return settings.home / "spool"
 
 
@@ -29,9 +29,9 @@ def spooled(settings: Settings, task_id: str, messages: list[Any]) -> Iterator[N
     if not settings.embedded:
         yield
         return
-    folder = _folder(settings)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{task_id}.json"
+    here = folder(settings)
+    here.mkdir(parents=True, exist_ok=True)
+    path = here / f"{task_id}.json"
     partial = path.with_suffix(".part")
     partial.write_text(json.dumps(messages), encoding="utf-8")
     os.replace(partial, path)
@@ -44,17 +44,28 @@ def spooled(settings: Settings, task_id: str, messages: list[Any]) -> Iterator[N
 
 def release(settings: Settings, task_id: str) -> None:
     if settings.embedded:
-        (_folder(settings) / f"{task_id}.json").unlink(missing_ok=True)
-        # how many times a worker start sent it again (worker/embedded_start.py)
-        (_folder(settings) / f"{task_id}.sent").unlink(missing_ok=True)
+        (folder(settings) / f"{task_id}.json").unlink(missing_ok=True)
+        (folder(settings) / f"{task_id}.sent").unlink(missing_ok=True)
+
+
+def count_sending(settings: Settings, task_id: str) -> int:
+    """Count one more sending of a spooled batch by a worker start; returns how many times
+    it has now been sent (its first publication counts)."""
+    counter = folder(settings) / f"{task_id}.sent"
+    try:
+        sent = int(counter.read_text(encoding="ascii")) + 1
+    except (OSError, ValueError):
+        sent = 2
+    counter.write_text(str(sent), encoding="ascii")
+    return sent
 
 
 def pending(settings: Settings) -> Iterator[tuple[str, list[Any]]]:
     """Batches published but not yet ingested (or lost with a killed worker)."""
-    folder = _folder(settings)
-    if not folder.exists():
+    here = folder(settings)
+    if not here.exists():
         return
-    for path in sorted(folder.glob("*.json")):
+    for path in sorted(here.glob("*.json")):
         try:
             yield path.stem, json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):

@@ -307,8 +307,9 @@ def dispose_inherited_engines() -> None:
         engine.dispose(close=False)
 
 
-# A shop's own forked processes (gunicorn, multiprocessing) must not share the
-# parent's pooled connections either, as Celery's prefork children do not.
+# Every forked child, Celery's prefork children and a shop's own (gunicorn,
+# multiprocessing) alike, drops the pooled connections it inherited: two processes
+# on one socket corrupt each other's results.
 os.register_at_fork(after_in_child=dispose_inherited_engines)
 
 
@@ -327,11 +328,17 @@ def transaction(url: str) -> Iterator[Session]:
         yield session
 
 
+@lru_cache(maxsize=8)
+def read_only_engine(url: str) -> Engine:
+    """`engine_for(url)` marked for reads: on SQLite they do not wait for the write lock.
+    It shares that engine's pool (and so its disposal after a fork)."""
+    return engine_for(url).execution_options(**{READ_ONLY: True})
+
+
 @contextmanager
 def reading(url: str) -> Iterator[Session]:
     """A transaction that only reads: on SQLite it does not wait for the write lock."""
-    engine = engine_for(url).execution_options(**{READ_ONLY: True})
-    with Session(engine, expire_on_commit=False) as session, session.begin():
+    with Session(read_only_engine(url), expire_on_commit=False) as session, session.begin():
         yield session
 
 
