@@ -7,8 +7,9 @@ naive time would move by an hour or two depending on where it was read.
 
 from __future__ import annotations
 
+import difflib
 import json
-import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -24,10 +25,10 @@ REQUIRED = ("id", "type", "subject", "occurred_at")
 # 2999 + 1000 stays far inside it. No shop has records before 1900.
 EARLIEST_YEAR = 1900
 LATEST_YEAR = 2999
-# A refusal reason is stored and logged: it may quote a value only when the value
-# looks like a name from a catalogue (`order.shiped`), never free text that a
-# misbehaving producer filled with an address or a phone number.
-_QUOTABLE = re.compile(r"[a-z][a-z0-9_.-]{0,63}")
+# A refusal reason is stored, logged and shown on the dashboard, so it never repeats
+# a value the producer sent: `jean.dupont` looks as much like a catalogue name as
+# `order.shiped` does. It names the closest known name instead, which is the fix.
+_CLOSE_ENOUGH = 0.6
 
 
 class EventRefused(ValueError):
@@ -78,9 +79,9 @@ def parse_event(raw: Any, register: Register) -> Event:
     unknown_fields = set(raw) - {*REQUIRED, "data"}
     if unknown_fields:
         raise EventRefused(
-            f"unknown field{'s' if len(unknown_fields) > 1 else ''} "
-            f"{', '.join(_shown(str(f)) for f in sorted(unknown_fields))}: "
-            "put extra details under 'data'"
+            f"{len(unknown_fields)} unknown field{'s' if len(unknown_fields) > 1 else ''}"
+            f"{_not_repeated(map(str, unknown_fields), (*REQUIRED, 'data'), 'name')}: "
+            f"an event has only {', '.join(REQUIRED)} and data; put extra details under 'data'"
         )
     event_id, event_type, subject = raw["id"], raw["type"], raw["subject"]
     for name, value in (("id", event_id), ("type", event_type), ("subject", subject)):
@@ -100,8 +101,8 @@ def parse_event(raw: Any, register: Register) -> Event:
         )
     if event_type not in register.events:
         raise EventRefused(
-            f"unknown event type {_quoted(event_type)}: the register {register.name!r} "
-            f"knows {', '.join(sorted(register.events))}"
+            f"unknown event type{_not_repeated([event_type], register.events)}: "
+            f"the register {register.name!r} knows {', '.join(sorted(register.events))}"
         )
     kind = check_subject(subject, register)
     if not register.activities_touched(event_type, kind) and not register.is_hold_event(event_type):
@@ -157,8 +158,8 @@ def check_subject(subject: str, register: Register | None = None) -> str:
         )
     if register is not None and kind not in register.subject_kinds:
         raise EventRefused(
-            f"unknown subject kind {_quoted(kind)}: the register knows "
-            f"{', '.join(register.subject_kinds)}"
+            f"unknown subject kind{_not_repeated([kind], register.subject_kinds)}: "
+            f"the register knows {', '.join(register.subject_kinds)}"
         )
     return kind
 
@@ -197,13 +198,11 @@ def _within_bounds(moment: datetime) -> bool:
     return EARLIEST_YEAR <= (wall - (moment.utcoffset() or timedelta(0))).year <= LATEST_YEAR
 
 
-def _quoted(value: str) -> str:
-    """The value in quotes if it looks like a catalogue name, else a placeholder."""
-    if _QUOTABLE.fullmatch(value):
-        return repr(value)
-    return "(not quoted: it is not a lower-case name and could be personal data)"
-
-
-def _shown(name: str) -> str:
-    """A field name as is if it looks like one, else a placeholder."""
-    return name if _QUOTABLE.fullmatch(name) else "(a name that is not quoted)"
+def _not_repeated(sent: Iterable[str], known: Iterable[str], what: str = "value") -> str:
+    """Words for a refusal that stand for what was sent, with the closest known names."""
+    known = list(known)
+    close = sorted(
+        {m for value in sent for m in difflib.get_close_matches(value, known, 1, _CLOSE_ENOUGH)}
+    )
+    hint = f"; closest known: {', '.join(map(repr, close))}" if close else ""
+    return f" (the {what} sent is not repeated, as it could be personal data{hint})"

@@ -23,8 +23,9 @@ from worker.hashing import subject_ref
 _DROPPED = {"data", "payload", "email", "phone", "name", "address", "raw", "args", "kwargs"}
 _REMOVED = "[removed]"
 _EMAIL = re.compile(r"[^@\s'\"<>(),;:]+@[^@\s'\"<>(),;:]+\.[a-zA-Z]{2,}")
-# Digits with optional separators, not part of a longer token (uuid, float, date).
-_PHONE_CANDIDATE = re.compile(r"(?<![\w.:/-])\+?\(?\d[\d .()/-]{6,}\d(?![\w.:/-])")
+# Digits with optional separators, not part of a longer token (uuid, float, date). A
+# colon before them is a label (`phone:0612345678`) unless a digit precedes it (a time).
+_PHONE_CANDIDATE = re.compile(r"(?<![\w./-])(?<!\d:)\+?\(?\d[\d .()/-]{6,}\d(?![\w.:/-])")
 # SQLAlchemy appends a statement's bound values to its errors; they are row data.
 _SQL_PARAMETERS = re.compile(r"\[parameters: .*?\](?=\s*(?:\(|$))", re.DOTALL)
 # Celery names the task in its own messages: `Task lethe.ingest[<uuid>] received`.

@@ -197,7 +197,7 @@ def test_emit_file_with_a_broken_register_shows_its_file_and_line(
 def test_hold_on_an_unknown_kind_is_refused_with_the_known_kinds(lethe) -> None:
     result = lethe("hold", "place", "martian:1", "--reason", "case 1")
     assert_clean_failure(result, 1)
-    assert "unknown subject kind 'martian'" in result.stderr
+    assert "unknown subject kind (" in result.stderr
     assert "customer" in result.stderr and "candidate" in result.stderr
     listed = lethe("hold", "list", "--format", "json")
     assert json.loads(listed.stdout) == []

@@ -299,7 +299,7 @@ def test_bad_lines_are_refused_with_their_line_and_the_rest_is_still_computed(tm
     ]
     reasons = [line.split(": refused: ", 1)[1] for line in refusals]
     assert reasons[0].startswith("not valid JSON")
-    assert "unknown event type 'order.shipped'" in reasons[1]
+    assert "unknown event type (" in reasons[1] and "closest known: 'order.closed'" in reasons[1]
     assert "no UTC offset" in reasons[2]
     assert "subject must be KIND:ID" in reasons[3]
     assert "4 event(s) refused out of 6" in result.stderr

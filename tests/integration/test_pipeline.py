@@ -141,7 +141,8 @@ def test_refused_events_become_dead_letters_and_replay_after_a_register_fix(
     lethe.wait_stored(2)
     letters = json.loads(lethe.run("dead-letters", "--format", "json").stdout)
     reasons = {x["event_id"]: x["reason"] for x in letters}
-    assert "unknown event type 'loyalty.joined'" in reasons["bad-type"]
+    assert "unknown event type (" in reasons["bad-type"]
+    assert "loyalty" not in reasons["bad-type"]
     assert "no UTC offset" in reasons["no-offset"]
     assert "subject must be KIND:ID" in reasons["no-kind"]
     assert "not valid JSON" in reasons[None]

@@ -74,7 +74,7 @@ def test_every_missing_field_is_named_at_once(register):
 
 def test_an_unknown_event_type_is_refused_with_the_known_types(register):
     message = refusal(register, {**GOOD, "type": "order.shipped"})
-    assert "unknown event type 'order.shipped'" in message
+    assert "unknown event type (" in message and "closest known: 'order.closed'" in message
     assert "order.closed" in message and "newsletter.unsubscribed" in message
 
 
@@ -113,7 +113,7 @@ def test_a_subject_without_id_is_refused(register):
 
 def test_an_unknown_subject_kind_is_refused_with_the_known_kinds(register):
     message = refusal(register, {**GOOD, "subject": "client:42"})
-    assert "unknown subject kind 'client'" in message
+    assert "unknown subject kind (" in message and "'client'" not in message
     assert "customer" in message and "distributor-customer" in message
 
 
@@ -151,7 +151,7 @@ def test_a_dispute_may_be_opened_about_any_kind_of_subject(register):
 
 def test_an_unknown_top_level_field_is_refused_pointing_to_data(register):
     message = refusal(register, {**GOOD, "order": "A-1009"})
-    assert "unknown field order" in message
+    assert "1 unknown field (" in message and "A-1009" not in message
     assert "under 'data'" in message
 
 

@@ -148,7 +148,7 @@ def test_a_malformed_subject_is_refused_without_quoting_it(subject: str) -> None
 def test_an_unknown_kind_lists_the_kinds_the_register_knows(register: Register) -> None:
     with pytest.raises(EventRefused) as refused:
         check_subject("martian:1", register)
-    assert "unknown subject kind 'martian'" in str(refused.value)
+    assert "unknown subject kind (" in str(refused.value)
     assert ", ".join(register.subject_kinds) in str(refused.value)
     assert check_subject("customer:1", register) == "customer"
 

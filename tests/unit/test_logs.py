@@ -31,6 +31,8 @@ def _restore_logging():
         "phone 06.12.34.56.78",
         "phone 0612345678",
         "phone (555) 123-4567",
+        "phone:0612345678",
+        "{'tel':'+33612345678'}",
         "IntegrityError [parameters: {'email': 'x', 'name': 'Jeanne Martin'}]",
     ],
 )
