@@ -184,15 +184,33 @@ def _recompute(
     subjects = sorted(touched)
     _lock_subjects(session, subjects)
     history = events_of(session, subjects)
-    # No read of the stored lifecycles: whether an erased one stays erased is
-    # decided by the upsert itself, under the row's lock (upsert_lifecycles).
+    erased = erasure_times(session, subjects)
+    # Whether an erased lifecycle stays erased is decided by the upsert itself, under
+    # the row's lock (upsert_lifecycles); the erasure times only split its history.
     rows = []
     for subject in subjects:
-        for lifecycle in lifecycles(subject, history[subject], register, only=touched[subject]):
-            rows.append(stored_row(lifecycle, None, now))
+        found = lifecycles(
+            subject, history[subject], register, only=touched[subject], erased_at=erased[subject]
+        )
+        rows.extend(stored_row(lifecycle, None, now) for lifecycle in found)
     mark_held_by_hand(session, rows)
     upsert_lifecycles(session, rows)
     return len(rows)
+
+
+def erasure_times(session: Session, subjects: list[str]) -> dict[str, dict[str, datetime]]:
+    """Per subject and activity, when a sweep last erased the data (worker/retention.py
+    starts a new lifecycle from the events after it)."""
+    found: dict[str, dict[str, datetime]] = defaultdict(dict)
+    lc = StoredLifecycle.__table__.c
+    for start in range(0, len(subjects), _READ_CHUNK):
+        chunk = subjects[start : start + _READ_CHUNK]
+        query = select(lc.subject, lc.activity, lc.erased_at).where(
+            one_of(lc.subject, chunk, session.get_bind()), lc.erased_at.is_not(None)
+        )
+        for subject, activity, erased_at in session.execute(query):
+            found[subject][activity] = erased_at
+    return found
 
 
 def mark_held_by_hand(session: Session, rows: list[dict[str, Any]]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from datetime import datetime
 from typing import Any
 
 import pendulum
@@ -103,16 +104,26 @@ def recompute_lifecycles(url: str, register: Register, apply: bool) -> dict[str,
     with transaction(url) as session:
         subjects = list(session.scalars(select(StoredEvent.subject).distinct()))
         stored = {(lc.subject, lc.activity): lc for lc in session.scalars(select(StoredLifecycle))}
+        erased: dict[str, dict[str, datetime]] = defaultdict(dict)
+        for lc in stored.values():
+            if lc.erased_at is not None:
+                erased[lc.subject][lc.activity] = lc.erased_at
         rows = []
         for start in range(0, len(subjects), 500):
             history = events_of(session, subjects[start : start + 500])
             for subject, events in history.items():
-                for lifecycle in lifecycles(subject, events, register):
+                found = lifecycles(subject, events, register, erased_at=erased[subject])
+                for lifecycle in found:
                     previous = stored.pop((subject, lifecycle.activity), None)
                     diff[lifecycle.activity][_move(previous, lifecycle)] += 1
                     rows.append(stored_row(lifecycle, previous, now))
-        for (_, activity), _lc in stored.items():
-            diff[activity]["dropped"] += 1
+        for key, lc in list(stored.items()):
+            if lc.activity in known and lc.erased_at is not None:
+                # erased, and no event since: nothing to recompute
+                diff[lc.activity]["unchanged"] += 1
+                del stored[key]
+            else:
+                diff[lc.activity]["dropped"] += 1
         mark_held_by_hand(session, rows)
         if apply:
             upsert_lifecycles(session, rows)

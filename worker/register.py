@@ -168,8 +168,9 @@ class Rule(_Strict):
     clock: list[str] = Field(default_factory=list)
     opens_on: list[str] = Field(default_factory=list)
     ends_on: list[str] = Field(default_factory=list)
-    # After an end, which clock events reopen the lifecycle; empty: any of them.
-    reopens_on: list[str] = Field(default_factory=list)
+    # After an end and before its erasure, which clock events reopen the lifecycle:
+    # absent, any of them; `[]`, none (once erased, later events start a new one).
+    reopens_on: list[str] | None = None
     keep: Duration
     keep_by: KeepBy | None = None
     consent: Consent | None = None
@@ -420,8 +421,8 @@ def _semantic_problems(register: Register) -> Iterator[tuple[tuple, str]]:
         for r, rule in enumerate(activity.retention):
             rule_where = (*where, "retention", r)
             for field in ("clock", "opens_on", "ends_on", "reopens_on"):
-                yield from unknown(getattr(rule, field), rule_where, field)
-            for e, event_type in enumerate(rule.reopens_on):
+                yield from unknown(getattr(rule, field) or [], rule_where, field)
+            for e, event_type in enumerate(rule.reopens_on or []):
                 if event_type not in rule.clock:
                     yield (
                         (*rule_where, "reopens_on", e),

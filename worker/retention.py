@@ -7,7 +7,7 @@ duplicates, so a redelivered or late event cannot move a deadline the wrong way.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -75,20 +75,35 @@ def lifecycles(
     events: Iterable[Event],
     register: Register,
     only: Collection[str] | None = None,
+    erased_at: Mapping[str, datetime] | None = None,
 ) -> list[Lifecycle]:
     """Every lifecycle of `subject` that its events open (or of the activities `only`
-    names), sorted by activity id."""
+    names), sorted by activity id.
+
+    `erased_at` gives, per activity, when a sweep last erased its data: only the events
+    after that start a new lifecycle (what came before is gone, an erasure request
+    included); an activity with none after it is left out, as nothing changed.
+    """
     own = _own_events(subject, events)
     activities = [a for a in register.activities if only is None or a.id in only]
-    found = (_lifecycle_of(subject, activity, own, register) for activity in activities)
+    erased_at = erased_at or {}
+    found = (
+        _lifecycle_of(subject, activity, own, register, erased_at.get(activity.id))
+        for activity in activities
+    )
     return sorted((lc for lc in found if lc is not None), key=lambda lc: lc.activity)
 
 
 def lifecycle_for(
-    subject: str, activity: Activity, events: Iterable[Event], register: Register
+    subject: str,
+    activity: Activity,
+    events: Iterable[Event],
+    register: Register,
+    erased_at: datetime | None = None,
 ) -> Lifecycle | None:
-    """One activity's lifecycle for `subject`, or None when no event touches it."""
-    return _lifecycle_of(subject, activity, _own_events(subject, events), register)
+    """One activity's lifecycle for `subject`, or None when no event touches it (after
+    `erased_at`, the last time its data was erased, when given)."""
+    return _lifecycle_of(subject, activity, _own_events(subject, events), register, erased_at)
 
 
 def _own_events(subject: str, events: Iterable[Event]) -> list[Event]:
@@ -102,10 +117,18 @@ def _own_events(subject: str, events: Iterable[Event]) -> list[Event]:
 
 
 def _lifecycle_of(
-    subject: str, activity: Activity, own: list[Event], register: Register
+    subject: str,
+    activity: Activity,
+    own: list[Event],
+    register: Register,
+    erased_at: datetime | None = None,
 ) -> Lifecycle | None:
     kind = subject.split(":", 1)[0]
-    touching = [e for e in own if activity.touched_by(e.type, kind)]
+    touching = [
+        e
+        for e in own
+        if activity.touched_by(e.type, kind) and (erased_at is None or e.occurred_at > erased_at)
+    ]
     if not touching:
         return None
     outcomes = [_apply_rule(rule, touching, register.tz) for rule in activity.retention]
@@ -153,9 +176,8 @@ def _apply_rule(rule: Rule, events: list[Event], tz: pendulum.Timezone) -> _Outc
     ended = _latest(e for e in events if e.type in ends)
     opened = _latest(e for e in events if e.type in rule.opens_on)
     clocked = _latest(e for e in events if e.type in clock)
-    reopener = (
-        _latest(e for e in events if e.type in rule.reopens_on) if rule.reopens_on else clocked
-    )
+    reopens = clock if rule.reopens_on is None else set(rule.reopens_on)
+    reopener = _latest(e for e in events if e.type in reopens)
     later = [e.occurred_at for e in (opened, reopener) if e is not None]
 
     # An end (unsubscribe, erasure request, rejection without consent) wins over

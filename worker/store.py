@@ -104,6 +104,8 @@ class StoredLifecycle(Base):
     state: Mapped[str] = mapped_column(String(10))
     then: Mapped[str] = mapped_column(String(20))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # When a sweep last erased its data (the sweep's clock): later events start anew.
+    erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class DeadLetter(Base):

@@ -626,7 +626,7 @@ def run_part(
             events = _events_of(session, sorted({lc.subject for lc in claimed}))
             keeper = _ReceiptKeeper.for_batch(receipts_at, run_id, claimed, bound)
             outcome = _erase(engine, claimed, bound, register, events, settings.secret, keeper)
-            _record(session, run_id, register, claimed, outcome, events)
+            _record(session, run_id, register, claimed, outcome, events, now)
             if receipts_in_store:
                 # dropped with the commit of the audit rows they stood for
                 receipts.forget(session.connection(), keeper.touched)
@@ -868,8 +868,18 @@ def _record(
     claimed: list[DueLifecycle],
     outcome: _BatchOutcome,
     events: dict[str, list[tuple[str, LoggedEvent]]],
+    run_now: datetime,
 ) -> None:
     now = now_utc()
+    if outcome.erased_ids:
+        # Not set by the claim: a failed erasure must keep the time of the last one
+        # that succeeded. The run's clock, as the events' (a demo's is simulated).
+        session.execute(
+            update(StoredLifecycle)
+            .where(one_of(StoredLifecycle.id, outcome.erased_ids, session.get_bind()))
+            .values(erased_at=run_now)
+            .execution_options(synchronize_session=False)
+        )
     if outcome.audit:
         _append_audit(session, [{**row, "run_id": run_id} for row in outcome.audit])
     suppress(session, {h: a for _, h, a in outcome.suppressed}, now)

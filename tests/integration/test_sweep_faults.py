@@ -316,6 +316,66 @@ def test_an_erasure_request_erases_all_but_what_the_law_keeps_with_a_proof(
     assert "erasure.requested (GDPR art. 17)" in csv and email not in csv
 
 
+def test_a_visit_after_an_erasure_request_does_not_save_the_logs_and_later_ones_start_anew(
+    lethe: Lethe, request
+):
+    import sqlalchemy as sa
+
+    from worker.demo_shop import metadata
+
+    shop = _ready(lethe, request, people=80)
+    visitor = "visitor:v-9001"
+    logs = metadata.tables["navigation_logs"]
+
+    def visit(event_id: str, when: str) -> None:
+        with shop.engine().begin() as connection:
+            connection.execute(
+                logs.insert().values(
+                    id=900_000 + int(event_id.removeprefix("v-")),
+                    subject=visitor,
+                    visited_at=sa.func.now(),
+                    ip="198.51.100.7",
+                    user_agent="Firefox",
+                    path="/",
+                )
+            )
+        lethe.python(
+            "from worker.client import emit\n"
+            f"emit('visit.recorded', subject={visitor!r}, id={event_id!r}, occurred_at={when!r})\n"
+        )
+
+    def own_logs() -> int:
+        return sum(1 for r in shop.rows("navigation_logs").values() if r["subject"] == visitor)
+
+    visit("v-1", "2026-06-01T10:00:00+02:00")
+    lethe.python(
+        "from worker.client import emit\n"
+        f"emit('erasure.requested', subject={visitor!r}, id='ask-9001',"
+        " occurred_at='2026-11-20T10:00:00+01:00')\n"
+    )
+    visit("v-2", "2026-11-20T15:00:00+01:00")  # browsing again the same afternoon
+    lethe.start_worker()
+    lethe.wait_stored(len(shop.data.events) + 3)
+    shop.purge("--now", NOW)
+    assert own_logs() == 0
+    assert shop.lifecycles()[(visitor, "website.navigation")]["state"] == "erased"
+
+    # A visit after the erasure is new data: 13 months of its own, and nothing
+    # erased again before then.
+    visit("v-3", "2026-11-26T10:00:00+01:00")
+    lethe.wait_stored(len(shop.data.events) + 4)
+    wait_for(
+        lambda: shop.lifecycles()[(visitor, "website.navigation")]["state"] == "active",
+        30,
+        "the new visit's lifecycle",
+        lethe.logs,
+    )
+    navigation = shop.lifecycles()[(visitor, "website.navigation")]
+    assert navigation["deadline_at"] == "2027-12-26T10:00:00+01:00"
+    shop.purge("--now", "2026-11-26T12:00:00+01:00")
+    assert own_logs() == 1
+
+
 def test_a_proof_tells_a_person_whose_erasure_failed_that_it_is_overdue_and_was_tried(
     embedded: Lethe, request
 ):

@@ -582,6 +582,56 @@ def test_an_erasure_request_from_a_prospect_ends_its_prospect_data(register, eve
     )
 
 
+@pytest.mark.parametrize(
+    ("activity", "subject", "clock_event"),
+    [
+        ("website.navigation", "visitor:v-7", "visit.recorded"),
+        ("website.prospects", "prospect:p-7", "contact.made"),
+    ],
+)
+def test_activity_after_an_erasure_request_does_not_keep_what_it_asked_to_erase(
+    register, event, activity, subject, clock_event
+):
+    # the visitor browses on the same afternoon (the prospect gets the shop's reply):
+    # the logs of the months before must still go at the next sweep
+    events = [
+        event(clock_event, subject, "2026-06-01T10:00:00+02:00"),
+        event("erasure.requested", subject, ERASURE),
+        event(clock_event, subject, "2026-10-01T18:00:00+02:00"),
+    ]
+    assert deadline(register, subject, activity, *events) == ERASURE
+
+
+def test_after_an_erasure_only_later_events_start_a_new_lifecycle(register, event):
+    erased_at = at("2026-10-02T03:00:00+02:00")  # the sweep after the request
+    before = [
+        event("visit.recorded", "visitor:v-7", "2026-06-01T10:00:00+02:00"),
+        event("erasure.requested", "visitor:v-7", ERASURE),
+        event("visit.recorded", "visitor:v-7", "2026-10-01T18:00:00+02:00"),
+    ]
+    navigation = register.activity("website.navigation")
+    # nothing since the erasure: no lifecycle to store, the erased one stays as it is
+    assert lifecycle_for("visitor:v-7", navigation, before, register, erased_at) is None
+    again = event("visit.recorded", "visitor:v-7", "2026-11-15T09:00:00+01:00")
+    found = lifecycle_for("visitor:v-7", navigation, [*before, again], register, erased_at)
+    assert found is not None and iso(found.deadline_at) == "2027-12-15T09:00:00+01:00"
+
+
+def test_a_contact_after_an_erased_customer_file_gets_a_deadline_of_its_own(register, event):
+    # the reply to the request keeps nothing, but once the file is erased a new
+    # contact is new data, which must not stay without a deadline
+    events = [
+        event("order.closed", "customer:301", "2024-01-10T10:00:00+01:00"),
+        event("erasure.requested", "customer:301", ERASURE),
+        event("contact.made", "customer:301", "2026-10-01T18:00:00+02:00"),
+        event("contact.made", "customer:301", "2027-03-01T10:00:00+01:00"),
+    ]
+    erased = {"crm.customers": at("2026-10-02T03:00:00+02:00")}
+    found = {lc.activity: lc for lc in lifecycles("customer:301", events, register, None, erased)}
+    assert iso(found["crm.customers"].deadline_at) == "2032-03-01T10:00:00+01:00"
+    assert iso(found["sales"].deadline_at) == ERASURE  # not erased yet: still due
+
+
 # calendar edges: Europe/Paris, calendar-wise, time of day kept
 
 
