@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_init
+from celery.signals import beat_embedded_init, worker_init
 
 # Imported for its Celery `setup_logging` receiver: worker, beat and Flower then
 # log through Lethe's processors (personal data kept out), not Celery's format.
@@ -123,6 +123,24 @@ def _app_or_exit() -> Celery:
 
 
 app = _app_or_exit()
+
+
+# The worker's pid, kept for the beat process it forks (`--beat`): read there after
+# the fork, getppid() could already name whoever adopted an orphan.
+_worker_pid: list[int] = []
+
+
+@worker_init.connect
+def _remember_worker_pid(**_: Any) -> None:
+    _worker_pid[:] = [os.getpid()]
+
+
+@beat_embedded_init.connect
+def _end_beat_with_its_worker(**_: Any) -> None:
+    from worker.orphans import end_with_parent
+
+    # SIGTERM, not SIGKILL: beat's handler then closes its schedule file cleanly.
+    end_with_parent(_worker_pid[0] if _worker_pid else os.getppid())
 
 
 @worker_init.connect
