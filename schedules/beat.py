@@ -56,6 +56,8 @@ def beat_schedule(settings: Any) -> dict[str, dict[str, Any]]:
     return {
         NIGHTLY_SWEEP: {
             "task": SWEEP_TASK,
+            # On daylight-saving nights: once a local day, a time in the skipped hour
+            # moved forward by it (tests/unit/test_beat_schedule.py pins Celery's crontab).
             "schedule": crontab(hour=sweep_hour, minute=sweep_minute),
             "kwargs": {"schedule": NIGHTLY_SWEEP},
         },
