@@ -351,6 +351,79 @@ def _referenced_without_cascade(
     return found
 
 
+class RemovedRows:
+    """Keys whose rows a `delete_rows` target removed, per (table, key column): another
+    target of the same table and key finds no row left for them.
+
+    The sweep keeps one per batch (the shop itself remembers earlier batches); a dry run,
+    which deletes nothing, keeps one for the whole run. `shared` limits it to the (table,
+    key column) pairs more than one target reads, so a dry run over millions of due
+    lifecycles holds only the keys it will be asked about again.
+    """
+
+    def __init__(self, shared: set[tuple[str, str]] | None = None):
+        self.shared = shared
+        self._keys: dict[tuple[str, str], set[Any]] = defaultdict(set)
+
+    @classmethod
+    def for_targets(cls, targets: Iterable[BoundTarget]) -> RemovedRows:
+        readers: dict[tuple[str, str], set[tuple[str, str]]] = defaultdict(set)
+        for bound in targets:
+            readers[_rows_of(bound)].add((bound.activity, bound.name))
+        return cls({rows for rows, idents in readers.items() if len(idents) > 1})
+
+    def removed(self, bound: BoundTarget, key: Any) -> bool:
+        return key in self._keys.get(_rows_of(bound), ())
+
+    def remove(self, bound: BoundTarget, keys: Iterable[Any]) -> None:
+        rows = _rows_of(bound)
+        if self.shared is None or rows in self.shared:
+            self._keys[rows].update(keys)
+
+
+def _rows_of(bound: BoundTarget) -> tuple[str, str]:
+    return bound.table.name, bound.target.key
+
+
+@dataclass(frozen=True)
+class Step:
+    """One target applied to some subjects' rows: `keys` maps each key value still naming
+    rows to its subject; `subjects` are all the step's subjects, audited even without rows."""
+
+    bound: BoundTarget
+    subjects: list[str]
+    keys: dict[Any, str]
+
+
+def plan_steps(work: Sequence[tuple[str, BoundTarget]], removed: RemovedRows) -> list[Step]:
+    """The order in which a batch's (subject, target) pairs are applied, and the keys each
+    step still finds rows for: the one decision the sweep acts on and the dry run counts.
+
+    Targets go in the order the batch first names them (the batch is in deadline order);
+    a key whose rows an earlier step deleted is left out of later steps on the same table
+    and key column (an invoice deleted by `crm.invoices` is not also anonymised by
+    `crm.customers`), and is recorded in `removed` for the batches after this one.
+    """
+    subjects: dict[tuple[str, str], list[str]] = defaultdict(list)
+    targets: dict[tuple[str, str], BoundTarget] = {}
+    for subject, bound in work:
+        ident = (bound.activity, bound.name)
+        targets[ident] = bound
+        subjects[ident].append(subject)
+    steps = []
+    for ident, named in subjects.items():
+        bound = targets[ident]
+        keys = {}
+        for subject in named:
+            key = bound.key_for(subject)
+            if key is not None and not removed.removed(bound, key):
+                keys[key] = subject
+        if bound.target.delete_rows:
+            removed.remove(bound, keys)
+        steps.append(Step(bound, named, keys))
+    return steps
+
+
 def apply_targets(
     connection: Connection,
     work: Sequence[tuple[str, BoundTarget]],
@@ -358,21 +431,11 @@ def apply_targets(
 ) -> Applied:
     """Apply the strategies of each (subject, target) pair, inside the caller's transaction."""
     applied = Applied()
-    by_target: dict[tuple[str, str], list[str]] = defaultdict(list)
-    targets: dict[tuple[str, str], BoundTarget] = {}
-    for subject, bound in work:
-        ident = (bound.activity, bound.name)
-        targets[ident] = bound
-        by_target[ident].append(subject)
     postgres = connection.dialect.name == "postgresql"
-    for ident, subjects in by_target.items():
-        bound = targets[ident]
-        keys = {}
-        for subject in subjects:
-            key = bound.key_for(subject)
-            applied.rows[(subject, *ident)] += 0
-            if key is not None:
-                keys[key] = subject
+    for step in plan_steps(work, RemovedRows()):
+        bound, keys = step.bound, step.keys
+        for subject in step.subjects:
+            applied.rows[(subject, bound.activity, bound.name)] += 0
         for chunk in _chunks(list(keys), _CHUNK):
             if bound.target.delete_rows:
                 _delete(connection, bound, chunk, keys, secret, applied)
@@ -507,27 +570,20 @@ def _count(connection, bound, chunk, keys, applied) -> None:
 
 
 def count_rows(
-    connection: Connection, work: Sequence[tuple[str, BoundTarget]]
+    connection: Connection, work: Sequence[tuple[str, BoundTarget]], removed: RemovedRows
 ) -> dict[tuple[str, str], int]:
-    """Rows each (activity, target) would touch for these subjects (the dry run's numbers)."""
+    """Rows each (activity, target) would touch for these subjects (the dry run's numbers):
+    the steps `apply_targets` would take, counted instead of applied; `removed` carries what
+    earlier batches of the same dry run would have deleted."""
     applied = Applied()
-    by_target: dict[tuple[str, str], list[Any]] = defaultdict(list)
-    bounds: dict[tuple[str, str], BoundTarget] = {}
-    keys_of: dict[tuple[str, str], dict[Any, str]] = defaultdict(dict)
-    for subject, bound in work:
-        ident = (bound.activity, bound.name)
-        bounds[ident] = bound
-        key = bound.key_for(subject)
-        if key is not None:
-            by_target[ident].append(key)
-            keys_of[ident][key] = subject
-    for ident, keys in by_target.items():
-        for chunk in _chunks(keys, _CHUNK):
-            _count(connection, bounds[ident], chunk, keys_of[ident], applied)
-    totals: dict[tuple[str, str], int] = defaultdict(int)
+    totals: dict[tuple[str, str], int] = {}
+    for step in plan_steps(work, removed):
+        totals.setdefault((step.bound.activity, step.bound.name), 0)
+        for chunk in _chunks(list(step.keys), _CHUNK):
+            _count(connection, step.bound, chunk, step.keys, applied)
     for (_, activity, target), rows in applied.rows.items():
         totals[(activity, target)] += rows
-    return dict(totals)
+    return totals
 
 
 def table_sizes(connection: Connection, tables: Iterable[sa.Table]) -> dict[str, int]:

@@ -48,6 +48,7 @@ from worker.settings import Settings
 from worker.shop import (
     Applied,
     BoundTarget,
+    RemovedRows,
     ShopUnavailable,
     apply_targets,
     bind_targets,
@@ -372,24 +373,35 @@ def plan_sweep(
 def _due_rows(
     settings: Settings, now: datetime, bound: dict[str, list[BoundTarget]], shop: sa.Connection
 ) -> Counter[tuple[str, str]]:
-    """Shop rows each (activity, target) would touch, counted a sweep batch of due lifecycles
-    at a time: a new register's first sweep may find millions due, too many to hold at once."""
+    """Shop rows each (activity, target) would touch: the due lifecycles read in the order
+    and the batches the sweep claims them in, each batch planned as the sweep plans it
+    (a row an earlier batch would delete is not counted again by a later one). Batch by
+    batch, too: a new register's first sweep may find millions due, too many to hold."""
     totals: Counter[tuple[str, str]] = Counter()
+    removed = RemovedRows.for_targets(b for targets in bound.values() for b in targets)
     with transaction(settings.database_url) as session:
         due = session.execute(
-            select(StoredLifecycle.activity, StoredLifecycle.subject)
-            .where(*_due(now))
-            .execution_options(yield_per=settings.sweep.batch)
+            due_in_claim_order(now).execution_options(yield_per=settings.sweep.batch)
         )
         for page in due.partitions():
-            work = [
-                (subject, b)
-                for activity, subject in page
-                for b in bound.get(activity, [])
-                if b.target.applies_to(subject.split(":", 1)[0])
-            ]
-            totals.update(count_rows(shop, work))
+            batch = [DueLifecycle(*row) for row in page]
+            totals.update(count_rows(shop, _work(_targets_of(batch, bound)), removed))
     return totals
+
+
+def _targets_of(
+    claimed: Sequence[DueLifecycle], bound: dict[str, list[BoundTarget]]
+) -> list[tuple[DueLifecycle, list[BoundTarget]]]:
+    """Each lifecycle of a batch with the targets holding its kind's data, in batch order."""
+    return [
+        (lc, [b for b in bound.get(lc.activity, []) if b.target.applies_to(lc.kind)])
+        for lc in claimed
+    ]
+
+
+def _work(items: list[tuple[DueLifecycle, list[BoundTarget]]]) -> list[tuple[str, BoundTarget]]:
+    """The (subject, target) pairs `apply_targets` and `count_rows` take, in batch order."""
+    return [(lc.subject, b) for lc, targets in items for b in targets]
 
 
 def _due_counts(
@@ -565,9 +577,9 @@ def _due(now: datetime) -> tuple[Any, ...]:
     )
 
 
-def claim_statement(now: datetime, after: tuple[datetime, int] | None, limit: int) -> sa.Select:
-    """Due, unheld lifecycles, oldest deadline first, locked for this transaction."""
-    query = (
+def due_in_claim_order(now: datetime) -> sa.Select:
+    """Due, unheld lifecycles in the order sweeps claim them: oldest deadline first."""
+    return (
         select(
             StoredLifecycle.id,
             StoredLifecycle.subject,
@@ -577,6 +589,13 @@ def claim_statement(now: datetime, after: tuple[datetime, int] | None, limit: in
         )
         .where(*_due(now))
         .order_by(StoredLifecycle.deadline_at, StoredLifecycle.id)
+    )
+
+
+def claim_statement(now: datetime, after: tuple[datetime, int] | None, limit: int) -> sa.Select:
+    """Due, unheld lifecycles, oldest deadline first, locked for this transaction."""
+    query = (
+        due_in_claim_order(now)
         .limit(limit)
         # Several parts share a run: each skips what another has claimed.
         .with_for_update(skip_locked=True, of=StoredLifecycle)
@@ -752,11 +771,8 @@ def _erase(
     secret: bytes,
     keeper: _ReceiptKeeper,
 ) -> _BatchOutcome:
-    items = [
-        (lc, [b for b in bound.get(lc.activity, []) if b.target.applies_to(lc.kind)])
-        for lc in claimed
-    ]
-    pairs = [(lc.subject, b) for lc, targets in items for b in targets]
+    items = _targets_of(claimed, bound)
+    pairs = _work(items)
     outcome = _BatchOutcome()
     try:
         # The whole batch in one shop transaction: each lifecycle is erased whole or
