@@ -43,6 +43,9 @@ class EventInvalid(ValueError):
 
 @dataclass
 class EmitReport:
+    """What `emit_many` did: how many sent, the refused by input position (1-based) with
+    the reason, and the ids of the accepted events."""
+
     sent: int = 0
     refused: list[tuple[int, str]] = field(default_factory=list)
     ids: list[str] = field(default_factory=list)
@@ -88,7 +91,11 @@ def emit(
     data: Mapping[str, Any] | None = None,
     match: Mapping[str, str] | None = None,
 ) -> str:
-    """Send one event; returns its id. Pass your own `id` to make retries harmless."""
+    """Send one event; returns its id. Pass your own `id` to make retries harmless.
+
+    `occurred_at`: a timezone-aware datetime or an ISO 8601 text with its UTC offset;
+    None means now. `match` values leave as keyed hashes (`email` -> `email_hash`).
+    """
     event = build_event(
         type, subject=subject, occurred_at=occurred_at, id=id, data=data, match=match
     )
@@ -102,8 +109,11 @@ def emit_many(
     batch_size: int = BATCH_SIZE,
     progress: Callable[[int], None] | None = None,
 ) -> EmitReport:
-    """Check and send many events (dicts or JSON texts) in batches.
+    """Check and send many events in batches.
 
+    Each event is a dict of `emit`'s arguments (`type`, `subject`, and optionally
+    `occurred_at`, `id`, `data`, `match`), checked the same way, or a JSON text in the
+    event format (`id`, `type`, `subject`, `occurred_at`, `data`: all but `data` required).
     Refused ones are reported by position (1-based) and not sent.
 
     Raises BrokerUnavailable when the queue fails; the error says how many were sent.
@@ -114,8 +124,11 @@ def emit_many(
     batch: list[dict[str, Any]] = []
     for position, raw in enumerate(events, start=1):
         try:
-            event = parse_event(dict(raw) if isinstance(raw, Mapping) else raw, register)
-            _refuse_plain_personal_data(event.data)
+            if isinstance(raw, Mapping):
+                event = _checked(raw, register, settings.secret)
+            else:
+                event = parse_event(raw, register)
+                _refuse_plain_personal_data(event.data)
         except (EventRefused, EventInvalid) as exc:
             report.refused.append((position, str(exc)))
             continue
@@ -155,25 +168,75 @@ def build_event(
 ) -> Event:
     """A checked event; `match` values become keyed hashes (`email` -> `email_hash`)."""
     settings = current_settings()
-    payload = dict(data or {})
-    _refuse_plain_personal_data(payload)
-    for name, value in (match or {}).items():
-        if not isinstance(value, str):
-            raise EventInvalid(f"match[{name!r}] must be a string, not {value.__class__.__name__}")
-        payload[f"{name}_hash"] = value_hash(settings.secret, value)
-    # only a missing time means now: an empty one is a mistake, refused below
-    when = pendulum.now("UTC") if occurred_at is None else occurred_at
-    raw = {
-        "id": id or str(uuid.uuid4()),
+    fields = {
         "type": type,
         "subject": subject,
-        "occurred_at": when if isinstance(when, str) else when.isoformat(),
-        "data": payload,
+        "occurred_at": occurred_at,
+        "id": id,
+        "data": data,
+        "match": match,
     }
+    return _checked(fields, _register(str(settings.register_path)), settings.secret)
+
+
+def _checked(fields: Mapping[str, Any], register: Register, secret: bytes) -> Event:
+    """`emit`'s arguments, or one of `emit_many`'s dicts, as a checked event: the one path
+    both take, so an event means the same whichever function sends it."""
+    raw = dict(fields)
+    match = raw.pop("match", None)
+    data = raw.get("data")
+    if data is None:
+        data = {}
+    if isinstance(data, Mapping):
+        payload = dict(data)
+        _refuse_plain_personal_data(payload)
+        payload.update(_hashed(match, secret))
+        raw["data"] = payload
+    # any other data is refused by parse_event below, with the event format's own words
+    if raw.get("id") is None:
+        raw["id"] = str(uuid.uuid4())
+    raw["occurred_at"] = _instant_text(raw.get("occurred_at"))
     try:
-        return parse_event(raw, _register(str(settings.register_path)))
+        return parse_event(raw, register)
     except EventRefused as exc:
         raise EventInvalid(str(exc)) from None
+
+
+def _hashed(match: Any, secret: bytes) -> dict[str, str]:
+    if match is None:
+        return {}
+    if not isinstance(match, Mapping):
+        raise EventInvalid(
+            f"match must map names to values (match={{'email': ...}}), "
+            f"not {match.__class__.__name__}"
+        )
+    hashes = {}
+    for name, value in match.items():
+        if not isinstance(value, str):
+            raise EventInvalid(f"match[{name!r}] must be a string, not {value.__class__.__name__}")
+        hashes[f"{name}_hash"] = value_hash(secret, value)
+    return hashes
+
+
+def _instant_text(when: Any) -> str:
+    """`occurred_at` as the event format's text; only a missing time means now (an empty
+    one is a mistake, refused by parse_event)."""
+    if when is None:
+        return pendulum.now("UTC").isoformat()
+    if isinstance(when, str):
+        return when
+    if isinstance(when, datetime):
+        if when.tzinfo is None or when.utcoffset() is None:
+            # Not read as local time: a deadline would then move with the machine's zone.
+            raise EventInvalid(
+                "occurred_at is a naive datetime (no time zone): give it one, e.g. "
+                "datetime.now(timezone.utc) or datetime(..., tzinfo=ZoneInfo('Europe/Paris'))"
+            )
+        return when.isoformat()
+    raise EventInvalid(
+        "occurred_at must be a timezone-aware datetime or an ISO 8601 text with a UTC "
+        f"offset, not {when.__class__.__name__}"
+    )
 
 
 def _refuse_plain_personal_data(data: Mapping[str, Any]) -> None:

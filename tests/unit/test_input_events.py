@@ -303,3 +303,26 @@ def test_a_broken_register_is_reported_with_its_file_and_line_by_build_event(
 ) -> None:
     with pytest.raises(client.RegisterUnusable, match=f"{broken_register}:3: "):
         client.build_event("order.closed", subject="customer:1")
+
+
+# 6. occurred_at given as a datetime, as shop code holds it
+
+
+def test_the_client_takes_an_aware_datetime_and_refuses_a_naive_one_saying_why() -> None:
+    from datetime import datetime, timedelta, timezone
+
+    aware = datetime(2024, 3, 31, 2, 30, tzinfo=timezone(timedelta(hours=2)))
+    event = client.build_event("order.closed", subject="customer:1", occurred_at=aware)
+    assert event.occurred_at == aware
+    with pytest.raises(client.EventInvalid, match="occurred_at is a naive datetime"):
+        client.build_event(
+            "order.closed", subject="customer:1", occurred_at=datetime(2024, 3, 31, 2, 30)
+        )
+    with pytest.raises(client.EventInvalid, match="timezone-aware datetime .* not date"):
+        client.build_event("order.closed", subject="customer:1", occurred_at=date(2024, 3, 31))
+
+
+def test_an_empty_id_is_refused_as_an_empty_time_is_instead_of_becoming_a_new_one() -> None:
+    # a new id on each try would make a retry a second event
+    with pytest.raises(client.EventInvalid, match="missing field: id"):
+        client.build_event("order.closed", subject="customer:1", id="")
