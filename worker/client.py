@@ -8,7 +8,7 @@ for matching later (a newsletter address) leave as keyed hashes, never as text.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -30,7 +30,29 @@ _MAX_DEPTH = 8
 
 
 class BrokerUnavailable(ConnectionError):
-    """The queue cannot be reached: nothing (or only what `sent` says) left the shop."""
+    """The queue cannot be reached.
+
+    From `emit`: the event may not have left the shop; send it again with the same id.
+    From `emit_many`: `sent` events (ids in `sent_ids`) were sent before the failure, every
+    accepted event before input position `resume_at` (1-based, as `EmitReport.refused`
+    counts); the events from `resume_at` on were not, or not for certain: send them again.
+    `refused` lists the events refused before the failure. An event id sent twice is
+    stored once, so resending the batch that was in flight is harmless when it has ids.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        sent_ids: Sequence[str] = (),
+        resume_at: int | None = None,
+        refused: Sequence[tuple[int, str]] = (),
+    ):
+        super().__init__(message)
+        self.sent_ids = list(sent_ids)
+        self.sent = len(self.sent_ids)
+        self.resume_at = resume_at
+        self.refused = list(refused)
 
 
 class StoreUnavailable(ConnectionError):
@@ -44,7 +66,7 @@ class EventInvalid(ValueError):
 @dataclass
 class EmitReport:
     """What `emit_many` did: how many sent, the refused by input position (1-based) with
-    the reason, and the ids of the accepted events."""
+    the reason, and the ids of the sent events in the order they were sent."""
 
     sent: int = 0
     refused: list[tuple[int, str]] = field(default_factory=list)
@@ -116,12 +138,13 @@ def emit_many(
     event format (`id`, `type`, `subject`, `occurred_at`, `data`: all but `data` required).
     Refused ones are reported by position (1-based) and not sent.
 
-    Raises BrokerUnavailable when the queue fails; the error says how many were sent.
+    Raises BrokerUnavailable when the queue fails; its `sent_ids` and `resume_at` say which
+    events were sent and where to resume.
     """
     settings = current_settings()
     register = _register(str(settings.register_path))
     report = EmitReport()
-    batch: list[dict[str, Any]] = []
+    batch: list[tuple[int, dict[str, Any]]] = []
     for position, raw in enumerate(events, start=1):
         try:
             if isinstance(raw, Mapping):
@@ -132,8 +155,7 @@ def emit_many(
         except (EventRefused, EventInvalid) as exc:
             report.refused.append((position, str(exc)))
             continue
-        batch.append(event.to_message())
-        report.ids.append(event.id)
+        batch.append((position, event.to_message()))
         if len(batch) >= batch_size:
             _send_batch(batch, report, progress)
             batch = []
@@ -143,16 +165,26 @@ def emit_many(
 
 
 def _send_batch(
-    batch: list[dict[str, Any]], report: EmitReport, progress: Callable[[int], None] | None
+    batch: list[tuple[int, dict[str, Any]]],
+    report: EmitReport,
+    progress: Callable[[int], None] | None,
 ) -> None:
     try:
-        _publish(batch)
+        _publish([message for _, message in batch])
     except BrokerUnavailable as exc:
+        resume_at = batch[0][0]
+        # Counts and positions only: ids are the shop's and may say more than they should.
         raise BrokerUnavailable(
-            f"{exc}; {report.sent} event(s) were sent before the failure, the rest were not "
-            "(sending again is harmless: event ids make ingestion idempotent)"
-        ) from exc
+            f"{exc}. {report.sent} event(s) were sent before the failure: every accepted "
+            f"event before input position {resume_at}; the events from position {resume_at} "
+            "on were not, or not for certain: send them again (an event id sent twice is "
+            "stored once)",
+            sent_ids=report.ids,
+            resume_at=resume_at,
+            refused=report.refused,
+        ) from None
     report.sent += len(batch)
+    report.ids.extend(message["id"] for _, message in batch)
     if progress:
         progress(len(batch))
 

@@ -75,16 +75,32 @@ def _key_value(item: str) -> tuple[str, object]:
 
 
 def _emit_file(path: str, emit_many: Callable[..., EmitReport]) -> None:
+    from worker.client import BrokerUnavailable
+
     numbered = [(n, line) for n, line in text_lines(path, "'--file'") if line.strip()]
-    with click.progressbar(
-        length=len(numbered), label="sending", file=sys.stderr, show_pos=True
-    ) as bar:
-        report = emit_many((line for _, line in numbered), progress=bar.update)
-    for position, reason in report.refused:
-        click.echo(f"{path}:{numbered[position - 1][0]}: refused: {reason}", err=True)
+    try:
+        with click.progressbar(
+            length=len(numbered), label="sending", file=sys.stderr, show_pos=True
+        ) as bar:
+            report = emit_many((line for _, line in numbered), progress=bar.update)
+    except BrokerUnavailable as exc:
+        _print_refused(path, numbered, exc.refused)
+        # emit_many counts the file's non-blank lines; the user edits the file by line
+        line = numbered[exc.resume_at - 1][0] if exc.resume_at else 1
+        raise click.ClickException(
+            f"{exc}\n{path}: {exc.sent} event(s) sent; send the file again from line {line}"
+        ) from None
+    _print_refused(path, numbered, report.refused)
     click.echo(f"sent {report.sent}, refused {len(report.refused)}", err=True)
     if report.refused:
         raise SystemExit(3)
+
+
+def _print_refused(
+    path: str, numbered: list[tuple[int, str]], refused: list[tuple[int, str]]
+) -> None:
+    for position, reason in refused:
+        click.echo(f"{path}:{numbered[position - 1][0]}: refused: {reason}", err=True)
 
 
 @main.command("worker")
