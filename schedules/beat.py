@@ -7,7 +7,7 @@ a daylight-saving night cannot make two sweeps of one slot.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pendulum
@@ -25,14 +25,21 @@ def hour_minute(at: str) -> tuple[int, int]:
     return int(hour), int(minute)
 
 
+# The worker that runs a tick reads its own clock, which may be a little behind
+# beat's: at 02:59:58 on its clock, a 03:00 tick is still tonight's, not yesterday's
+# (whose slot is claimed already, so the night would pass without a sweep).
+CLOCK_SKEW = timedelta(minutes=2)
+
+
 def slot_for(now: datetime, at: str, timezone: str) -> pendulum.DateTime:
-    """The latest scheduled instant at or before `now`, in UTC.
+    """The latest scheduled instant at or before `now` (give or take CLOCK_SKEW), in UTC.
 
     Whatever time a tick actually fires (late, twice in a repeated hour, after
-    a clock jump), ticks of one local day get the same slot.
+    a clock jump, on a worker whose clock is slightly behind), ticks of one
+    local day get the same slot.
     """
     hour, minute = hour_minute(at)
-    local = pendulum.instance(now).in_timezone(timezone)
+    local = pendulum.instance(now + CLOCK_SKEW).in_timezone(timezone)
     candidate = _at(local, hour, minute)
     if candidate > local:
         candidate = _at(local.subtract(days=1), hour, minute)

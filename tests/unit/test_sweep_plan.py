@@ -46,8 +46,14 @@ def test_a_late_or_repeated_tick_names_the_same_slot():
     on_time = slot_for(pendulum.parse("2026-01-10T03:00:00+01:00"), "03:00", "Europe/Paris")
     late = slot_for(pendulum.parse("2026-01-10T21:45:00+01:00"), "03:00", "Europe/Paris")
     assert on_time == late == pendulum.parse("2026-01-10T02:00:00Z")
-    before = slot_for(pendulum.parse("2026-01-10T02:59:00+01:00"), "03:00", "Europe/Paris")
+    before = slot_for(pendulum.parse("2026-01-10T02:55:00+01:00"), "03:00", "Europe/Paris")
     assert before == on_time.subtract(days=1)
+
+
+def test_a_worker_whose_clock_is_a_little_behind_beats_still_sweeps_that_night():
+    # beat fired at 03:00:00; the worker's clock read 02:59:58 when it took the tick
+    behind = slot_for(pendulum.parse("2026-01-10T02:59:58+01:00"), "03:00", "Europe/Paris")
+    assert behind == pendulum.parse("2026-01-10T02:00:00Z")
 
 
 def test_a_clock_jumping_back_an_hour_cannot_make_a_second_slot():
