@@ -348,18 +348,22 @@ def _publish(messages: list[dict[str, Any]], one: bool = False) -> None:
 def is_suppressed(email: str) -> bool:
     """True when this address left the newsletter (or was erased) and must not get mail again.
 
+    False again once the person subscribes anew after that (a subscription event sent
+    with `match={"email": ...}`).
     The suppression list holds keyed hashes only; the address is hashed here the
     same way, so it is never stored or sent.
     """
     from sqlalchemy.exc import SQLAlchemyError
 
     from worker.store import Suppression, reading
+    from worker.suppression import in_force
 
     settings = current_settings()
     try:
         _schema_ready(settings.database_url)
         with reading(settings.database_url) as session:
-            return session.get(Suppression, value_hash(settings.secret, email)) is not None
+            entry = session.get(Suppression, value_hash(settings.secret, email))
+            return entry is not None and in_force(entry.opposed_at, entry.subscribed_at)
     except SQLAlchemyError as exc:
         # the type only: a driver's message may quote the statement's values
         raise StoreUnavailable(

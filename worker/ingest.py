@@ -31,7 +31,7 @@ from worker.store import (
     one_of,
     require_aware,
 )
-from worker.suppression import hashes_to_suppress, suppress
+from worker.suppression import entries_from_events, record
 
 _CHUNK = 500
 _READ_CHUNK = 5000
@@ -76,7 +76,7 @@ def ingest(
     report.duplicates = len(raw_events) - report.refused - report.stored
     if new_events:
         report.lifecycles = _recompute(session, new_events, register, now)
-        suppress(session, hashes_to_suppress(new_events, register), now)
+        record(session, entries_from_events(new_events, register), now)
         # An old event arriving for data already erased: no later sweep picks it up.
         late: dict[str, list[tuple[str, Event]]] = defaultdict(list)
         for event in new_events:

@@ -222,13 +222,17 @@ class Hold(Base):
 
 
 class Suppression(Base):
-    """Keyed hashes of addresses that must not be contacted again (newsletter unsubscribes)."""
+    """Keyed hashes of addresses that must not be contacted again (newsletter unsubscribes),
+    with the times that decide it (worker/suppression.py)."""
 
     __tablename__ = "suppression"
 
     value_hash: Mapped[str] = mapped_column(String(100), primary_key=True)
     activity: Mapped[str] = mapped_column(String(100))
     added_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # the latest opposition (unsubscription, erasure) and subscription, as dated by the shop
+    opposed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    subscribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class ScheduleSlot(Base):

@@ -6,32 +6,85 @@ at once when they carry the address's keyed hash (`match={"email": ...}` in
 the client): an unsubscription must be respected from the moment it is made
 (art. 21(3)), not at the next night's sweep, and a shop that deletes its own
 subscriber row at once leaves the sweep nothing to read the address from.
+
+A new subscription (the rule's `opens_on` event) sent with the address's hash
+lifts the suppression when it is dated after the latest opposition; Lethe never
+sees the address, so a subscription sent without `match` can lift nothing. Each
+address keeps the time of its latest opposition and of its latest subscription,
+and is suppressed while the opposition is the later (an opposition wins a tie,
+as an end does in worker/retention.py). Both are maxima, so the answer does not
+depend on the order events arrive in, nor on whether a sweep writes its
+opposition before or after the subscription was seen. That is also why a
+subscription is remembered when the address is not on the list: an opposition
+dated before it, arriving late or read by a sweep from the old subscription's
+row, must not put the address back.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy import case, or_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from worker.durations import Duration
 from worker.events import Event
-from worker.register import Register, Rule
+from worker.register import Activity, Register, Rule
 from worker.store import Suppression
 
 _KEYED_HASH = re.compile(r"^hmac-sha256:[0-9a-f]{64}$")
 
 
-def hashes_to_suppress(events: Iterable[Event], register: Register) -> dict[str, str]:
-    """{keyed hash: activity} carried by events that make a suppressing target due at once."""
-    found: dict[str, str] = {}
+@dataclass(frozen=True)
+class Entry:
+    """What is known of one address: its latest opposition and its latest subscription."""
+
+    activity: str
+    opposed_at: datetime | None = None
+    subscribed_at: datetime | None = None
+
+    def merged(self, other: Entry) -> Entry:
+        """Both together, each time the latest; the activity that named it first stays."""
+        return Entry(
+            self.activity,
+            _later(self.opposed_at, other.opposed_at),
+            _later(self.subscribed_at, other.subscribed_at),
+        )
+
+
+def in_force(opposed_at: datetime | None, subscribed_at: datetime | None) -> bool:
+    """Suppressed: an opposition, and no subscription after it."""
+    return opposed_at is not None and (subscribed_at is None or subscribed_at <= opposed_at)
+
+
+def _later(a: datetime | None, b: datetime | None) -> datetime | None:
+    if a is None or b is None:
+        return a if b is None else b
+    return max(a, b)
+
+
+def add(entries: dict[str, Entry], value_hash: str, entry: Entry) -> None:
+    """Put `entry` in `entries`, merged with what is there for the same address."""
+    known = entries.get(value_hash)
+    entries[value_hash] = entry if known is None else known.merged(entry)
+
+
+def entries_from_events(events: Iterable[Event], register: Register) -> dict[str, Entry]:
+    """{keyed hash: Entry} from the hashes events carry for a suppressing target: an
+    opposition when the event makes its data due at once, a subscription when it opens it."""
+    found: dict[str, Entry] = {}
     for event in events:
         for activity in register.activities_touched(event.type, event.kind):
             for rule in activity.retention:
-                if not _due_at_once(rule, event.type):
+                if _due_at_once(rule, event.type):
+                    entry = Entry(activity.id, opposed_at=event.occurred_at)
+                elif event.type in rule.opens_on:
+                    entry = Entry(activity.id, subscribed_at=event.occurred_at)
+                else:
                     continue
                 for target in rule.targets:
                     if not target.applies_to(event.kind):
@@ -39,7 +92,7 @@ def hashes_to_suppress(events: Iterable[Event], register: Register) -> dict[str,
                     for column in target.suppress:
                         value = event.data.get(f"{column}_hash")
                         if isinstance(value, str) and _KEYED_HASH.match(value):
-                            found.setdefault(value, activity.id)
+                            add(found, value, entry)
     return found
 
 
@@ -47,10 +100,58 @@ def _due_at_once(rule: Rule, event_type: str) -> bool:
     return event_type in rule.ends_on or (event_type in rule.clock and rule.keep == Duration())
 
 
-def suppress(session: Session, hashes: Mapping[str, str], now: datetime) -> None:
-    """Add {keyed hash: activity} to the list; a hash already there keeps its first entry."""
-    if not hashes:
+def opposed_at(
+    activity: Activity,
+    events: Iterable[tuple[str, datetime]],
+    deadline_at: datetime,
+    now: datetime,
+) -> datetime:
+    """When a person whose data a sweep erases objected, from their (type, occurred_at) events:
+    the latest one that made the activity's data due at once, up to `now`.
+
+    Not the lifecycle's deadline: an erasure request years after an unsubscription is
+    due since the unsubscription (worker/retention.py), yet it is an objection made
+    today, and its entry must not expire at the next sweep. Data that simply ran out
+    its keep counts from its deadline.
+    """
+    ending = [
+        at
+        for event_type, at in events
+        if at <= now and any(_due_at_once(rule, event_type) for rule in activity.retention)
+    ]
+    return max(ending, default=deadline_at)
+
+
+def record(session: Session, entries: Mapping[str, Entry], now: datetime) -> None:
+    """Merge {keyed hash: Entry} into the list: each time only ever moves later."""
+    if not entries:
         return
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    rows = [{"value_hash": h, "activity": a, "added_at": now} for h, a in hashes.items()]
-    session.execute(dialect.insert(Suppression).on_conflict_do_nothing(), rows)
+    # sorted: two transactions writing the same addresses lock them in the same order
+    rows = [
+        {
+            "value_hash": h,
+            "activity": e.activity,
+            "added_at": now,
+            "opposed_at": e.opposed_at,
+            "subscribed_at": e.subscribed_at,
+        }
+        for h, e in sorted(entries.items())
+    ]
+    statement = dialect.insert(Suppression)
+    new, old = statement.excluded, Suppression.__table__.c
+
+    def latest(column: str):
+        # NULL is "not known": a known time wins over it, and only a later one replaces it
+        return case(
+            (or_(old[column].is_(None), new[column] > old[column]), new[column]),
+            else_=old[column],
+        )
+
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["value_hash"],
+            set_={c: latest(c) for c in ("opposed_at", "subscribed_at")},
+        ),
+        rows,
+    )

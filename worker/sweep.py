@@ -39,7 +39,7 @@ from sqlalchemy import any_, delete, exists, func, select, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from worker import receipts
+from worker import receipts, suppression
 from worker.audit import COLUMNS as AUDIT_COLUMNS
 from worker.hashing import subject_ref
 from worker.payloads import drop_erased_payloads
@@ -68,7 +68,6 @@ from worker.store import (
     one_of,
     transaction,
 )
-from worker.suppression import suppress
 from worker.sweep_plan import (
     ApprovalLimits,
     DueLifecycle,
@@ -898,7 +897,7 @@ def _record(
         )
     if outcome.audit:
         _append_audit(session, [{**row, "run_id": run_id} for row in outcome.audit])
-    suppress(session, {h: a for _, h, a in outcome.suppressed}, now)
+    suppression.record(session, _oppositions(register, claimed, outcome, events, run_now), now)
     if outcome.failed_ids:
         # Claimed as erased; they stay due for the next sweep (behind this part's cursor).
         session.execute(
@@ -917,6 +916,28 @@ def _record(
             rows=PurgeRun.rows + outcome.rows,
         )
     )
+
+
+def _oppositions(
+    register: Register,
+    claimed: list[DueLifecycle],
+    outcome: _BatchOutcome,
+    events: dict[str, list[tuple[str, LoggedEvent]]],
+    now: datetime,
+) -> dict[str, suppression.Entry]:
+    """The addresses read from erased rows, each dated by its person's objection: a
+    subscription the list already knows of that is later (the person came back, maybe
+    under another subject) keeps the address off the list (worker/suppression.py)."""
+    activities = {a.id: a for a in register.activities}
+    deadlines = {(lc.subject, lc.activity): lc.deadline_at for lc in claimed}
+    entries: dict[str, suppression.Entry] = {}
+    for subject, value_hash, activity_id in outcome.suppressed:
+        at = deadlines.get((subject, activity_id), now)
+        if (activity := activities.get(activity_id)) is not None:
+            logged = ((e.type, e.occurred_at) for _, e in events.get(subject, []))
+            at = suppression.opposed_at(activity, logged, at, now)
+        suppression.add(entries, value_hash, suppression.Entry(activity_id, opposed_at=at))
+    return entries
 
 
 # the audit row as `lethe audit` shows it, less the id the database assigns

@@ -1,0 +1,112 @@
+"""The suppression list as the shop sees it through `is_suppressed`: after leaving the
+newsletter, after subscribing again, and after the sweep that erases the old
+subscription. Events go through the client and a real worker, sweeps through
+`lethe purge`, on the embedded default and on Redis + PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+from harness import Lethe
+from sweeping import (
+    EARLY,
+    NOW,
+    make_shop,
+    seed_store,
+    shop_postgres_url,  # noqa: F401 (fixture)
+)
+
+
+def _emit(lethe: Lethe, *events: tuple[str, str, str, str | None]) -> None:
+    """Send (type, subject, occurred_at, address or None) with the client, and wait until
+    the worker has stored them."""
+    before = lethe.store_count("events")
+    code = ["from worker.client import emit"]
+    for event_type, subject, at, address in events:
+        match = f", match={{'email': {address!r}}}" if address else ""
+        code.append(f"emit({event_type!r}, subject={subject!r}, occurred_at={at!r}{match})")
+    lethe.python("\n".join(code) + "\n")
+    lethe.wait_stored(before + len(events))
+
+
+def _suppressed(lethe: Lethe, *addresses: str) -> list[bool]:
+    code = "from worker.client import is_suppressed\n"
+    code += f"print(' '.join(str(is_suppressed(a)) for a in {addresses!r}))\n"
+    return [word == "True" for word in lethe.python(code).stdout.split()]
+
+
+def test_subscribing_again_after_leaving_lifts_the_suppression_and_older_news_does_not(
+    lethe: Lethe,
+):
+    ines, paul = "ines.roux@example.org", "paul.blanc@example.org"
+    typed_her_way = " Ines.Roux@Example.org"
+    lethe.start_worker()
+    _emit(
+        lethe,
+        ("newsletter.subscribed", "customer:71", "2025-01-01T10:00:00+01:00", ines),
+        ("newsletter.unsubscribed", "customer:71", "2026-03-01T10:00:00+01:00", ines),
+        ("newsletter.unsubscribed", "customer:72", "2026-03-01T10:00:00+01:00", paul),
+    )
+    assert _suppressed(lethe, ines, paul) == [True, True]
+
+    # a subscription dated before she left, arriving late, lifts nothing
+    _emit(lethe, ("newsletter.subscribed", "customer:71", "2026-02-01T10:00:00+01:00", ines))
+    assert _suppressed(lethe, ines) == [True]
+
+    # she comes back (under a new subject, the address typed her way); he comes back
+    # too, but the shop sends no address with it: Lethe cannot know which one to lift
+    _emit(
+        lethe,
+        ("newsletter.subscribed", "visitor:73", "2026-04-01T10:00:00+02:00", typed_her_way),
+        ("newsletter.subscribed", "customer:72", "2026-04-01T10:00:00+02:00", None),
+    )
+    assert _suppressed(lethe, ines, paul) == [False, True]
+
+    # her old account's unsubscription, dated before she came back, arrives late
+    _emit(lethe, ("newsletter.unsubscribed", "customer:71", "2026-03-15T10:00:00+01:00", ines))
+    assert _suppressed(lethe, ines) == [False]
+
+    # and she asks for erasure afterwards: suppressed again
+    _emit(lethe, ("erasure.requested", "visitor:73", "2026-05-01T10:00:00+02:00", ines))
+    assert _suppressed(lethe, ines) == [True]
+    logs = "".join(log.read_text() for log in lethe.logs).lower()
+    assert "roux" not in logs and "blanc" not in logs
+
+
+def test_the_sweep_erasing_an_old_subscription_does_not_suppress_an_address_that_came_back(
+    lethe: Lethe, request: pytest.FixtureRequest
+):
+    shop = make_shop(lethe, request, people=80)
+    seed_store(lethe, shop.data.events)
+    assert shop.purge_approved(EARLY)["status"] == "done"
+    # subscribers who never left, unheld, and subscribed well before the story below
+    busy = {
+        e["subject"]
+        for e in shop.data.events
+        if e["type"] in ("newsletter.unsubscribed", "dispute.opened", "erasure.requested")
+    }
+    subscribed = {
+        r["subject"]: r["email"]
+        for r in shop.rows("newsletter_subscribers").values()
+        if r["subject"] not in busy and r["subscribed_at"].year < 2026
+    }
+    quiet, told, stays = sorted(subscribed)[:3]
+    lethe.start_worker()
+    _emit(
+        lethe,
+        # the shop forgot the address: only the sweep, reading the row, can suppress it
+        ("newsletter.unsubscribed", quiet, "2026-11-20T10:00:00+01:00", None),
+        ("newsletter.unsubscribed", told, "2026-11-20T10:00:00+01:00", subscribed[told]),
+        ("newsletter.unsubscribed", stays, "2026-11-20T10:00:00+01:00", None),
+        # two of them subscribe again under new subjects before the night's sweep
+        ("newsletter.subscribed", "visitor:9001", "2026-11-22T10:00:00+01:00", subscribed[quiet]),
+        ("newsletter.subscribed", "visitor:9002", "2026-11-22T10:00:00+01:00", subscribed[told]),
+    )
+    addresses = (subscribed[quiet], subscribed[told], subscribed[stays])
+    assert _suppressed(lethe, *addresses) == [False, False, False]
+
+    assert shop.purge_approved(NOW)["status"] == "done"
+    # the old subscriptions' rows are erased, as each unsubscription asked...
+    rows = {r["subject"] for r in shop.rows("newsletter_subscribers").values()}
+    assert not rows & {quiet, told, stays}
+    # ...and only the address that did not come back is suppressed
+    assert _suppressed(lethe, *addresses) == [False, False, True]
