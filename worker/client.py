@@ -349,7 +349,7 @@ def is_suppressed(email: str) -> bool:
     """True when this address left the newsletter (or was erased) and must not get mail again.
 
     False again once the person subscribes anew after that (a subscription event sent
-    with `match={"email": ...}`).
+    with `match={"email": ...}`), and once the entry is older than LETHE_SUPPRESSION_DAYS.
     The suppression list holds keyed hashes only; the address is hashed here the
     same way, so it is never stored or sent.
     """

@@ -498,7 +498,8 @@ def _epilogue(settings: Any, data: DemoData, out: Callable) -> dict[str, Any]:
             suppressed = is_suppressed(email)
             out(
                 f"  worker.client.is_suppressed(<{person.subject}'s address>) = {suppressed}"
-                " (the address itself is gone; its keyed hash stays in the suppression list)"
+                " (the address itself is gone; its keyed hash stays in the suppression list"
+                f" for {settings.sweep.suppression_days} days)"
             )
             figures["suppressed"] = suppressed
     return figures

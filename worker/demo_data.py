@@ -382,12 +382,13 @@ def _stories(m: _Maker) -> None:
         m.data.featured.append(
             Person("asked for erasure (art. 17)", subject, "customers", "id", recent[0])
         )
-    leavers = [e["subject"] for e in m.data.events if e["type"] == "newsletter.unsubscribed"]
+    leavers = [e for e in m.data.events if e["type"] == "newsletter.unsubscribed"]
     if leavers:
+        # the latest: an address on the suppression list is kept three years
+        # (LETHE_SUPPRESSION_DAYS), and the demo's years go further back
+        leaver = max(leavers, key=lambda e: datetime.fromisoformat(e["occurred_at"]))["subject"]
         m.data.featured.append(
-            Person(
-                "left the newsletter", leavers[0], "newsletter_subscribers", "subject", leavers[0]
-            )
+            Person("left the newsletter", leaver, "newsletter_subscribers", "subject", leaver)
         )
 
 

@@ -37,6 +37,10 @@ class SweepSettings:
     # LETHE_DEAD_LETTER_DAYS: refused events are kept whole for a replay, personal
     # data included; each sweep drops those older than this.
     dead_letter_days: int = 30
+    # LETHE_SUPPRESSION_DAYS: an address on the suppression list is kept this long after
+    # its latest opposition or subscription (CNIL: three years from the opposition;
+    # 1096 days covers any three calendar years); each sweep drops those older.
+    suppression_days: int = 1096
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,7 @@ def _sweep_settings(env: dict[str, str], embedded: bool) -> SweepSettings:
         max_share=number("LETHE_SWEEP_MAX_SHARE", SweepSettings.max_share),
         alarm_floor=number("LETHE_SWEEP_ALARM_FLOOR", SweepSettings.alarm_floor, int),
         dead_letter_days=number("LETHE_DEAD_LETTER_DAYS", SweepSettings.dead_letter_days, int),
+        suppression_days=number("LETHE_SUPPRESSION_DAYS", SweepSettings.suppression_days, int),
     )
 
 

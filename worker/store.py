@@ -226,6 +226,9 @@ class Suppression(Base):
     with the times that decide it (worker/suppression.py)."""
 
     __tablename__ = "suppression"
+    # each sweep drops what is older than LETHE_SUPPRESSION_DAYS: found on an index,
+    # not by reading every address ever suppressed
+    __table_args__ = (Index("ix_suppression_kept_from", "kept_from"),)
 
     value_hash: Mapped[str] = mapped_column(String(100), primary_key=True)
     activity: Mapped[str] = mapped_column(String(100))
@@ -233,6 +236,7 @@ class Suppression(Base):
     # the latest opposition (unsubscription, erasure) and subscription, as dated by the shop
     opposed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     subscribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    kept_from: Mapped[datetime] = mapped_column(UTCDateTime())  # the later of the two
 
 
 class ScheduleSlot(Base):

@@ -18,6 +18,11 @@ opposition before or after the subscription was seen. That is also why a
 subscription is remembered when the address is not on the list: an opposition
 dated before it, arriving late or read by a sweep from the old subscription's
 row, must not put the address back.
+
+An address is kept `LETHE_SUPPRESSION_DAYS` (three years) after the later of
+the two, the CNIL's measure for an opposition list (README, "The suppression
+list"); each sweep drops what is older (worker/sweep.py, `open_run`), never the
+ingestion of an event.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import case, or_
+from sqlalchemy import case, delete, or_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -46,6 +51,11 @@ class Entry:
     activity: str
     opposed_at: datetime | None = None
     subscribed_at: datetime | None = None
+
+    @property
+    def kept_from(self) -> datetime:
+        """The moment its retention counts from: the later of the two."""
+        return max(t for t in (self.opposed_at, self.subscribed_at) if t is not None)
 
     def merged(self, other: Entry) -> Entry:
         """Both together, each time the latest; the activity that named it first stays."""
@@ -135,6 +145,7 @@ def record(session: Session, entries: Mapping[str, Entry], now: datetime) -> Non
             "added_at": now,
             "opposed_at": e.opposed_at,
             "subscribed_at": e.subscribed_at,
+            "kept_from": e.kept_from,
         }
         for h, e in sorted(entries.items())
     ]
@@ -151,7 +162,12 @@ def record(session: Session, entries: Mapping[str, Entry], now: datetime) -> Non
     session.execute(
         statement.on_conflict_do_update(
             index_elements=["value_hash"],
-            set_={c: latest(c) for c in ("opposed_at", "subscribed_at")},
+            set_={c: latest(c) for c in ("opposed_at", "subscribed_at", "kept_from")},
         ),
         rows,
     )
+
+
+def drop_expired(session: Session, kept_since: datetime) -> None:
+    """Drop the addresses whose latest opposition and subscription are before `kept_since`."""
+    session.execute(delete(Suppression).where(Suppression.kept_from < kept_since))

@@ -145,6 +145,7 @@ def open_run(
     receipts.prune(receipts.receipts_url(settings.database_url))
     if status == "running":
         _drop_old_dead_letters(settings, moment)
+        _drop_expired_suppressions(settings, min(now, moment))
     try:
         with transaction(settings.database_url) as session:
             run = PurgeRun(
@@ -175,6 +176,16 @@ def _drop_old_dead_letters(settings: Settings, moment: datetime) -> None:
     kept_since = moment - timedelta(days=settings.sweep.dead_letter_days)
     with transaction(settings.database_url) as session:
         session.execute(delete(DeadLetter).where(DeadLetter.received_at < kept_since))
+
+
+def _drop_expired_suppressions(settings: Settings, clock: datetime) -> None:
+    """The suppression list is personal data too (worker/suppression.py): not for ever.
+
+    Its times are the shop's own event times, so they are compared with the run's
+    clock (a demo replaying past years), never one ahead of the real clock."""
+    kept_since = clock - timedelta(days=settings.sweep.suppression_days)
+    with transaction(settings.database_url) as session:
+        suppression.drop_expired(session, kept_since)
 
 
 # A run whose heartbeat is this old lost its worker: what it left stays due for the next run.

@@ -1,6 +1,6 @@
 """The suppression list as the shop sees it through `is_suppressed`: after leaving the
-newsletter, after subscribing again, and after the sweep that erases the old
-subscription. Events go through the client and a real worker, sweeps through
+newsletter, after subscribing again, after the sweep that erases the old subscription,
+and three years on. Events go through the client and a real worker, sweeps through
 `lethe purge`, on the embedded default and on Redis + PostgreSQL."""
 
 from __future__ import annotations
@@ -110,3 +110,32 @@ def test_the_sweep_erasing_an_old_subscription_does_not_suppress_an_address_that
     assert not rows & {quiet, told, stays}
     # ...and only the address that did not come back is suppressed
     assert _suppressed(lethe, *addresses) == [False, False, True]
+
+
+def test_each_sweep_drops_addresses_kept_longer_than_the_suppression_days(
+    lethe: Lethe, request: pytest.FixtureRequest
+):
+    shop = make_shop(lethe, request, people=20)
+    old, recent, back = "old@example.org", "recent@example.org", "back@example.org"
+    lethe.start_worker()
+    _emit(
+        lethe,
+        ("newsletter.unsubscribed", "customer:9101", "2023-11-20T10:00:00+01:00", old),
+        ("newsletter.unsubscribed", "customer:9102", "2024-06-01T10:00:00+02:00", recent),
+        ("newsletter.unsubscribed", "customer:9103", "2022-01-10T10:00:00+01:00", back),
+        ("newsletter.subscribed", "customer:9103", "2024-02-01T10:00:00+01:00", back),
+    )
+    assert _suppressed(lethe, old, recent, back) == [True, True, False]
+    assert lethe.store_count("suppression") == 3
+
+    # NOW is 2026-11-26: the opposition of 2023-11-20 is more than 1096 days old
+    assert shop.purge_approved(NOW)["status"] == "done"
+    assert _suppressed(lethe, old, recent, back) == [False, True, False]
+    # her return is remembered three years from itself, so an old opposition read by a
+    # later sweep cannot put her back on the list
+    assert lethe.store_count("suppression") == 2
+
+    lethe.env["LETHE_SUPPRESSION_DAYS"] = "365"
+    lethe.run("purge", "--now", NOW)
+    assert _suppressed(lethe, old, recent, back) == [False, False, False]
+    assert lethe.store_count("suppression") == 0

@@ -1,14 +1,17 @@
-"""Which events put an address's keyed hash on the suppression list, and which take it off."""
+"""Which events put an address's keyed hash on the suppression list, which take it off,
+and from when its retention counts."""
 
 from __future__ import annotations
 
 import itertools
 from functools import reduce
+from pathlib import Path
 
 import pendulum
 import pytest
 
 from worker.hashing import value_hash
+from worker.settings import SettingsError, load_settings
 from worker.suppression import Entry, entries_from_events, in_force, opposed_at
 
 HASH = value_hash(b"k" * 32, "ines.roux@example.org")
@@ -80,6 +83,7 @@ def test_whether_the_address_is_suppressed_depends_on_the_dates_not_the_arrival_
         batches = [entries_from_events([e], register)[HASH] for e in order]
         merged = reduce(Entry.merged, batches)
         answers.add(in_force(merged.opposed_at, merged.subscribed_at))
+        assert merged.kept_from == max(e.occurred_at for e in history)
     assert answers == {suppressed}
 
 
@@ -97,3 +101,13 @@ def test_a_sweep_dates_an_erasure_request_made_long_after_leaving_at_the_request
     # the lifecycle is due since the unsubscription, yet the objection is the request
     assert opposed_at(newsletter, logged, unsubscribed, now) == requested
     assert opposed_at(newsletter, logged[:1], unsubscribed, now) == unsubscribed
+
+
+def test_suppression_days_default_to_three_years_and_are_read_from_the_environment(
+    tmp_path: Path,
+):
+    home = {"LETHE_HOME": str(tmp_path)}
+    assert load_settings(home).sweep.suppression_days == 1096
+    assert load_settings({**home, "LETHE_SUPPRESSION_DAYS": "400"}).sweep.suppression_days == 400
+    with pytest.raises(SettingsError, match="LETHE_SUPPRESSION_DAYS"):
+        load_settings({**home, "LETHE_SUPPRESSION_DAYS": "three years"})
