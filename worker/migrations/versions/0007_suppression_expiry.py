@@ -4,8 +4,8 @@
 drops the addresses whose `kept_from` is older than LETHE_SUPPRESSION_DAYS
 (worker/suppression.py), found by an index on it.
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0007
+Revises: 0006
 """
 
 import sqlalchemy as sa
@@ -13,8 +13,8 @@ from alembic import op
 
 from worker.store import UTCDateTime
 
-revision = "0006"
-down_revision = "0005"
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
