@@ -114,7 +114,7 @@ def test_a_second_worker_on_the_same_embedded_home_is_refused(embedded: Lethe):
     second = embedded.run("worker", check=False, timeout=60)
     assert second.returncode == 1
     assert "another `lethe worker` runs on" in second.stderr
-    embedded.kill_workers(signal.SIGKILL)  # its beat process may live on; the home is free
+    embedded.kill_workers(signal.SIGKILL)  # the home is free at once (its beat ends with it)
     embedded.start_worker()
 
 
