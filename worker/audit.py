@@ -97,15 +97,22 @@ def proof(url: str, secret: bytes, subject: str, register: Register) -> dict[str
         lifecycles = list(
             session.execute(
                 select(
-                    StoredLifecycle.activity, StoredLifecycle.state, StoredLifecycle.deadline_at
+                    StoredLifecycle.activity,
+                    StoredLifecycle.state,
+                    StoredLifecycle.deadline_at,
+                    StoredLifecycle.erased_at,
                 ).where(StoredLifecycle.subject == subject)
             )
         )
     tz = register.tz
     now = now_utc()
-    not_erased = {activity for activity, state, _ in lifecycles if state != "erased"}
+    not_erased = {activity for activity, state, _, _ in lifecycles if state != "erased"}
+    # Erased, then new data since (the person came back): the erasure stands, and the
+    # new data is listed apart, with the erasure it came after.
+    erased_before = {activity for activity, _, _, at in lifecycles if at is not None}
     erased = sorted(
-        {r["activity"] for r in rows if r["outcome"] in ("erased", "nothing_to_erase")} - not_erased
+        {r["activity"] for r in rows if r["outcome"] in ("erased", "nothing_to_erase")}
+        - (not_erased - erased_before)
     )
     kept = [
         {
@@ -124,7 +131,7 @@ def proof(url: str, secret: bytes, subject: str, register: Register) -> dict[str
         if r["outcome"] == "failed" and r["activity"] in not_erased:
             failures.setdefault(r["activity"], {})[r["run_id"]] = r["erased_at"]
     pending = []
-    for activity, state, deadline in sorted(lifecycles):
+    for activity, state, deadline, erased_at in sorted(lifecycles):
         if state == "erased":
             continue
         entry = {
@@ -132,6 +139,8 @@ def proof(url: str, secret: bytes, subject: str, register: Register) -> dict[str
             "state": row_state(state, deadline, now),
             "until": deadline.astimezone(tz).isoformat() if deadline else None,
         }
+        if erased_at is not None:
+            entry["gathered_after_erasure_of"] = erased_at.astimezone(tz).isoformat()
         if tried := failures.get(activity):
             entry["failed_attempts"] = len(tried)
             last = max(tried.values())

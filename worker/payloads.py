@@ -29,13 +29,17 @@ def drop_erased_payloads(
     """The event log is personal data too: an event whose activities are all erased keeps
     only its id, type, subject and time (what deduplication and deadlines need)."""
     states: dict[str, dict[str, str]] = defaultdict(dict)
+    erased_at: dict[str, dict[str, Any]] = defaultdict(dict)
+    lc = StoredLifecycle.__table__.c
     for start in range(0, len(subjects), 1000):
         chunk = subjects[start : start + 1000]
-        query = select(
-            StoredLifecycle.subject, StoredLifecycle.activity, StoredLifecycle.state
-        ).where(one_of(StoredLifecycle.subject, chunk, session.get_bind()))
-        for subject, activity, state in session.execute(query):
+        query = select(lc.subject, lc.activity, lc.state, lc.erased_at).where(
+            one_of(lc.subject, chunk, session.get_bind())
+        )
+        for subject, activity, state, erased in session.execute(query):
             states[subject][activity] = state
+            if erased is not None:
+                erased_at[subject][activity] = erased
     drop: list[str] = []
     for subject in subjects:
         kind = subject.split(":", 1)[0]
@@ -43,9 +47,11 @@ def drop_erased_payloads(
         everything_erased = bool(mine) and all(s == "erased" for s in mine.values())
         for event_id, event in events.get(subject, []):
             touched = [a.id for a in register.activities_touched(event.type, kind)]
-            if (touched and all(mine.get(a) == "erased" for a in touched)) or (
-                not touched and everything_erased
-            ):
+            erased = erased_at.get(subject, {})
+            if (
+                touched
+                and all(_covered(mine.get(a), erased.get(a), event.occurred_at) for a in touched)
+            ) or (not touched and everything_erased):
                 drop.append(event_id)
     for start in range(0, len(drop), 1000):
         session.execute(
@@ -58,3 +64,9 @@ def drop_erased_payloads(
             .values(data={})
             .execution_options(synchronize_session=False)
         )
+
+
+def _covered(state: str | None, erased_at: Any, occurred_at: Any) -> bool:
+    """Whether an event describes erased data: its activity is erased, or it is dated
+    before the activity's last erasure (later events may have started a new lifecycle)."""
+    return state == "erased" or (erased_at is not None and occurred_at <= erased_at)

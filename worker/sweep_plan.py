@@ -112,7 +112,9 @@ def approval_reasons(
     reasons = []
     if first_on_register:
         reasons.append(
-            "first sweep with this register: a DPO approves what a new or changed register erases"
+            "first sweep with this register: a DPO approves what a new or changed register "
+            "erases (after a change, `lethe recompute --dry-run` shows how stored deadlines "
+            "move under it, and `lethe recompute` applies that before the sweep)"
         )
     recent = list(recent_dues)[: limits.history]
     if len(recent) >= limits.min_history and due > limits.floor:

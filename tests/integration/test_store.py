@@ -107,3 +107,52 @@ def test_an_erased_lifecycle_stays_erased_unless_a_later_event_reopens_it(postgr
     assert sales() == ("erased", "2024-05-01T08:00:00+00:00")
     send("o-2", "2025-06-01T10:00:00+02:00")  # the customer came back
     assert sales() == ("active", "2030-06-01T08:00:00+00:00")
+
+
+def test_a_store_erased_by_the_previous_release_gives_later_contacts_a_deadline(
+    postgres_url: str,
+):
+    """Lifecycles erased before `erased_at` existed (migration 0005): a contact after
+    that erasure is new data with a deadline, not kept without one for good."""
+    from alembic import command
+
+    from worker.ingest import ingest
+    from worker.migrate import alembic_config
+    from worker.register import default_register_path, load_register
+    from worker.store import now_utc, transaction
+
+    command.upgrade(alembic_config(postgres_url), "0004")
+    engine = sa.create_engine(postgres_url)
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "INSERT INTO events (id, type, subject, occurred_at, data, received_at) VALUES "
+                "('o-1', 'order.closed', 'customer:7', '2019-05-01T08:00Z', '{}', now()), "
+                "('ask', 'erasure.requested', 'customer:7', '2026-11-20T09:00Z', '{}', now())"
+            )
+        )
+        connection.execute(
+            sa.text(
+                "INSERT INTO lifecycles (subject, activity, anchor_at, deadline_at, state, "
+                "\"then\", updated_at) VALUES ('customer:7', 'crm.customers', "
+                "'2026-11-20T09:00Z', '2026-11-20T09:00Z', 'erased', 'anonymise', now())"
+            )
+        )
+    upgrade(postgres_url)
+    contact = {
+        "id": "c-1",
+        "type": "contact.made",
+        "subject": "customer:7",
+        "occurred_at": "2026-11-25T10:00:00+01:00",
+    }
+    with transaction(postgres_url) as session:
+        ingest(session, [contact], load_register(default_register_path()), now_utc())
+    with engine.connect() as connection:
+        row = connection.execute(
+            sa.text(
+                "SELECT state, deadline_at FROM lifecycles "
+                "WHERE subject = 'customer:7' AND activity = 'crm.customers'"
+            )
+        ).one()
+    engine.dispose()
+    assert (row.state, row.deadline_at.isoformat()) == ("active", "2031-11-25T09:00:00+00:00")

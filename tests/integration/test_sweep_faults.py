@@ -375,6 +375,23 @@ def test_a_visit_after_an_erasure_request_does_not_save_the_logs_and_later_ones_
     shop.purge("--now", "2026-11-26T12:00:00+01:00")
     assert own_logs() == 1
 
+    # The proof still tells the person their logs were erased; the new visit is apart.
+    proof = json.loads(lethe.run("audit", "--subject", visitor, "--proof").stdout)
+    assert "website.navigation" in proof["erased_activities"]
+    [new] = [p for p in proof["not_yet_erased"] if p["activity"] == "website.navigation"]
+    assert new["gathered_after_erasure_of"] == "2026-11-26T03:00:00+01:00"
+    assert new["until"] == "2027-12-26T10:00:00+01:00"
+
+    # A late event about the erased months keeps no payload, new lifecycle or not.
+    lethe.python(
+        "from worker.client import emit\n"
+        f"emit('visit.recorded', subject={visitor!r}, id='v-late',"
+        " occurred_at='2026-10-01T10:00:00+02:00', data={'page': '/panier'})\n"
+    )
+    lethe.wait_stored(len(shop.data.events) + 5)
+    [(data,)] = shop.store("SELECT data FROM events WHERE id = 'v-late'")
+    assert (json.loads(data) if isinstance(data, str) else data) == {}
+
 
 def test_a_proof_tells_a_person_whose_erasure_failed_that_it_is_overdue_and_was_tried(
     embedded: Lethe, request

@@ -22,6 +22,12 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("lifecycles") as batch:
         batch.add_column(sa.Column("erased_at", UTCDateTime(), nullable=True))
+    # Erased before this column: the deadline stands in for the erasure, which came
+    # at or after it. Events after the deadline then start a new lifecycle; the data
+    # of those before the erasure is gone already, so the worst is a later
+    # "nothing to erase", never data kept late or erased early. Left NULL, an old
+    # erasure request would end every later lifecycle at once, or keep none.
+    op.execute("UPDATE lifecycles SET erased_at = deadline_at WHERE state = 'erased'")
 
 
 def downgrade() -> None:
