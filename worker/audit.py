@@ -7,10 +7,14 @@ reads the rows that carry it.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
 import json
+import re
+from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 import pendulum
@@ -83,7 +87,8 @@ def proof(url: str, secret: bytes, subject: str, register: Register) -> dict[str
     """What became of one person's data: erased, kept by law (until when), still pending.
 
     The digest covers the audit rows shown, so a proof handed to the person can
-    later be matched against the trail.
+    later be matched against the trail. Once the store has forgotten the person
+    (worker/forgetting.py) it answers from those rows alone, and says so.
     """
     rows = audit_rows(url, secret, subject=subject)
     with transaction(url) as session:
@@ -106,14 +111,16 @@ def proof(url: str, secret: bytes, subject: str, register: Register) -> dict[str
         )
     tz = register.tz
     now = now_utc()
+    # LETHE_FORGET_AFTER_DAYS after the erasure, the store forgets the person's events
+    # and lifecycles (worker/forgetting.py): the audit rows are then all that is left.
+    audited = {r["activity"] for r in rows if r["outcome"] in ("erased", "nothing_to_erase")}
+    forgotten = bool(audited - {activity for activity, _, _, _ in lifecycles})
+    asked = {*requests, *requests_named(r["rule"] for r in rows)}
     not_erased = {activity for activity, state, _, _ in lifecycles if state != "erased"}
     # Erased, then new data since (the person came back): the erasure stands, and the
     # new data is listed apart, with the erasure it came after.
     erased_before = {activity for activity, _, _, at in lifecycles if at is not None}
-    erased = sorted(
-        {r["activity"] for r in rows if r["outcome"] in ("erased", "nothing_to_erase")}
-        - (not_erased - erased_before)
-    )
+    erased = sorted(audited - (not_erased - erased_before))
     kept = [
         {
             "activity": r["activity"],
@@ -147,12 +154,37 @@ def proof(url: str, secret: bytes, subject: str, register: Register) -> dict[str
             entry["last_failed_at"] = pendulum.parse(last).in_timezone(tz).isoformat()
         pending.append(entry)
     canonical = json.dumps(rows, sort_keys=True, ensure_ascii=False).encode()
-    return {
+    document: dict[str, Any] = {
         "subject_ref": subject_ref(secret, subject),
-        "erasure_requested_at": [m.astimezone(tz).isoformat() for m in requests],
+        "erasure_requested_at": [m.astimezone(tz).isoformat() for m in sorted(asked)],
         "erased_activities": erased,
         "kept_by_law": kept,
         "not_yet_erased": pending,
         "audit_rows": len(rows),
         "audit_digest": "sha256:" + hashlib.sha256(canonical).hexdigest(),
+        "records_forgotten": forgotten,
     }
+    if forgotten:
+        document["note"] = FORGOTTEN_NOTE
+    return document
+
+
+FORGOTTEN_NOTE = (
+    "Lethe deleted its own records of this person (events, lifecycle dates) "
+    "LETHE_FORGET_AFTER_DAYS after the erasure, as storage limitation asks; this proof "
+    "rests on the audit rows, which name an erasure request only where it ended the "
+    "retention (one made after a deadline had passed is not named, and is not listed above)"
+)
+
+_NAMED_REQUEST = re.compile(rf": {re.escape(ART17)} \(GDPR art\. 17\) at (\S+)$")
+
+
+def requests_named(rules: Iterable[str]) -> set[datetime]:
+    """The erasure requests the audit's rules name (worker/sweep_plan.rule_text): they
+    outlive the event log."""
+    found: set[datetime] = set()
+    for rule in rules:
+        if (match := _NAMED_REQUEST.search(rule)) is not None:
+            with contextlib.suppress(ValueError):
+                found.add(datetime.fromisoformat(match.group(1)))
+    return found

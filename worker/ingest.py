@@ -155,9 +155,11 @@ def _insert_json(session: Session, chunk: list[Event], now: pendulum.DateTime) -
     )
 
 
-def _lock_subjects(session: Session, subjects: list[str]) -> None:
+def lock_subjects(session: Session, subjects: list[str]) -> None:
+    """Hold these subjects until the transaction ends (ingestion, and a sweep forgetting them)."""
     # Two workers ingesting events of one subject must not each compute its
-    # lifecycles from half of the events. Locks are taken in hash order, so two
+    # lifecycles from half of the events, nor a sweep delete a subject's log while
+    # a new event's lifecycle is computed from it. Locks are taken in hash order, so two
     # batches never wait on each other in a cycle. SQLite serialises writers
     # already (BEGIN IMMEDIATE, see store.py).
     if session.get_bind().dialect.name != "postgresql":
@@ -182,7 +184,7 @@ def _recompute(
             # a hold moves every lifecycle of the subject, touched or not
             touched[event.subject].update(a.id for a in register.activities)
     subjects = sorted(touched)
-    _lock_subjects(session, subjects)
+    lock_subjects(session, subjects)
     history = events_of(session, subjects)
     erased = erasure_times(session, subjects)
     # Whether an erased lifecycle stays erased is decided by the upsert itself, under

@@ -41,6 +41,11 @@ class SweepSettings:
     # its latest opposition or subscription (CNIL: three years from the opposition;
     # 1096 days covers any three calendar years); each sweep drops those older.
     suppression_days: int = 1096
+    # LETHE_FORGET_AFTER_DAYS: Lethe's own records of a person whose every lifecycle is
+    # erased (events, lifecycle dates) and lifted holds are kept this long after the
+    # latest erasure or lift, for late events and a DPO's questions; each sweep drops
+    # older ones (worker/forgetting.py). The audit, which names no one, stays.
+    forget_after_days: int = 365
 
 
 @dataclass(frozen=True)
@@ -127,6 +132,7 @@ def _sweep_settings(env: dict[str, str], embedded: bool) -> SweepSettings:
         alarm_floor=number("LETHE_SWEEP_ALARM_FLOOR", SweepSettings.alarm_floor, int),
         dead_letter_days=number("LETHE_DEAD_LETTER_DAYS", SweepSettings.dead_letter_days, int),
         suppression_days=number("LETHE_SUPPRESSION_DAYS", SweepSettings.suppression_days, int),
+        forget_after_days=number("LETHE_FORGET_AFTER_DAYS", SweepSettings.forget_after_days, int),
     )
 
 

@@ -94,6 +94,9 @@ class StoredLifecycle(Base):
         UniqueConstraint("subject", "activity", name="uq_lifecycles_subject_activity"),
         # "What is due before T" is the sweep's and the dashboard's question.
         Index("ix_lifecycles_state_deadline", "state", "deadline_at"),
+        # Erased lifecycles by erasure time: each sweep forgets people erased long ago
+        # (worker/forgetting.py) by paging on it, not by reading every lifecycle.
+        Index("ix_lifecycles_state_erased_at", "state", "erased_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

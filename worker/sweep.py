@@ -39,9 +39,10 @@ from sqlalchemy import any_, delete, exists, func, select, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
-from worker import receipts, suppression
+from worker import forgetting, receipts, suppression
 from worker.audit import COLUMNS as AUDIT_COLUMNS
 from worker.hashing import subject_ref
+from worker.logs import log
 from worker.payloads import drop_erased_payloads
 from worker.register import Register
 from worker.settings import Settings
@@ -146,6 +147,7 @@ def open_run(
     if status == "running":
         _drop_old_dead_letters(settings, moment)
         _drop_expired_suppressions(settings, min(now, moment))
+        _forget_erased_subjects(settings, register, min(now, moment))
     try:
         with transaction(settings.database_url) as session:
             run = PurgeRun(
@@ -186,6 +188,27 @@ def _drop_expired_suppressions(settings: Settings, clock: datetime) -> None:
     kept_since = clock - timedelta(days=settings.sweep.suppression_days)
     with transaction(settings.database_url) as session:
         suppression.drop_expired(session, kept_since)
+
+
+def _forget_erased_subjects(settings: Settings, register: Register, clock: datetime) -> None:
+    """What Lethe keeps of an erased person is personal data too (worker/forgetting.py).
+
+    Erasure times are on the sweeps' clocks, so they are compared with the run's
+    clock (a demo replaying past years), never one ahead of the real clock; lifts are
+    on the real clock, which that capped clock never passes, so none goes early."""
+    days = settings.sweep.forget_after_days
+    done = forgetting.forget(
+        settings.database_url, register, clock - timedelta(days=days), settings.sweep.batch
+    )
+    if done.subjects or done.lifted_holds:
+        log.info(
+            "forgot people erased long ago",
+            people=done.subjects,
+            events=done.events,
+            lifecycles=done.lifecycles,
+            lifted_holds=done.lifted_holds,
+            after_days=days,
+        )
 
 
 # A run whose heartbeat is this old lost its worker: what it left stays due for the next run.

@@ -1,0 +1,175 @@
+"""Storage limitation applies to Lethe too: what it keeps of an erased person goes in time.
+
+Once every lifecycle of a subject is erased, the store still names the subject in
+clear: its bare events (id, type, subject, time) and its lifecycle rows (dates).
+They serve a while: an old event arriving late or replayed must not start the
+erased data's clock again, and a DPO answers questions in the months after. So
+they are kept LETHE_FORGET_AFTER_DAYS after the subject's latest erasure, then
+deleted, unless something still holds the subject: a hold placed by hand, or a
+dispute still open in its log (it would hold the data the shop gathers next).
+Lifted holds (a subject in clear, free-text reasons) go the same period after
+their lift. The audit names people by keyed hashes only: it is the proof of
+erasure, and stays.
+
+A sweep does this when it opens, beside the dead letters and the suppression
+list, never ingestion; page by page, each page one short transaction, so a
+store of millions of rows is never locked for long.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import case, delete, func, or_, select
+from sqlalchemy.orm import Session
+
+from worker.events import Event
+from worker.holds import held_by_hand
+from worker.ingest import lock_subjects
+from worker.register import Register
+from worker.retention import is_held
+from worker.store import Hold, StoredEvent, StoredLifecycle, UTCDateTime, one_of, transaction
+
+_CHUNK = 1000
+
+
+@dataclass
+class Forgotten:
+    """What one pass deleted: counts only, fit for a log line."""
+
+    subjects: int = 0
+    events: int = 0
+    lifecycles: int = 0
+    lifted_holds: int = 0
+
+
+def forget(url: str, register: Register, kept_since: datetime, page: int) -> Forgotten:
+    """Delete the records of subjects erased before `kept_since` and nothing holds, then
+    holds lifted before it; at most `page` lifecycles looked at per transaction."""
+    done = Forgotten()
+    for candidates in (_erased_before, _erased_before_0005):
+        after: Any = None
+        while True:
+            with transaction(url) as session:
+                if session.get_bind().dialect.name == "postgresql":
+                    # psycopg prepares a statement run five times, and PostgreSQL may then
+                    # plan `subject = ANY(:array)` once for any array: a sequential scan of
+                    # the event log per page (worker/ingest.py, events_of)
+                    session.execute(sa.text("SET LOCAL plan_cache_mode = force_custom_plan"))
+                rows = session.execute(candidates(kept_since, after, page)).all()
+                if not rows:
+                    break
+                after = rows[-1][1:]
+                _forget_subjects(session, register, sorted({r[0] for r in rows}), kept_since, done)
+    with transaction(url) as session:
+        # Holds are placed one by one by hand: a few thousand at most, one statement.
+        lifted = delete(Hold.__table__).where(Hold.lifted_at < kept_since)
+        done.lifted_holds = session.execute(lifted).rowcount
+    return done
+
+
+def _erased_before(kept_since: datetime, after: tuple[datetime, int] | None, page: int) -> Any:
+    """Lifecycles erased before `kept_since`, by (erased_at, id) on their index."""
+    lc = StoredLifecycle.__table__.c
+    query = (
+        select(lc.subject, lc.erased_at, lc.id)
+        .where(lc.state == "erased", lc.erased_at < kept_since)
+        .order_by(lc.erased_at, lc.id)
+        .limit(page)
+    )
+    if after is not None:
+        # the plain bound lets the index start at the cursor (as the sweep's claim does)
+        query = query.where(
+            lc.erased_at >= after[0],
+            sa.tuple_(lc.erased_at, lc.id)
+            > sa.tuple_(sa.literal(after[0], UTCDateTime()), sa.literal(after[1], sa.Integer())),
+        )
+    return query
+
+
+def _erased_before_0005(kept_since: datetime, after: tuple[int] | None, page: int) -> Any:
+    """Lifecycles erased before migration 0005 recorded when: their `updated_at` (the
+    real clock of the erasure, or of a later event that touched them) stands in for it.
+    It is never earlier than the erasure, so nothing is forgotten early."""
+    lc = StoredLifecycle.__table__.c
+    query = (
+        select(lc.subject, lc.id)
+        .where(lc.state == "erased", lc.erased_at.is_(None), lc.updated_at < kept_since)
+        # state and erased_at are one value here: ordering by them too lets PostgreSQL read
+        # the (state, erased_at, id) index in order instead of sorting every such row
+        .order_by(lc.state, lc.erased_at, lc.id)
+        .limit(page)
+    )
+    if after is not None:
+        query = query.where(lc.id > after[0])
+    return query
+
+
+def _forget_subjects(
+    session: Session,
+    register: Register,
+    subjects: list[str],
+    kept_since: datetime,
+    done: Forgotten,
+) -> None:
+    # Under ingestion's own locks: an event arriving meanwhile either finds the log
+    # gone (and starts a lifecycle of its own), or its lifecycle is seen below.
+    lock_subjects(session, subjects)
+    gone = _all_erased_before(session, subjects, kept_since)
+    gone -= held_by_hand(session, gone)
+    gone -= _disputed(session, register, gone)
+    events = StoredEvent.__table__
+    lifecycles = StoredLifecycle.__table__
+    for chunk in _chunks(sorted(gone)):
+        bind = session.get_bind()
+        done.events += session.execute(
+            delete(events).where(one_of(events.c.subject, chunk, bind))
+        ).rowcount
+        done.lifecycles += session.execute(
+            delete(lifecycles).where(one_of(lifecycles.c.subject, chunk, bind))
+        ).rowcount
+    done.subjects += len(gone)
+
+
+def _all_erased_before(session: Session, subjects: list[str], kept_since: datetime) -> set[str]:
+    """Those whose every lifecycle is erased, the latest erasure before `kept_since`."""
+    lc = StoredLifecycle.__table__.c
+    kept = or_(lc.state != "erased", func.coalesce(lc.erased_at, lc.updated_at) >= kept_since)
+    found: set[str] = set()
+    for chunk in _chunks(subjects):
+        query = (
+            select(lc.subject)
+            .where(one_of(lc.subject, chunk, session.get_bind()))
+            .group_by(lc.subject)
+            .having(func.sum(case((kept, 1), else_=0)) == 0)
+        )
+        found.update(session.scalars(query))
+    return found
+
+
+def _disputed(session: Session, register: Register, subjects: set[str]) -> set[str]:
+    """Subjects with a dispute still open in their log: it holds whatever data comes next,
+    so its events must stay."""
+    types = [*register.holds.place, *register.holds.lift]
+    if not types or not subjects:
+        return set()
+    table = StoredEvent.__table__
+    history: dict[str, list[Event]] = defaultdict(list)
+    for chunk in _chunks(sorted(subjects)):
+        query = select(
+            table.c.id, table.c.type, table.c.subject, table.c.occurred_at, table.c.data
+        ).where(one_of(table.c.subject, chunk, session.get_bind()), table.c.type.in_(types))
+        for event_id, event_type, subject, occurred_at, data in session.execute(query):
+            history[subject].append(Event(event_id, event_type, subject, occurred_at, data or {}))
+    return {subject for subject, events in history.items() if is_held(events, register)}
+
+
+def _chunks(items: Sequence[str]) -> Iterator[list[str]]:
+    items = list(items)
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
