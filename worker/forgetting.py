@@ -52,20 +52,19 @@ def forget(url: str, register: Register, kept_since: datetime, page: int) -> For
     """Delete the records of subjects erased before `kept_since` and nothing holds, then
     holds lifted before it; at most `page` lifecycles looked at per transaction."""
     done = Forgotten()
-    for candidates in (_erased_before, _erased_before_0005):
-        after: Any = None
-        while True:
-            with transaction(url) as session:
-                if session.get_bind().dialect.name == "postgresql":
-                    # psycopg prepares a statement run five times, and PostgreSQL may then
-                    # plan `subject = ANY(:array)` once for any array: a sequential scan of
-                    # the event log per page (worker/ingest.py, events_of)
-                    session.execute(sa.text("SET LOCAL plan_cache_mode = force_custom_plan"))
-                rows = session.execute(candidates(kept_since, after, page)).all()
-                if not rows:
-                    break
-                after = rows[-1][1:]
-                _forget_subjects(session, register, sorted({r[0] for r in rows}), kept_since, done)
+    after: Any = None
+    while True:
+        with transaction(url) as session:
+            if session.get_bind().dialect.name == "postgresql":
+                # psycopg prepares a statement run five times, and PostgreSQL may then
+                # plan `subject = ANY(:array)` once for any array: a sequential scan of
+                # the event log per page (worker/ingest.py, events_of)
+                session.execute(sa.text("SET LOCAL plan_cache_mode = force_custom_plan"))
+            rows = session.execute(_erased_before(kept_since, after, page)).all()
+            if not rows:
+                break
+            after = rows[-1][1:]
+            _forget_subjects(session, register, sorted({r[0] for r in rows}), kept_since, done)
     with transaction(url) as session:
         # Holds are placed one by one by hand: a few thousand at most, one statement.
         lifted = delete(Hold.__table__).where(Hold.lifted_at < kept_since)
@@ -89,24 +88,6 @@ def _erased_before(kept_since: datetime, after: tuple[datetime, int] | None, pag
             sa.tuple_(lc.erased_at, lc.id)
             > sa.tuple_(sa.literal(after[0], UTCDateTime()), sa.literal(after[1], sa.Integer())),
         )
-    return query
-
-
-def _erased_before_0005(kept_since: datetime, after: tuple[int] | None, page: int) -> Any:
-    """Lifecycles erased before migration 0005 recorded when: their `updated_at` (the
-    real clock of the erasure, or of a later event that touched them) stands in for it.
-    It is never earlier than the erasure, so nothing is forgotten early."""
-    lc = StoredLifecycle.__table__.c
-    query = (
-        select(lc.subject, lc.id)
-        .where(lc.state == "erased", lc.erased_at.is_(None), lc.updated_at < kept_since)
-        # state and erased_at are one value here: ordering by them too lets PostgreSQL read
-        # the (state, erased_at, id) index in order instead of sorting every such row
-        .order_by(lc.state, lc.erased_at, lc.id)
-        .limit(page)
-    )
-    if after is not None:
-        query = query.where(lc.id > after[0])
     return query
 
 
@@ -139,7 +120,8 @@ def _forget_subjects(
 def _all_erased_before(session: Session, subjects: list[str], kept_since: datetime) -> set[str]:
     """Those whose every lifecycle is erased, the latest erasure before `kept_since`."""
     lc = StoredLifecycle.__table__.c
-    kept = or_(lc.state != "erased", func.coalesce(lc.erased_at, lc.updated_at) >= kept_since)
+    # erased_at is set by every sweep, and by migration 0005 for erasures before it
+    kept = or_(lc.state != "erased", lc.erased_at.is_(None), lc.erased_at >= kept_since)
     found: set[str] = set()
     for chunk in _chunks(subjects):
         query = (

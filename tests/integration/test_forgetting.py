@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from harness import Lethe
 from sweeping import make_shop, seed_store, shop_postgres_url, store_url  # noqa: F401
 
-from worker.store import Hold, StoredLifecycle
+from worker.store import Hold
 
 # Sweeps on the run's clock: the first erases what the seed made due, the second what
 # fell due since, the third comes more than 365 days after the first.
@@ -26,15 +26,13 @@ FOURTH = "2023-10-01T03:00:00+02:00"
 
 ASKED = "prospect:gone-1"  # contacted, then asked for erasure: three lifecycles
 VISITORS = ["visitor:gone-2", "visitor:gone-5", "visitor:gone-6"]  # navigation only
-LEGACY_OLD = "visitor:gone-10"  # erased before erased_at existed, long ago
-FORGOTTEN = {ASKED, LEGACY_OLD, *VISITORS}
+FORGOTTEN = {ASKED, *VISITORS}
 
 STILL_A_CUSTOMER = "customer:kept-3"  # old visits erased, orders kept 5 years
 DISPUTED = "visitor:kept-4"  # erased, then a dispute opened that nobody closed
 HELD = "visitor:kept-7"  # erased, then held by hand
 RECENT = "visitor:kept-8"  # erased by the second sweep: less than a year before the third
-LEGACY_TOUCHED = "visitor:kept-9"  # erased before erased_at existed, touched since
-KEPT = {STILL_A_CUSTOMER, DISPUTED, HELD, RECENT, LEGACY_TOUCHED}
+KEPT = {STILL_A_CUSTOMER, DISPUTED, HELD, RECENT}
 
 
 def _event(event_id: str, event_type: str, subject: str, at: str, **data: Any) -> dict:
@@ -48,7 +46,7 @@ def _visit(n: int, subject: str, at: str = "2020-01-10T10:00:00+01:00") -> dict:
 SEED = [
     _event("ask-0", "contact.made", ASKED, "2021-03-01T10:00:00+01:00"),
     _event("ask-1", "erasure.requested", ASKED, "2022-04-01T10:00:00+02:00"),
-    *(_visit(n, s) for n, s in enumerate([*VISITORS, LEGACY_OLD, DISPUTED, HELD, LEGACY_TOUCHED])),
+    *(_visit(n, s) for n, s in enumerate([*VISITORS, DISPUTED, HELD])),
     _visit(10, STILL_A_CUSTOMER),
     _event("order-1", "order.closed", STILL_A_CUSTOMER, "2022-01-10T10:00:00+01:00"),
     _visit(11, RECENT, "2021-06-01T10:00:00+02:00"),  # due 2022-07-01
@@ -112,15 +110,8 @@ def test_a_year_after_the_last_erasure_lethe_forgets_the_person_but_keeps_the_pr
         lethe.run("hold", "place", subject, "--reason", "case LIT-2022-8")
         lethe.run("hold", "lift", subject, "--reason", "case closed")
     assert _purge(lethe, SECOND)["erased"] == 1  # RECENT's visits
-    # an upgrade from before migration 0005: erasures with no erased_at, one untouched
-    # since long ago; and a hold lifted long ago
-    lc = StoredLifecycle.__table__
+    # a hold lifted long ago
     long_ago = pendulum.datetime(2021, 1, 1, tz="UTC")
-    _update(lethe, lc.update().where(lc.c.subject == LEGACY_TOUCHED).values(erased_at=None))
-    _update(
-        lethe,
-        lc.update().where(lc.c.subject == LEGACY_OLD).values(erased_at=None, updated_at=long_ago),
-    )
     holds = Hold.__table__
     _update(
         lethe,

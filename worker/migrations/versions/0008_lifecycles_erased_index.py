@@ -3,8 +3,8 @@
 Lethe's own records of a person whose every lifecycle is erased (events,
 lifecycle dates) are deleted LETHE_FORGET_AFTER_DAYS after the latest erasure
 (worker/forgetting.py). The sweep pages through erased lifecycles older than
-that on this index, by (erased_at, id), and through those erased before 0005
-(erased_at NULL) by id, instead of reading every lifecycle each night.
+that on this index, by (erased_at, id), instead of reading every lifecycle each
+night.
 
 Revision ID: 0008
 Revises: 0007
