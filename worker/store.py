@@ -239,7 +239,9 @@ class Suppression(Base):
     # the latest opposition (unsubscription, erasure) and subscription, as dated by the shop
     opposed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     subscribed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
-    kept_from: Mapped[datetime] = mapped_column(UTCDateTime())  # the later of the two
+    # when a sweep erased data holding the address: an opposition is kept until then
+    erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    kept_from: Mapped[datetime] = mapped_column(UTCDateTime())  # the latest of the three
 
 
 class ScheduleSlot(Base):

@@ -19,10 +19,11 @@ subscription is remembered when the address is not on the list: an opposition
 dated before it, arriving late or read by a sweep from the old subscription's
 row, must not put the address back.
 
-An address is kept `LETHE_SUPPRESSION_DAYS` (three years) after the later of
-the two, the CNIL's measure for an opposition list (README, "The suppression
-list"); each sweep drops what is older (worker/sweep.py, `open_run`), never the
-ingestion of an event.
+An address is kept `LETHE_SUPPRESSION_DAYS` (three years) after the latest of
+the two and of the sweep that erased the data holding it, the CNIL's measure
+for an opposition list (README, "The suppression list"); an opposition is
+never dropped before that sweep. Each sweep drops what is older
+(worker/sweep.py, `open_run`), never the ingestion of an event.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import case, delete, or_
+from sqlalchemy import and_, case, delete, or_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -51,18 +52,22 @@ class Entry:
     activity: str
     opposed_at: datetime | None = None
     subscribed_at: datetime | None = None
+    # when a sweep erased data holding the address (a row it read, or the subject's
+    # events that carried its hash), on the sweep's clock
+    erased_at: datetime | None = None
 
     @property
     def kept_from(self) -> datetime:
-        """The moment its retention counts from: the later of the two."""
-        return max(t for t in (self.opposed_at, self.subscribed_at) if t is not None)
+        """The moment its retention counts from: the latest of the three."""
+        return max(t for t in (self.opposed_at, self.subscribed_at, self.erased_at) if t)
 
     def merged(self, other: Entry) -> Entry:
-        """Both together, each time the latest; the activity that named it first stays."""
+        """All together, each time the latest; the activity that named it first stays."""
         return Entry(
             self.activity,
             _later(self.opposed_at, other.opposed_at),
             _later(self.subscribed_at, other.subscribed_at),
+            _later(self.erased_at, other.erased_at),
         )
 
 
@@ -146,6 +151,7 @@ def record(session: Session, entries: Mapping[str, Entry], now: datetime) -> Non
             "opposed_at": e.opposed_at,
             "subscribed_at": e.subscribed_at,
             "kept_from": e.kept_from,
+            "erased_at": e.erased_at,
         }
         for h, e in sorted(entries.items())
     ]
@@ -162,12 +168,23 @@ def record(session: Session, entries: Mapping[str, Entry], now: datetime) -> Non
     session.execute(
         statement.on_conflict_do_update(
             index_elements=["value_hash"],
-            set_={c: latest(c) for c in ("opposed_at", "subscribed_at", "kept_from")},
+            set_={c: latest(c) for c in ("opposed_at", "subscribed_at", "kept_from", "erased_at")},
         ),
         rows,
     )
 
 
 def drop_expired(session: Session, kept_since: datetime) -> None:
-    """Drop the addresses whose latest opposition and subscription are before `kept_since`."""
-    session.execute(delete(Suppression).where(Suppression.kept_from < kept_since))
+    """Drop the addresses kept since before `kept_since`; an opposition in force only once
+    a sweep has erased the data that held the address. Until then the shop may still hold
+    it (a dispute holds the subscriber row for years, or no sweep has run yet), and the
+    list is what keeps the person from being mailed."""
+    c = Suppression.__table__.c
+    opposition_in_force = and_(
+        c.opposed_at.is_not(None), or_(c.subscribed_at.is_(None), c.subscribed_at <= c.opposed_at)
+    )
+    session.execute(
+        delete(Suppression).where(
+            c.kept_from < kept_since, or_(~opposition_in_force, c.erased_at.is_not(None))
+        )
+    )

@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from itertools import groupby
 from typing import Any
@@ -42,6 +42,7 @@ from sqlalchemy.orm import Session
 from worker import forgetting, receipts, suppression
 from worker.audit import COLUMNS as AUDIT_COLUMNS
 from worker.hashing import subject_ref
+from worker.ingest import events_of
 from worker.logs import log
 from worker.payloads import drop_erased_payloads
 from worker.register import Register
@@ -931,7 +932,9 @@ def _record(
         )
     if outcome.audit:
         _append_audit(session, [{**row, "run_id": run_id} for row in outcome.audit])
-    suppression.record(session, _oppositions(register, claimed, outcome, events, run_now), now)
+    suppression.record(
+        session, _oppositions(session, register, claimed, outcome, events, run_now), now
+    )
     if outcome.failed_ids:
         # Claimed as erased; they stay due for the next sweep (behind this part's cursor).
         session.execute(
@@ -953,6 +956,7 @@ def _record(
 
 
 def _oppositions(
+    session: Session,
     register: Register,
     claimed: list[DueLifecycle],
     outcome: _BatchOutcome,
@@ -961,7 +965,11 @@ def _oppositions(
 ) -> dict[str, suppression.Entry]:
     """The addresses read from erased rows, each dated by its person's objection: a
     subscription the list already knows of that is later (the person came back, maybe
-    under another subject) keeps the address off the list (worker/suppression.py)."""
+    under another subject) keeps the address off the list (worker/suppression.py).
+
+    Each is marked erased at `now`, as are the hashes the erased subjects' own events
+    carried (`match=`; the shop may have deleted its row itself): an opposition's
+    period counts from the erasure, never before it."""
     activities = {a.id: a for a in register.activities}
     deadlines = {(lc.subject, lc.activity): lc.deadline_at for lc in claimed}
     entries: dict[str, suppression.Entry] = {}
@@ -970,7 +978,19 @@ def _oppositions(
         if (activity := activities.get(activity_id)) is not None:
             logged = ((e.type, e.occurred_at) for _, e in events.get(subject, []))
             at = suppression.opposed_at(activity, logged, at, now)
-        suppression.add(entries, value_hash, suppression.Entry(activity_id, opposed_at=at))
+        entry = suppression.Entry(activity_id, opposed_at=at, erased_at=now)
+        suppression.add(entries, value_hash, entry)
+    suppressing = {
+        a.id for a in register.activities if any(t.suppress for r in a.retention for t in r.targets)
+    }
+    erased = set(outcome.erased_ids)
+    subjects = sorted(
+        {lc.subject for lc in claimed if lc.id in erased and lc.activity in suppressing}
+    )
+    if subjects:
+        carried = (e for history in events_of(session, subjects).values() for e in history)
+        for value_hash, entry in suppression.entries_from_events(carried, register).items():
+            suppression.add(entries, value_hash, replace(entry, erased_at=now))
     return entries
 
 

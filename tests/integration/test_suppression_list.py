@@ -120,7 +120,7 @@ def test_each_sweep_drops_addresses_kept_longer_than_the_suppression_days(
     lethe.start_worker()
     _emit(
         lethe,
-        ("newsletter.unsubscribed", "customer:9101", "2023-11-20T10:00:00+01:00", old),
+        ("newsletter.unsubscribed", "customer:9101", "2020-11-20T10:00:00+01:00", old),
         ("newsletter.unsubscribed", "customer:9102", "2024-06-01T10:00:00+02:00", recent),
         ("newsletter.unsubscribed", "customer:9103", "2022-01-10T10:00:00+01:00", back),
         ("newsletter.subscribed", "customer:9103", "2024-02-01T10:00:00+01:00", back),
@@ -128,14 +128,40 @@ def test_each_sweep_drops_addresses_kept_longer_than_the_suppression_days(
     assert _suppressed(lethe, old, recent, back) == [True, True, False]
     assert lethe.store_count("suppression") == 3
 
-    # NOW is 2026-11-26: the opposition of 2023-11-20 is more than 1096 days old
+    # An opposition counts from the sweep that erased the subscription, not from itself:
+    # until then the shop may still hold the address. Six years on, it is kept.
+    assert shop.purge_approved("2025-01-01T03:00:00+01:00")["status"] == "done"
     assert shop.purge_approved(NOW)["status"] == "done"
-    assert _suppressed(lethe, old, recent, back) == [False, True, False]
+    assert _suppressed(lethe, old, recent, back) == [True, True, False]
     # her return is remembered three years from itself, so an old opposition read by a
     # later sweep cannot put her back on the list
-    assert lethe.store_count("suppression") == 2
+    assert lethe.store_count("suppression") == 3
 
+    # NOW is 2026-11-26: both erasures of 2025-01-01 are more than 365 days old
     lethe.env["LETHE_SUPPRESSION_DAYS"] = "365"
     lethe.run("purge", "--now", NOW)
     assert _suppressed(lethe, old, recent, back) == [False, False, False]
     assert lethe.store_count("suppression") == 0
+
+
+def test_an_opposition_stays_while_a_dispute_holds_the_subscription(
+    lethe: Lethe, request: pytest.FixtureRequest
+):
+    shop = make_shop(lethe, request, people=20)
+    address, subject = "held@example.org", "customer:9201"
+    lethe.env["LETHE_SUPPRESSION_DAYS"] = "365"
+    lethe.start_worker()
+    _emit(
+        lethe,
+        ("newsletter.subscribed", subject, "2021-03-01T10:00:00+01:00", address),
+        ("dispute.opened", subject, "2022-12-01T10:00:00+01:00", None),
+        ("newsletter.unsubscribed", subject, "2023-01-15T10:00:00+01:00", address),
+    )
+    # held: the subscription is not erased, so the opposition, years old, must stay
+    assert shop.purge_approved(NOW)["status"] == "done"
+    assert _suppressed(lethe, address) == [True]
+    _emit(lethe, ("dispute.closed", subject, "2026-11-25T10:00:00+01:00", None))
+    assert shop.purge_approved(NOW)["erased"] >= 1
+    assert _suppressed(lethe, address) == [True]
+    lethe.run("purge", "--now", NOW)  # counted from that erasure now
+    assert _suppressed(lethe, address) == [True]

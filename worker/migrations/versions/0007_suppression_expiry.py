@@ -1,12 +1,15 @@
 """The suppression list expires: each address keeps the time its retention counts from.
 
-`kept_from` is the later of its latest opposition and subscription; each sweep
-drops the addresses whose `kept_from` is older than LETHE_SUPPRESSION_DAYS
-(worker/suppression.py), found by an index on it.
+`kept_from` is the latest of its opposition, its subscription and `erased_at`,
+when a sweep erased the data that held the address; each sweep drops the
+addresses whose `kept_from` is older than LETHE_SUPPRESSION_DAYS (an opposition
+only once erased: worker/suppression.py), found by an index on it.
 
 Revision ID: 0007
 Revises: 0006
 """
+
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from alembic import op
@@ -21,9 +24,16 @@ depends_on = None
 
 def upgrade() -> None:
     op.add_column("suppression", sa.Column("kept_from", UTCDateTime(), nullable=True))
-    op.execute(
-        "UPDATE suppression SET kept_from = CASE WHEN opposed_at IS NULL OR "
-        "subscribed_at > opposed_at THEN subscribed_at ELSE opposed_at END"
+    op.add_column("suppression", sa.Column("erased_at", UTCDateTime(), nullable=True))
+    # Entries from before: the earlier code kept an address's first opposition only, so
+    # a later one (after a return it did not record) is unknown. They count from the
+    # upgrade: none is dropped before a full period has passed since.
+    upgraded = datetime.now(UTC)
+    op.get_bind().execute(
+        sa.text("UPDATE suppression SET kept_from = :now, erased_at = :now").bindparams(
+            sa.bindparam("now", type_=UTCDateTime())
+        ),
+        {"now": upgraded},
     )
     # batch: SQLite cannot make a column NOT NULL in place (the table is copied)
     with op.batch_alter_table("suppression") as batch:
@@ -34,4 +44,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("suppression") as batch:
         batch.drop_index("ix_suppression_kept_from")
+        batch.drop_column("erased_at")
         batch.drop_column("kept_from")
