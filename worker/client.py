@@ -141,6 +141,8 @@ def emit_many(
     Raises BrokerUnavailable when the queue fails; its `sent_ids` and `resume_at` say which
     events were sent and where to resume.
     """
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a whole number of events, 1 or more: {batch_size!r}")
     settings = current_settings()
     register = _register(str(settings.register_path))
     report = EmitReport()

@@ -77,7 +77,7 @@ def current_settings() -> Settings:
 
 def load_settings(env: dict[str, str] | None = None) -> Settings:
     env = dict(os.environ if env is None else env)
-    home = Path(env.get("LETHE_HOME", "var")).resolve()
+    home = Path(env.get("LETHE_HOME") or "var").resolve()  # set but empty: the default
     broker_url = env.get("LETHE_BROKER_URL") or "filesystem://"
     database_url = env.get("LETHE_DATABASE_URL") or f"sqlite:///{home / 'lethe.sqlite3'}"
     shop_url = env.get("LETHE_SHOP_DATABASE_URL") or f"sqlite:///{home / 'shop.sqlite3'}"
@@ -95,8 +95,11 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     )
 
 
+MOST_DAYS = 36_525
+
+
 def _sweep_settings(env: dict[str, str], embedded: bool) -> SweepSettings:
-    def number(name: str, default: float, cast: type = float) -> Any:
+    def number(name: str, default: float, cast: type = float, most: float | None = None) -> Any:
         value = env.get(name)
         if not value:
             return default
@@ -104,9 +107,18 @@ def _sweep_settings(env: dict[str, str], embedded: bool) -> SweepSettings:
             parsed = cast(value)
         except ValueError:
             raise SettingsError(f"{name}={value!r} is not a number") from None
+        if parsed != parsed:  # NaN compares false with everything, limits included
+            raise SettingsError(f"{name}={value!r} is not a number")
         if parsed <= 0:
             raise SettingsError(f"{name}={value!r} must be positive")
+        if most is not None and parsed > most:
+            raise SettingsError(f"{name}={value!r} is more than {most:g}")
         return parsed
+
+    # A period in days is taken from a clock: beyond a century, the date before it leaves
+    # what Python's datetime can hold, and every sweep would fail on it.
+    def days(name: str, default: int) -> int:
+        return number(name, default, int, most=MOST_DAYS)
 
     for name in ("LETHE_SWEEP_AT", "LETHE_REPORT_AT"):
         value = env.get(name)
@@ -130,9 +142,9 @@ def _sweep_settings(env: dict[str, str], embedded: bool) -> SweepSettings:
         max_factor=number("LETHE_SWEEP_MAX_FACTOR", SweepSettings.max_factor),
         max_share=number("LETHE_SWEEP_MAX_SHARE", SweepSettings.max_share),
         alarm_floor=number("LETHE_SWEEP_ALARM_FLOOR", SweepSettings.alarm_floor, int),
-        dead_letter_days=number("LETHE_DEAD_LETTER_DAYS", SweepSettings.dead_letter_days, int),
-        suppression_days=number("LETHE_SUPPRESSION_DAYS", SweepSettings.suppression_days, int),
-        forget_after_days=number("LETHE_FORGET_AFTER_DAYS", SweepSettings.forget_after_days, int),
+        dead_letter_days=days("LETHE_DEAD_LETTER_DAYS", SweepSettings.dead_letter_days),
+        suppression_days=days("LETHE_SUPPRESSION_DAYS", SweepSettings.suppression_days),
+        forget_after_days=days("LETHE_FORGET_AFTER_DAYS", SweepSettings.forget_after_days),
     )
 
 

@@ -326,3 +326,10 @@ def test_an_empty_id_is_refused_as_an_empty_time_is_instead_of_becoming_a_new_on
     # a new id on each try would make a retry a second event
     with pytest.raises(client.EventInvalid, match="missing field: id"):
         client.build_event("order.closed", subject="customer:1", id="")
+
+
+@pytest.mark.parametrize("size", [0, -1, 2.5])
+def test_emit_many_refuses_a_batch_size_that_is_no_count_of_events(size: Any) -> None:
+    # before: 0 and -1 silently sent one message per event
+    with pytest.raises(ValueError, match="batch_size must be a whole number of events"):
+        client.emit_many([json.dumps(raw_event())], batch_size=size)

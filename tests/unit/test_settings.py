@@ -1,0 +1,38 @@
+"""Settings read from the environment: a value Lethe cannot run with is refused at start,
+with its name, instead of failing every sweep later."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from worker.settings import SettingsError, load_settings
+
+
+@pytest.mark.parametrize(
+    ("name", "field"),
+    [
+        ("LETHE_DEAD_LETTER_DAYS", "dead_letter_days"),
+        ("LETHE_SUPPRESSION_DAYS", "suppression_days"),
+        ("LETHE_FORGET_AFTER_DAYS", "forget_after_days"),
+    ],
+)
+def test_a_period_beyond_a_century_is_refused_at_start(name: str, field: str, tmp_path: Path):
+    # 800,000 days before any date is before year 1: each sweep raised OverflowError
+    with pytest.raises(SettingsError, match=f"{name}='800000' is more than 36525"):
+        load_settings({"LETHE_HOME": str(tmp_path), name: "800000"})
+    century = load_settings({"LETHE_HOME": str(tmp_path), name: "36525"})
+    assert getattr(century.sweep, field) == 36525
+
+
+def test_a_limit_that_is_not_a_number_is_refused(tmp_path: Path):
+    with pytest.raises(SettingsError, match="LETHE_SWEEP_MAX_FACTOR='nan' is not a number"):
+        load_settings({"LETHE_HOME": str(tmp_path), "LETHE_SWEEP_MAX_FACTOR": "nan"})
+
+
+def test_an_empty_home_is_the_default_home_not_the_current_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.chdir(tmp_path)
+    assert load_settings({"LETHE_HOME": ""}).home == tmp_path / "var"
