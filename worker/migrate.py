@@ -22,11 +22,21 @@ def alembic_config(url: str) -> Config:
     return config
 
 
-def upgrade(url: str) -> None:
-    """Bring the store at `url` to the newest schema (no-op when already there)."""
+def upgrade(url: str) -> tuple[str | None, str]:
+    """Bring the store at `url` to the newest schema (no-op when already there); returns
+    the revisions before and after, so that whoever upgrades can say what it did."""
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        before = current_revision(url) if Path(url.removeprefix("sqlite:///")).exists() else None
+    else:
+        before = current_revision(url)
     command.upgrade(alembic_config(url), "head")
+    return before, head_revision(url)
+
+
+def head_revision(url: str) -> str:
+    """The schema revision this code needs."""
+    return ScriptDirectory.from_config(alembic_config(url)).get_current_head()
 
 
 class SchemaNotReady(RuntimeError):
@@ -40,10 +50,14 @@ def ensure_schema(settings: Settings) -> None:
     stack's one-shot service), never by each worker racing the others.
     """
     current = current_revision(settings.database_url)
-    head = ScriptDirectory.from_config(alembic_config(settings.database_url)).get_current_head()
+    head = head_revision(settings.database_url)
     if settings.database_url.startswith("sqlite"):
         if current != head:  # read first: an upgrade waits for the write lock
             upgrade(settings.database_url)
+            if current is not None:
+                from worker.logs import log
+
+                log.warning("store schema upgraded", before=current, after=head)
         return
     if current != head:
         raise SchemaNotReady(

@@ -94,28 +94,40 @@ def _queue_length(connection, queue: str) -> int | None:
 
 
 def database_check(settings: Settings) -> Check:
-    from worker.migrate import SchemaNotReady, ensure_schema
-
     shown = safe_url(settings.database_url)
+    if settings.database_url.startswith("sqlite"):
+        path = Path(settings.database_url.removeprefix("sqlite:///"))
+        if not path.exists():
+            return Check(
+                "database", Level.down, f"no store at {path}: run `lethe worker` or `lethe demo`"
+            )
     try:
-        if settings.database_url.startswith("sqlite"):
-            path = Path(settings.database_url.removeprefix("sqlite:///"))
-            if not path.exists():
-                return Check(
-                    "database",
-                    Level.down,
-                    f"no store at {path}: run `lethe worker` or `lethe demo`",
-                )
-        ensure_schema(settings)
-    except SchemaNotReady as exc:
-        return Check("database", Level.down, f"{shown}: {exc}")
+        return schema_check(settings.database_url)
     except SQLAlchemyError as exc:
         return Check(
             "database",
             Level.down,
             f"cannot reach {shown} ({type(exc).__name__}): start it or fix LETHE_DATABASE_URL",
         )
-    return Check("database", Level.ok, f"{shown} answers, schema up to date")
+
+
+def schema_check(url: str) -> Check:
+    """Whether the store's schema is the one this code needs; a probe never migrates it
+    (an older worker may still be running on it)."""
+    from worker.migrate import current_revision, head_revision
+
+    shown = safe_url(url)
+    current, head = current_revision(url), head_revision(url)
+    if current == head:
+        return Check("database", Level.ok, f"{shown} answers, schema up to date")
+    behind = f"{shown}: the store's schema is at {current or 'nothing'}, this code needs {head}"
+    if url.startswith("sqlite"):
+        return Check(
+            "database",
+            Level.attention,
+            f"{behind}: the next `lethe worker` migrates it (or run `lethe db upgrade`)",
+        )
+    return Check("database", Level.down, f"{behind}: run `lethe db upgrade` first")
 
 
 def sweep_check(

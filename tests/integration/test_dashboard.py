@@ -420,3 +420,22 @@ def test_the_verdict_says_what_lethe_status_says_about_the_broker(embedded: Leth
         assert "being enforced" not in body and "queue folder" in body
     finally:
         stop(process)
+
+
+def test_the_verdict_says_a_store_left_behind_by_an_upgrade_is_down(distributed: Lethe):
+    from alembic import command
+
+    from worker.migrate import alembic_config
+
+    distributed.env["LETHE_DASHBOARD_TOKEN"] = token = f"token-{uuid.uuid4().hex}"
+    distributed.run("db", "upgrade")
+    command.downgrade(alembic_config(distributed.env["LETHE_DATABASE_URL"]), "0004")
+    assert "this code needs" in distributed.run("status", check=False).stdout
+    process, base = serve_dashboard(distributed)
+    try:
+        status, body = get(f"{base}/", token)
+        assert status == 200
+        assert "being enforced" not in body
+        assert "schema is at 0004" in body and "run `lethe db upgrade` first" in body
+    finally:
+        stop(process)

@@ -151,3 +151,26 @@ def test_a_sweep_approved_hours_after_it_stopped_is_timed_from_its_approval(
     )
     result = distributed.run("status", check=False)
     assert re.search(r"last sweep +OK .* in 12\.\d s", result.stdout), result.stdout
+
+
+def test_status_reports_an_embedded_store_left_behind_and_leaves_it_as_it_is(embedded: Lethe):
+    # a probe must not migrate: an older `lethe worker` may still run on that store
+    from alembic import command
+
+    from worker.migrate import alembic_config, current_revision, head_revision
+
+    embedded.run("deadlines")  # makes the store, as the worker does
+    url = f"sqlite:///{Path(embedded.env['LETHE_HOME']) / 'lethe.sqlite3'}"
+    command.downgrade(alembic_config(url), "0004")
+    result = embedded.run("status", check=False)
+    head = head_revision(url)
+    assert re.search(
+        rf"database +ATTENTION .*schema is at 0004, this code needs {head}: the next "
+        r"`lethe worker` migrates it",
+        result.stdout,
+    ), result.stdout
+    assert current_revision(url) == "0004"
+    upgraded = embedded.run("db", "upgrade")
+    assert f"store schema upgraded from 0004 to {head}" in upgraded.stderr
+    again = embedded.run("db", "upgrade")
+    assert f"store schema is up to date ({head}): nothing to do" in again.stderr

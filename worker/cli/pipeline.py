@@ -183,8 +183,11 @@ def db_upgrade() -> None:
     """Apply the schema migrations to LETHE_DATABASE_URL."""
     from worker.migrate import upgrade
 
-    upgrade(settings_or_exit().database_url)
-    click.echo("store schema is up to date", err=True)
+    before, after = upgrade(settings_or_exit().database_url)
+    if before == after:
+        click.echo(f"store schema is up to date ({after}): nothing to do", err=True)
+    else:
+        click.echo(f"store schema upgraded from {before or 'nothing'} to {after}", err=True)
 
 
 @main.command()

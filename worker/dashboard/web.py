@@ -32,7 +32,7 @@ from worker.durations import Duration
 from worker.logs import log
 from worker.metrics import LetheCollector
 from worker.settings import safe_url
-from worker.status import Check, Level, store_checks, worst
+from worker.status import Check, Level, schema_check, store_checks, worst
 from worker.store import now_utc, reading
 
 _SECURITY_HEADERS = {
@@ -193,6 +193,8 @@ def create_app(config: DashboardConfig) -> Starlette:
             with reading(config.database_url) as session:
                 data = figures.overview(session, now, config.timezone, config.secret, config.grace)
                 checks = store_checks(session, now, config.grace)
+            # the verdict of `lethe status`: a store the code cannot use is not "all well"
+            checks = [schema_check(config.database_url), *checks]
         except SQLAlchemyError as exc:
             return unavailable(request, exc)
         if config.broker is not None:
