@@ -33,7 +33,14 @@ from worker.holds import held_by_hand
 from worker.ingest import lock_subjects
 from worker.register import Register
 from worker.retention import is_held
-from worker.store import Hold, StoredEvent, StoredLifecycle, UTCDateTime, one_of, transaction
+from worker.store import (
+    Hold,
+    StoredEvent,
+    StoredLifecycle,
+    keyset_after,
+    one_of,
+    transaction,
+)
 
 _CHUNK = 1000
 
@@ -82,12 +89,7 @@ def _erased_before(kept_since: datetime, after: tuple[datetime, int] | None, pag
         .limit(page)
     )
     if after is not None:
-        # the plain bound lets the index start at the cursor (as the sweep's claim does)
-        query = query.where(
-            lc.erased_at >= after[0],
-            sa.tuple_(lc.erased_at, lc.id)
-            > sa.tuple_(sa.literal(after[0], UTCDateTime()), sa.literal(after[1], sa.Integer())),
-        )
+        query = query.where(*keyset_after(lc.erased_at, lc.id, after))
     return query
 
 

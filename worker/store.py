@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Any
 
 import pendulum
+import sqlalchemy as sa
 from sqlalchemy import (
     JSON,
     DateTime,
@@ -281,6 +282,14 @@ def one_of(column: Any, values: Sequence[Any], bind: Any) -> Any:
             element = String()
         return column == any_(bindparam(None, list(values), type_=ARRAY(element)))
     return column.in_(values)
+
+
+def keyset_after(moment: Any, key: Any, after: tuple[datetime, int]) -> tuple[Any, ...]:
+    """Rows after `after` in (moment, key) order: keyset paging. The plain bound on
+    `moment` lets an index on it start at the cursor instead of walking past every row
+    already paged through."""
+    cursor = sa.tuple_(sa.literal(after[0], UTCDateTime()), sa.literal(after[1], Integer()))
+    return (moment >= after[0], sa.tuple_(moment, key) > cursor)
 
 
 def _sqlite_serialised_writes(engine: Engine) -> None:

@@ -65,7 +65,7 @@ from worker.store import (
     PurgeRun,
     StoredEvent,
     StoredLifecycle,
-    UTCDateTime,
+    keyset_after,
     now_utc,
     one_of,
     transaction,
@@ -637,13 +637,7 @@ def claim_statement(now: datetime, after: tuple[datetime, int] | None, limit: in
     if after is not None:
         # Keyset paging: a lifecycle that failed stays due but behind the cursor,
         # so a part never loops on it.
-        # The plain bound lets the (state, deadline_at) index start at the cursor instead
-        # of walking past every lifecycle this sweep already erased.
-        query = query.where(
-            StoredLifecycle.deadline_at >= after[0],
-            sa.tuple_(StoredLifecycle.deadline_at, StoredLifecycle.id)
-            > sa.tuple_(sa.literal(after[0], UTCDateTime()), sa.literal(after[1], sa.Integer())),
-        )
+        query = query.where(*keyset_after(StoredLifecycle.deadline_at, StoredLifecycle.id, after))
     return query
 
 
