@@ -110,7 +110,7 @@ class Lethe:
         result = self.run("simulate", str(events_file), "--now", NOW, check=False)
         return json.loads(result.stdout)
 
-    def store_count(self, table: str) -> int:
+    def store_count(self, table: str, where: str = "true", **values: object) -> int:
         import sqlalchemy as sa
 
         engine = sa.create_engine(
@@ -118,11 +118,22 @@ class Lethe:
         )
         try:
             with engine.connect() as connection:
-                return connection.execute(sa.text(f"select count(*) from {table}")).scalar_one()
+                query = sa.text(f"select count(*) from {table} where {where}")
+                return connection.execute(query, values).scalar_one()
         except Exception:
             return -1
         finally:
             engine.dispose()
+
+    def wait_event(self, event_id: str, timeout: float = 60) -> None:
+        """One event in the store, by its id: after a sweep has forgotten people, the size
+        of the event log says nothing about what arrived."""
+        wait_for(
+            lambda: self.store_count("events", "id = :id", id=event_id) == 1,
+            timeout,
+            f"event {event_id} in the store",
+            self.logs,
+        )
 
     def wait_stored(self, events: int, timeout: float = 60) -> None:
         wait_for(
