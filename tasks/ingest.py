@@ -24,7 +24,7 @@ from worker.ingest import ingest
 from worker.logs import log
 from worker.register import RegisterError
 from worker.runtime import Runtime, runtime
-from worker.settings import current_settings
+from worker.settings import current_settings, whole_number
 from worker.spool import release
 from worker.store import now_utc, transaction
 
@@ -153,7 +153,7 @@ def ingest_events(self: Any, *args: Any, **kwargs: Any) -> dict[str, int]:
 @app.task(
     name=INGEST_ONE_TASK,
     base=Batches,
-    flush_every=int(os.environ.get("LETHE_GATHER", 200)),
+    flush_every=whole_number("LETHE_GATHER", 200),
     flush_interval=0.05,
 )
 def ingest_gathered(requests: list[Any]) -> None:

@@ -18,7 +18,7 @@ from celery.signals import beat_embedded_init, worker_init
 # log through Lethe's processors (personal data kept out), not Celery's format.
 from worker import logs as _logs  # noqa: F401
 from worker.embedded_broker import TRANSPORT
-from worker.settings import Settings, SettingsError, current_settings
+from worker.settings import Settings, SettingsError, current_settings, whole_number
 
 INGEST_TASK = "lethe.ingest"
 INGEST_ONE_TASK = "lethe.ingest_one"
@@ -28,6 +28,9 @@ NOOP_TASK = "lethe.noop"
 # retry's countdown) longer than this; it must exceed the longest task and the
 # longest retry delay (RETRY_BACKOFF_MAX in tasks/ingest.py).
 DEFAULT_VISIBILITY_TIMEOUT = 3600
+# tasks/sweep.py's RETRY_BACKOFF_MAX, the longest (tasks/ingest.py's is 600 s); not
+# imported from there, as the tasks import this module
+LONGEST_RETRY_DELAY = 1800
 REDIS_TIMEOUT = 10
 
 
@@ -36,7 +39,10 @@ def events_queue(settings: Settings) -> str:
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
-    visibility = int(os.environ.get("LETHE_VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT))
+    # shorter than a retry's wait, a task waiting for it would be delivered a second time
+    visibility = whole_number(
+        "LETHE_VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT, least=LONGEST_RETRY_DELAY + 60
+    )
     transport_options: dict[str, Any] = {}
     transport = None
     if settings.embedded:
@@ -86,7 +92,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         # High enough that single-event messages can be gathered into one
         # transaction (tasks/ingest.py); they stay unacknowledged until then.
-        "worker_prefetch_multiplier": int(os.environ.get("LETHE_PREFETCH", 64)),
+        "worker_prefetch_multiplier": whole_number("LETHE_PREFETCH", 64),
         "worker_hijack_root_logger": False,
         # structlog writes its own JSON lines; Celery must not re-wrap them as warnings
         "worker_redirect_stdouts": False,

@@ -351,12 +351,14 @@ def is_suppressed(email: str) -> bool:
     """True when this address left the newsletter (or was erased) and must not get mail again.
 
     False again once the person subscribes anew after that (a subscription event sent
-    with `match={"email": ...}`), and once the entry is older than LETHE_SUPPRESSION_DAYS.
+    with `match={"email": ...}`), and once a sweep has dropped the entry,
+    LETHE_SUPPRESSION_DAYS after the sweep that erased the data holding the address.
     The suppression list holds keyed hashes only; the address is hashed here the
     same way, so it is never stored or sent.
     """
     from sqlalchemy.exc import SQLAlchemyError
 
+    from worker.migrate import SchemaNotReady
     from worker.store import Suppression, reading
     from worker.suppression import in_force
 
@@ -366,6 +368,12 @@ def is_suppressed(email: str) -> bool:
         with reading(settings.database_url) as session:
             entry = session.get(Suppression, value_hash(settings.secret, email))
             return entry is not None and in_force(entry.opposed_at, entry.subscribed_at)
+    except SchemaNotReady as exc:
+        # the shop's code catches one exception for "cannot tell": this is one
+        raise StoreUnavailable(
+            f"cannot read the suppression list in {safe_url(settings.database_url)}: {exc}; "
+            "do not write to the address until it answers"
+        ) from None
     except SQLAlchemyError as exc:
         # the type only: a driver's message may quote the statement's values
         raise StoreUnavailable(

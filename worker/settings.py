@@ -90,12 +90,27 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         register_path=register_path,
         secret=_secret(env, home, embedded=broker_url.startswith("filesystem://")),
         dashboard_token=env.get("LETHE_DASHBOARD_TOKEN") or None,
-        queue_prefix=env.get("LETHE_QUEUE_PREFIX", "lethe"),
+        queue_prefix=env.get("LETHE_QUEUE_PREFIX") or "lethe",
         sweep=_sweep_settings(env, embedded=broker_url.startswith("filesystem://")),
     )
 
 
 MOST_DAYS = 36_525
+
+
+def whole_number(name: str, default: int, least: int = 1, env: dict[str, str] | None = None) -> int:
+    """A count read from the environment (`default` when unset or empty), refused with
+    its name when it is not a whole number of at least `least`."""
+    value = (os.environ if env is None else env).get(name)
+    if not value:
+        return default
+    try:
+        parsed = int(value)
+    except ValueError:
+        raise SettingsError(f"{name}={value!r} is not a whole number") from None
+    if parsed < least:
+        raise SettingsError(f"{name}={value!r} must be at least {least}")
+    return parsed
 
 
 def _sweep_settings(env: dict[str, str], embedded: bool) -> SweepSettings:

@@ -150,3 +150,18 @@ def _volumes(service: dict) -> list[str]:
             volume = f"{volume.get('source')}:{volume.get('target')}"
         shown.append(":".join(str(volume).split(":")[:2]))
     return shown
+
+
+def test_settings_set_in_the_env_file_reach_every_lethe_service(tmp_path: Path):
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        ENV_EXAMPLE.read_text() + "\nLETHE_SUPPRESSION_DAYS=2000\nLETHE_SWEEP_PARTS=4\n"
+    )
+    result = compose("config", env_file=env_file)
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    for name in LETHE_SERVICES:
+        env = services[name]["environment"]
+        assert env["LETHE_SUPPRESSION_DAYS"] == "2000", name
+        assert env["LETHE_SWEEP_PARTS"] == "4", name
+        assert env["LETHE_FORGET_AFTER_DAYS"] in ("", None), name  # unset: Lethe's default

@@ -156,3 +156,27 @@ def test_a_store_erased_by_the_previous_release_gives_later_contacts_a_deadline(
         ).one()
     engine.dispose()
     assert (row.state, row.deadline_at.isoformat()) == ("active", "2031-11-25T09:00:00+00:00")
+
+
+def test_is_suppressed_on_a_store_not_migrated_raises_the_documented_error(
+    postgres_url: str, tmp_path: Path
+):
+    # the shop catches StoreUnavailable ("cannot tell: do not write"); a RuntimeError of
+    # the migration code would crash its mailing instead
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LETHE_")}
+    env.update(LETHE_HOME=str(tmp_path), LETHE_DATABASE_URL=postgres_url, LETHE_SECRET="s" * 32)
+    code = (
+        "from worker.client import StoreUnavailable, is_suppressed\n"
+        "try:\n"
+        "    is_suppressed('jean.dupont@example.com')\n"
+        "except StoreUnavailable as exc:\n"
+        "    print(exc)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "cannot read the suppression list" in result.stdout
+    assert "run `lethe db upgrade` first" in result.stdout

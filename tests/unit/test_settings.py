@@ -36,3 +36,43 @@ def test_an_empty_home_is_the_default_home_not_the_current_folder(
 ):
     monkeypatch.chdir(tmp_path)
     assert load_settings({"LETHE_HOME": ""}).home == tmp_path / "var"
+
+
+def test_an_empty_queue_prefix_is_the_default_prefix(tmp_path: Path):
+    assert load_settings({"LETHE_HOME": str(tmp_path), "LETHE_QUEUE_PREFIX": ""}).queue_prefix == (
+        "lethe"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        ("LETHE_PREFETCH", "abc", "is not a whole number"),
+        ("LETHE_PREFETCH", "0", "must be at least 1"),
+        ("LETHE_VISIBILITY_TIMEOUT", "60", "must be at least 1860"),
+    ],
+)
+def test_broker_settings_are_refused_with_their_name(
+    name: str, value: str, says: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from worker.app import celery_config
+
+    env = {
+        "LETHE_HOME": str(tmp_path),
+        "LETHE_BROKER_URL": "redis://x:1/0",
+        "LETHE_SECRET": "s" * 32,
+    }
+    settings = load_settings(env)
+    monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match=f"{name}={value!r} {says}"):
+        celery_config(settings)
+
+
+def test_the_visibility_timeout_outlasts_every_retry_delay():
+    # a task waiting for its retry longer than this would be delivered twice
+    import tasks.ingest
+    import tasks.sweep
+    from worker.app import LONGEST_RETRY_DELAY
+
+    assert LONGEST_RETRY_DELAY >= tasks.sweep.RETRY_BACKOFF_MAX
+    assert LONGEST_RETRY_DELAY >= tasks.ingest.RETRY_BACKOFF_MAX

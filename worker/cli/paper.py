@@ -32,7 +32,7 @@ def register_check(path: str | None) -> None:
     )
 
 
-@register.command("show")
+@register.command("show", short_help="Render the art. 30 register.")
 @click.argument("path", required=False)
 @click.option("--format", "fmt", type=click.Choice(["md", "csv", "html"]), default="md")
 def register_show(path: str | None, fmt: str) -> None:

@@ -107,7 +107,7 @@ def _print_refused(
 @click.option("--concurrency", "-c", type=int, help="worker processes (embedded: 1)")
 @click.option("--loglevel", default="INFO")
 def worker_command(concurrency: int | None, loglevel: str) -> None:
-    """Run a worker (and beat, when a schedule is set) on the configured broker."""
+    """Run a worker on the configured broker (and beat with it, on the embedded default)."""
     from worker.app import app, events_queue, register_refusal
 
     settings = settings_or_exit()
