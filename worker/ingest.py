@@ -207,11 +207,18 @@ def erasure_times(session: Session, subjects: list[str]) -> dict[str, dict[str, 
     lc = StoredLifecycle.__table__.c
     for start in range(0, len(subjects), _READ_CHUNK):
         chunk = subjects[start : start + _READ_CHUNK]
-        query = select(lc.subject, lc.activity, lc.erased_at).where(
-            one_of(lc.subject, chunk, session.get_bind()), lc.erased_at.is_not(None)
+        # Locked, and every row of the subjects, not only those with an erased_at: a
+        # sweep may be erasing one right now, and its erased_at must be read once it
+        # commits. PostgreSQL waits for the claim's lock and reads the row again; a row
+        # filtered out on the old erased_at (NULL) would be skipped without waiting.
+        query = (
+            select(lc.subject, lc.activity, lc.erased_at)
+            .where(one_of(lc.subject, chunk, session.get_bind()))
+            .with_for_update()
         )
         for subject, activity, erased_at in session.execute(query):
-            found[subject][activity] = erased_at
+            if erased_at is not None:
+                found[subject][activity] = erased_at
     return found
 
 

@@ -3,7 +3,9 @@
 An event whose activities are all erased keeps only its id, type, subject and
 time (what deduplication and deadlines need). Sweeps drop the payloads of what
 they erase; ingestion drops those of events that arrive late for a subject
-already erased, which no later sweep would pick again.
+already erased, which no later sweep would pick again. A dispute's events keep
+theirs (the case id): it tells overlapping disputes apart, and one still open
+holds whatever the shop gathers next.
 """
 
 from __future__ import annotations
@@ -46,6 +48,10 @@ def drop_erased_payloads(
         mine = states.get(subject, {})
         everything_erased = bool(mine) and all(s == "erased" for s in mine.values())
         for event_id, event in events.get(subject, []):
+            if register.is_hold_event(event.type):
+                # a dispute's case id tells overlapping disputes apart, after an erasure
+                # too: a dispute still open holds the data the shop gathers next
+                continue
             touched = [a.id for a in register.activities_touched(event.type, kind)]
             erased = erased_at.get(subject, {})
             if (

@@ -727,8 +727,10 @@ class _ReceiptKeeper:
                     continue
                 key = (lc.subject, lc.activity, b.name)
                 mine = suppressed[(lc.subject, lc.activity)]
+                # An earlier try's receipt stands whatever the deadline is now: new events
+                # since (a second unsubscription) do not undo what it deleted.
                 before = self.earlier.get((lc.id, b.name))
-                if before is not None and before.deadline_at == lc.deadline_at:
+                if before is not None:
                     applied.rows[key] = max(applied.rows[key], before.rows)
                     for pair in before.suppressed:
                         if pair not in mine:

@@ -180,3 +180,47 @@ def test_is_suppressed_on_a_store_not_migrated_raises_the_documented_error(
     assert result.returncode == 0, result.stderr
     assert "cannot read the suppression list" in result.stdout
     assert "run `lethe db upgrade` first" in result.stdout
+
+
+def test_disputes_opened_after_an_erasure_keep_their_case_ids(postgres_url: str):
+    # Overlapping disputes are told apart by their case; stripped as erased payloads,
+    # closing one looked like closing all, and forgetting took a person still disputed.
+    from worker.ingest import events_of, ingest
+    from worker.register import default_register_path, load_register
+    from worker.retention import is_held
+    from worker.store import now_utc, transaction
+
+    upgrade(postgres_url)
+    register = load_register(default_register_path())
+
+    def send(*events: dict) -> None:
+        with transaction(postgres_url) as session:
+            ingest(session, list(events), register, now_utc())
+
+    def event(event_id: str, event_type: str, at: str, **data: str) -> dict:
+        return {
+            "id": event_id,
+            "type": event_type,
+            "subject": "customer:9",
+            "occurred_at": at,
+            "data": data,
+        }
+
+    send(event("o-1", "order.closed", "2019-05-01T10:00:00+02:00"))
+    engine = sa.create_engine(postgres_url)
+    with engine.begin() as connection:
+        connection.execute(sa.text("UPDATE lifecycles SET state = 'erased', erased_at = now()"))
+    send(
+        event("d-a", "dispute.opened", "2026-11-20T10:00:00+01:00", case="A"),
+        event("d-b", "dispute.opened", "2026-11-21T10:00:00+01:00", case="B"),
+        event("d-a-end", "dispute.closed", "2026-11-22T10:00:00+01:00", case="A"),
+    )
+    with transaction(postgres_url) as session:
+        stored = events_of(session, ["customer:9"])["customer:9"]
+    engine.dispose()
+    assert {e.id: e.data.get("case") for e in stored if e.type.startswith("dispute")} == {
+        "d-a": "A",
+        "d-b": "B",
+        "d-a-end": "A",
+    }
+    assert is_held(stored, register)  # B is still open

@@ -478,3 +478,107 @@ def test_a_dry_run_counts_the_rows_the_sweep_then_changes(lethe: Lethe, request)
             changed[key] = changed.get(key, 0) + row["rows"]
     assert would == changed
     assert sum(would.values()) == done["rows"] > 7
+
+
+def _lock_waits(engine) -> int:
+    """Sessions of this database waiting for a lock another transaction holds."""
+    import sqlalchemy as sa
+
+    query = (
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+    )
+    with engine.connect() as connection:
+        return connection.execute(sa.text(query)).scalar_one()
+
+
+def test_a_visit_stored_while_a_sweep_erases_the_visitor_gets_a_deadline_of_its_own(
+    distributed: Lethe, request
+):
+    # The sweep's claim is held open (a shop row it must delete is locked) while the
+    # new visit is ingested: ingestion must read the erasure once the sweep commits.
+    import threading
+
+    import pendulum
+    import sqlalchemy as sa
+
+    from worker.demo_shop import metadata
+    from worker.ingest import ingest
+    from worker.register import load_register
+    from worker.settings import load_settings
+    from worker.store import make_engine, now_utc
+
+    shop = _ready(distributed, request, people=80)
+    visitor = "visitor:v-race"
+    with shop.engine().begin() as connection:
+        connection.execute(
+            metadata.tables["navigation_logs"]
+            .insert()
+            .values(id=990_001, subject=visitor, visited_at=sa.func.now(), ip="x", path="/")
+        )
+    seed_store(
+        distributed,
+        [
+            {
+                "id": "v-1",
+                "type": "visit.recorded",
+                "subject": visitor,
+                "occurred_at": "2026-06-01T10:00:00+02:00",
+            },
+            {
+                "id": "ask",
+                "type": "erasure.requested",
+                "subject": visitor,
+                "occurred_at": "2026-11-20T10:00:00+01:00",
+            },
+        ],
+    )
+    shop_engine, store = shop.engine(), sa.create_engine(store_url(distributed))
+    blocker = shop_engine.connect()
+    blocking = blocker.begin()
+    blocker.execute(sa.text("SELECT id FROM navigation_logs WHERE id = 990001 FOR UPDATE"))
+    purge = subprocess.Popen(
+        [LETHE, "purge", "--format", "json", "--now", NOW],
+        env=distributed.env,
+        cwd=distributed.home,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for(lambda: _lock_waits(shop_engine) > 0, 60, "the sweep to wait on the shop", [])
+        settings = load_settings(distributed.env)
+        visit = {
+            "id": "v-2",
+            "type": "visit.recorded",
+            "subject": visitor,
+            "occurred_at": pendulum.now("UTC").isoformat(),
+        }
+
+        def ingest_visit() -> None:
+            engine = make_engine(settings.database_url)
+            with sa.orm.Session(engine) as session, session.begin():
+                ingest(session, [visit], load_register(settings.register_path), now_utc())
+            engine.dispose()
+
+        ingesting = threading.Thread(target=ingest_visit)
+        ingesting.start()
+        wait_for(lambda: _lock_waits(store) > 0, 30, "the visit to wait on the claim", [])
+    finally:
+        blocking.rollback()
+        blocker.close()
+    _, err = purge.communicate(timeout=120)
+    ingesting.join(timeout=60)
+    assert purge.returncode == 0, err.decode()
+    with store.connect() as connection:
+        state, deadline = connection.execute(
+            sa.text(
+                "SELECT state, deadline_at FROM lifecycles "
+                "WHERE subject = :s AND activity = 'website.navigation'"
+            ),
+            {"s": visitor},
+        ).one()
+    store.dispose()
+    shop_engine.dispose()
+    assert not ingesting.is_alive()
+    assert state == "active"  # before: erased for good, the new visit with no deadline
+    assert deadline > pendulum.now("UTC").add(months=12)

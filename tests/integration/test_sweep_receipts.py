@@ -8,6 +8,7 @@ two would leave it); then the trigger goes and the next sweep runs.
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 from harness import Lethe
 from sweeping import (
@@ -47,8 +48,9 @@ def _store_sql(lethe: Lethe, statements: list[str]) -> None:
     engine.dispose()
 
 
+@pytest.mark.parametrize("unsubscribed_again", [False, True])
 def test_rows_deleted_by_a_batch_whose_audit_failed_are_audited_by_the_next_sweep(
-    lethe: Lethe, request
+    lethe: Lethe, request, unsubscribed_again: bool
 ):
     shop = make_shop(lethe, request, people=80)
     seed_store(lethe, shop.data.events)
@@ -69,6 +71,21 @@ def test_rows_deleted_by_a_batch_whose_audit_failed_are_audited_by_the_next_swee
     assert shop.store("select count(*) from erasures")[0][0] == audited
 
     _store_sql(lethe, SQLITE_MENDED if lethe.embedded else POSTGRES_MENDED)
+    if unsubscribed_again:
+        # the person clicks "unsubscribe" once more before the next sweep: a new deadline,
+        # and still the row the failed try deleted must be audited and its address kept
+        seed_store(
+            lethe,
+            [
+                {
+                    "id": f"again-{n}",
+                    "type": "newsletter.unsubscribed",
+                    "subject": subject,
+                    "occurred_at": "2026-11-25T10:00:00+01:00",
+                }
+                for n, subject in enumerate(sorted(gone))
+            ],
+        )
     done = shop.purge_approved(NOW)
     assert done["status"] == "done" and done["failed"] == 0
     assert not {s for s, a in shop.due() if a == "newsletter"}
