@@ -28,9 +28,6 @@ NOOP_TASK = "lethe.noop"
 # retry's countdown) longer than this; it must exceed the longest task and the
 # longest retry delay (RETRY_BACKOFF_MAX in tasks/ingest.py).
 DEFAULT_VISIBILITY_TIMEOUT = 3600
-# tasks/sweep.py's RETRY_BACKOFF_MAX, the longest (tasks/ingest.py's is 600 s); not
-# imported from there, as the tasks import this module
-LONGEST_RETRY_DELAY = 1800
 REDIS_TIMEOUT = 10
 
 
@@ -39,10 +36,7 @@ def events_queue(settings: Settings) -> str:
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
-    # shorter than a retry's wait, a task waiting for it would be delivered a second time
-    visibility = whole_number(
-        "LETHE_VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT, least=LONGEST_RETRY_DELAY + 60
-    )
+    visibility = whole_number("LETHE_VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT)
     transport_options: dict[str, Any] = {}
     transport = None
     if settings.embedded:

@@ -49,11 +49,12 @@ def test_an_empty_queue_prefix_is_the_default_prefix(tmp_path: Path):
     [
         ("LETHE_PREFETCH", "abc", "is not a whole number"),
         ("LETHE_PREFETCH", "0", "must be at least 1"),
-        ("LETHE_VISIBILITY_TIMEOUT", "60", "must be at least 1860"),
+        ("LETHE_VISIBILITY_TIMEOUT", "", None),
+        ("LETHE_VISIBILITY_TIMEOUT", "1h", "is not a whole number"),
     ],
 )
 def test_broker_settings_are_refused_with_their_name(
-    name: str, value: str, says: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    name: str, value: str, says: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     from worker.app import celery_config
 
@@ -64,15 +65,18 @@ def test_broker_settings_are_refused_with_their_name(
     }
     settings = load_settings(env)
     monkeypatch.setenv(name, value)
+    if says is None:  # set but empty: the default, as for every setting
+        assert celery_config(settings)["broker_transport_options"]["visibility_timeout"] == 3600
+        return
     with pytest.raises(SettingsError, match=f"{name}={value!r} {says}"):
         celery_config(settings)
 
 
-def test_the_visibility_timeout_outlasts_every_retry_delay():
+def test_the_default_visibility_timeout_outlasts_every_retry_delay():
     # a task waiting for its retry longer than this would be delivered twice
     import tasks.ingest
     import tasks.sweep
-    from worker.app import LONGEST_RETRY_DELAY
+    from worker.app import DEFAULT_VISIBILITY_TIMEOUT
 
-    assert LONGEST_RETRY_DELAY >= tasks.sweep.RETRY_BACKOFF_MAX
-    assert LONGEST_RETRY_DELAY >= tasks.ingest.RETRY_BACKOFF_MAX
+    assert DEFAULT_VISIBILITY_TIMEOUT > tasks.sweep.RETRY_BACKOFF_MAX
+    assert DEFAULT_VISIBILITY_TIMEOUT > tasks.ingest.RETRY_BACKOFF_MAX
