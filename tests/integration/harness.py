@@ -110,7 +110,7 @@ class Lethe:
         result = self.run("simulate", str(events_file), "--now", NOW, check=False)
         return json.loads(result.stdout)
 
-    def store_count(self, table: str, where: str = "true", **values: object) -> int:
+    def store_count(self, table: str, where: str | None = None, **values: object) -> int:
         import sqlalchemy as sa
 
         engine = sa.create_engine(
@@ -118,7 +118,9 @@ class Lethe:
         )
         try:
             with engine.connect() as connection:
-                query = sa.text(f"select count(*) from {table} where {where}")
+                query = sa.text(
+                    f"select count(*) from {table}" + (f" where {where}" if where else "")
+                )
                 return connection.execute(query, values).scalar_one()
         except Exception:
             return -1
