@@ -55,9 +55,16 @@ class Forgotten:
     lifted_holds: int = 0
 
 
-def forget(url: str, register: Register, kept_since: datetime, page: int) -> Forgotten:
+def forget(
+    url: str, register: Register, kept_since: datetime, really_since: datetime, page: int
+) -> Forgotten:
     """Delete the records of subjects erased before `kept_since` and nothing holds, then
-    holds lifted before it; at most `page` lifecycles looked at per transaction."""
+    holds lifted before it; at most `page` lifecycles looked at per transaction.
+
+    `erased_at` is on the sweep's clock, which a sweep may set in the past (a demo, or
+    `lethe purge --now`): the real time of the erasure (`updated_at`, never earlier)
+    must be before `really_since` too, so that such a sweep cannot make the next one
+    forget what it has just erased."""
     done = Forgotten()
     after: Any = None
     while True:
@@ -67,11 +74,12 @@ def forget(url: str, register: Register, kept_since: datetime, page: int) -> For
                 # plan `subject = ANY(:array)` once for any array: a sequential scan of
                 # the event log per page (worker/ingest.py, events_of)
                 session.execute(sa.text("SET LOCAL plan_cache_mode = force_custom_plan"))
-            rows = session.execute(_erased_before(kept_since, after, page)).all()
+            rows = session.execute(_erased_before(kept_since, really_since, after, page)).all()
             if not rows:
                 break
             after = rows[-1][1:]
-            _forget_subjects(session, register, sorted({r[0] for r in rows}), kept_since, done)
+            subjects = sorted({r[0] for r in rows})
+            _forget_subjects(session, register, subjects, kept_since, really_since, done)
     with transaction(url) as session:
         # Holds are placed one by one by hand: a few thousand at most, one statement.
         lifted = delete(Hold.__table__).where(Hold.lifted_at < kept_since)
@@ -79,12 +87,14 @@ def forget(url: str, register: Register, kept_since: datetime, page: int) -> For
     return done
 
 
-def _erased_before(kept_since: datetime, after: tuple[datetime, int] | None, page: int) -> Any:
+def _erased_before(
+    kept_since: datetime, really_since: datetime, after: tuple[datetime, int] | None, page: int
+) -> Any:
     """Lifecycles erased before `kept_since`, by (erased_at, id) on their index."""
     lc = StoredLifecycle.__table__.c
     query = (
         select(lc.subject, lc.erased_at, lc.id)
-        .where(lc.state == "erased", lc.erased_at < kept_since)
+        .where(lc.state == "erased", lc.erased_at < kept_since, lc.updated_at < really_since)
         .order_by(lc.erased_at, lc.id)
         .limit(page)
     )
@@ -98,12 +108,13 @@ def _forget_subjects(
     register: Register,
     subjects: list[str],
     kept_since: datetime,
+    really_since: datetime,
     done: Forgotten,
 ) -> None:
     # Under ingestion's own locks: an event arriving meanwhile either finds the log
     # gone (and starts a lifecycle of its own), or its lifecycle is seen below.
     lock_subjects(session, subjects)
-    gone = _all_erased_before(session, subjects, kept_since)
+    gone = _all_erased_before(session, subjects, kept_since, really_since)
     gone -= held_by_hand(session, gone)
     gone -= _disputed(session, register, gone)
     events = StoredEvent.__table__
@@ -119,11 +130,19 @@ def _forget_subjects(
     done.subjects += len(gone)
 
 
-def _all_erased_before(session: Session, subjects: list[str], kept_since: datetime) -> set[str]:
-    """Those whose every lifecycle is erased, the latest erasure before `kept_since`."""
+def _all_erased_before(
+    session: Session, subjects: list[str], kept_since: datetime, really_since: datetime
+) -> set[str]:
+    """Those whose every lifecycle is erased, the latest erasure before `kept_since` on
+    the sweeps' clock and before `really_since` on the real one."""
     lc = StoredLifecycle.__table__.c
     # erased_at is set by every sweep, and by migration 0005 for erasures before it
-    kept = or_(lc.state != "erased", lc.erased_at.is_(None), lc.erased_at >= kept_since)
+    kept = or_(
+        lc.state != "erased",
+        lc.erased_at.is_(None),
+        lc.erased_at >= kept_since,
+        lc.updated_at >= really_since,
+    )
     found: set[str] = set()
     for chunk in _chunks(subjects):
         query = (

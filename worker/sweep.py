@@ -145,10 +145,6 @@ def open_run(
     moment = now_utc()
     _close_abandoned_runs(settings, moment)
     receipts.prune(receipts.receipts_url(settings.database_url))
-    if status == "running":
-        _drop_old_dead_letters(settings, moment)
-        _drop_expired_suppressions(settings, min(now, moment))
-        _forget_erased_subjects(settings, register, min(now, moment))
     try:
         with transaction(settings.database_url) as session:
             run = PurgeRun(
@@ -172,6 +168,15 @@ def open_run(
             return run.id
     except IntegrityError:
         return None
+
+
+def _housekeeping(settings: Settings, register: Register, now: datetime) -> None:
+    """Lethe's own records past their time: only in a run that goes ahead, as planned
+    or approved (a new register must not forget anyone before a DPO approved it)."""
+    moment = now_utc()
+    _drop_old_dead_letters(settings, moment)
+    _drop_expired_suppressions(settings, min(now, moment))
+    _forget_erased_subjects(settings, register, min(now, moment))
 
 
 def _drop_old_dead_letters(settings: Settings, moment: datetime) -> None:
@@ -198,8 +203,9 @@ def _forget_erased_subjects(settings: Settings, register: Register, clock: datet
     clock (a demo replaying past years), never one ahead of the real clock; lifts are
     on the real clock, which that capped clock never passes, so none goes early."""
     days = settings.sweep.forget_after_days
+    period = timedelta(days=days)
     done = forgetting.forget(
-        settings.database_url, register, clock - timedelta(days=days), settings.sweep.batch
+        settings.database_url, register, clock - period, now_utc() - period, settings.sweep.batch
     )
     if done.subjects or done.lifted_holds:
         log.info(
@@ -293,6 +299,7 @@ def run_sweep(
             on_plan(result)
         if spawn_parts and parts > 1:
             spawn_parts(run_id, parts - 1)
+    _housekeeping(settings, register, now)
     run_part(settings, register, bound, run_id, now, progress=progress)
     return finish_part(settings, run_id)
 

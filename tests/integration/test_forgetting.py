@@ -13,9 +13,9 @@ import pendulum
 import pytest
 import sqlalchemy as sa
 from harness import Lethe
-from sweeping import make_shop, seed_store, shop_postgres_url, store_url  # noqa: F401
+from sweeping import NOW, make_shop, seed_store, shop_postgres_url, store_url  # noqa: F401
 
-from worker.store import Hold
+from worker.store import Hold, StoredLifecycle
 
 # Sweeps on the run's clock: the first erases what the seed made due, the second what
 # fell due since, the third comes more than 365 days after the first.
@@ -110,6 +110,10 @@ def test_a_year_after_the_last_erasure_lethe_forgets_the_person_but_keeps_the_pr
         lethe.run("hold", "place", subject, "--reason", "case LIT-2022-8")
         lethe.run("hold", "lift", subject, "--reason", "case closed")
     assert _purge(lethe, SECOND)["erased"] == 1  # RECENT's visits
+    # the sweeps ran on past clocks; forgetting also waits a period of real time after
+    # the erasure, so their real times are moved back to those clocks
+    lc = StoredLifecycle.__table__
+    _update(lethe, lc.update().where(lc.c.erased_at.is_not(None)).values(updated_at=lc.c.erased_at))
     # a hold lifted long ago
     long_ago = pendulum.datetime(2021, 1, 1, tz="UTC")
     holds = Hold.__table__
@@ -164,3 +168,16 @@ def test_a_year_after_the_last_erasure_lethe_forgets_the_person_but_keeps_the_pr
     assert proof["not_yet_erased"] == [] and proof["audit_rows"] == len(audit_before) + 1
     logs = "".join(log.read_text() for log in lethe.logs)
     assert "Traceback" not in logs and ASKED not in logs
+
+
+def test_a_sweep_on_a_past_clock_does_not_make_the_next_one_forget_at_once(
+    lethe: Lethe, request: pytest.FixtureRequest
+):
+    # `lethe purge --now` (or a sender on the broker) may set a sweep's clock years back:
+    # its erasures are dated then, but they happened now, and a year must pass from now
+    make_shop(lethe, request, people=10)
+    seed_store(lethe, [_visit(1, VISITORS[0])])
+    assert _purge(lethe, FIRST)["erased"] == 1
+    _purge(lethe, NOW)
+    assert VISITORS[0] in _subjects(lethe, "events")
+    assert VISITORS[0] in _subjects(lethe, "lifecycles")
