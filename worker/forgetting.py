@@ -169,7 +169,23 @@ def _disputed(session: Session, register: Register, subjects: set[str]) -> set[s
         ).where(one_of(table.c.subject, chunk, session.get_bind()), table.c.type.in_(types))
         for event_id, event_type, subject, occurred_at, data in session.execute(query):
             history[subject].append(Event(event_id, event_type, subject, occurred_at, data or {}))
-    return {subject for subject, events in history.items() if is_held(events, register)}
+    return {
+        subject
+        for subject, events in history.items()
+        if is_held(events, register) or _cases_lost(events, register)
+    }
+
+
+def _cases_lost(events: list[Event], register: Register) -> bool:
+    """More disputes opened than closed, some with no case id (the release before 0005
+    dropped them with erased payloads): which one a closing ended is unknown, so the
+    subject is taken as still disputed."""
+    if register.holds.case is None:
+        return False
+    opened = [e for e in events if e.type in register.holds.place]
+    closed = [e for e in events if e.type in register.holds.lift]
+    unnamed = any(register.holds.case not in e.data for e in opened + closed)
+    return unnamed and len(opened) > len(closed)
 
 
 def _chunks(items: Sequence[str]) -> Iterator[list[str]]:

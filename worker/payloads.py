@@ -43,6 +43,7 @@ def drop_erased_payloads(
             if erased is not None:
                 erased_at[subject][activity] = erased
     drop: list[str] = []
+    disputes: list[str] = []
     for subject in subjects:
         kind = subject.split(":", 1)[0]
         mine = states.get(subject, {})
@@ -51,6 +52,8 @@ def drop_erased_payloads(
             if register.is_hold_event(event.type):
                 # a dispute's case id tells overlapping disputes apart, after an erasure
                 # too: a dispute still open holds the data the shop gathers next
+                if everything_erased:
+                    disputes.append(event_id)
                 continue
             touched = [a.id for a in register.activities_touched(event.type, kind)]
             erased = erased_at.get(subject, {})
@@ -70,9 +73,32 @@ def drop_erased_payloads(
             .values(data={})
             .execution_options(synchronize_session=False)
         )
+    _keep_case_ids_only(session, register.holds.case, disputes)
 
 
 def _covered(state: str | None, erased_at: Any, occurred_at: Any) -> bool:
     """Whether an event describes erased data: its activity is erased, or it is dated
     before the activity's last erasure (later events may have started a new lifecycle)."""
     return state == "erased" or (erased_at is not None and occurred_at <= erased_at)
+
+
+def _keep_case_ids_only(session: Session, case: str | None, event_ids: list[str]) -> None:
+    """Dispute events of erased data keep their case id and nothing else (a claimant's
+    name or a note may sit beside it)."""
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if postgres:
+        kept = (
+            "CASE WHEN data->>:case IS NULL THEN '{}'::json "
+            "ELSE json_build_object(:case, data->:case) END"
+        )
+    else:
+        path = "'$.\"' || :case || '\"'"
+        kept = (
+            f"CASE WHEN json_extract(data, {path}) IS NULL THEN '{{}}' "
+            f"ELSE json_object(:case, json_extract(data, {path})) END"
+        )
+    statement = sa.text(f"UPDATE events SET data = {kept} WHERE id = :id")
+    if case is None:
+        statement = sa.text("UPDATE events SET data = '{}' WHERE id = :id")
+    for event_id in event_ids:  # disputes are few, and each keeps its own case
+        session.execute(statement, {"case": case, "id": event_id})

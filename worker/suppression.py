@@ -153,7 +153,7 @@ def record(session: Session, entries: Mapping[str, Entry], now: datetime) -> Non
             "kept_from": e.kept_from,
             "erased_at": e.erased_at,
         }
-        for h, e in sorted(entries.items())
+        for h, e in sorted((h, _no_later_than(e, now)) for h, e in entries.items())
     ]
     statement = dialect.insert(Suppression)
     new, old = statement.excluded, Suppression.__table__.c
@@ -174,6 +174,18 @@ def record(session: Session, entries: Mapping[str, Entry], now: datetime) -> Non
     )
 
 
+def _no_later_than(entry: Entry, now: datetime) -> Entry:
+    """The entry with no time after `now`: a subscription dated 2099 would otherwise lift
+    every opposition until then, and keep the address for as long."""
+
+    def capped(at: datetime | None) -> datetime | None:
+        return None if at is None else min(at, now)
+
+    return Entry(
+        entry.activity, capped(entry.opposed_at), capped(entry.subscribed_at), entry.erased_at
+    )
+
+
 def drop_expired(session: Session, kept_since: datetime) -> None:
     """Drop the addresses kept since before `kept_since`; an opposition in force only once
     a sweep has erased the data that held the address. Until then the shop may still hold
@@ -183,8 +195,9 @@ def drop_expired(session: Session, kept_since: datetime) -> None:
     opposition_in_force = and_(
         c.opposed_at.is_not(None), or_(c.subscribed_at.is_(None), c.subscribed_at <= c.opposed_at)
     )
+    # erased after the latest opposition: an erasure of an earlier subscription's row
+    # says nothing of the row the person subscribed with again, then opposed
+    erased_since = and_(c.erased_at.is_not(None), c.erased_at >= c.opposed_at)
     session.execute(
-        delete(Suppression).where(
-            c.kept_from < kept_since, or_(~opposition_in_force, c.erased_at.is_not(None))
-        )
+        delete(Suppression).where(c.kept_from < kept_since, or_(~opposition_in_force, erased_since))
     )

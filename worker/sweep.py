@@ -970,9 +970,10 @@ def _oppositions(
     subscription the list already knows of that is later (the person came back, maybe
     under another subject) keeps the address off the list (worker/suppression.py).
 
-    Each is marked erased at `now`, as are the hashes the erased subjects' own events
-    carried (`match=`; the shop may have deleted its row itself): an opposition's
-    period counts from the erasure, never before it."""
+    Each is marked erased now, on the real clock (a sweep's own may be set in the past),
+    as are the hashes the erased subjects' own events carried (`match=`; the shop may
+    have deleted its row itself): an opposition's period counts from the erasure."""
+    erased_at = now_utc()
     activities = {a.id: a for a in register.activities}
     deadlines = {(lc.subject, lc.activity): lc.deadline_at for lc in claimed}
     entries: dict[str, suppression.Entry] = {}
@@ -981,7 +982,7 @@ def _oppositions(
         if (activity := activities.get(activity_id)) is not None:
             logged = ((e.type, e.occurred_at) for _, e in events.get(subject, []))
             at = suppression.opposed_at(activity, logged, at, now)
-        entry = suppression.Entry(activity_id, opposed_at=at, erased_at=now)
+        entry = suppression.Entry(activity_id, opposed_at=at, erased_at=erased_at)
         suppression.add(entries, value_hash, entry)
     suppressing = {
         a.id for a in register.activities if any(t.suppress for r in a.retention for t in r.targets)
@@ -993,7 +994,7 @@ def _oppositions(
     if subjects:
         carried = (e for history in events_of(session, subjects).values() for e in history)
         for value_hash, entry in suppression.entries_from_events(carried, register).items():
-            suppression.add(entries, value_hash, replace(entry, erased_at=now))
+            suppression.add(entries, value_hash, replace(entry, erased_at=erased_at))
     return entries
 
 

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 import sqlalchemy as sa
 from harness import CELERY, REDIS_URL, Lethe, wait_for
 
@@ -182,13 +183,22 @@ def test_is_suppressed_on_a_store_not_migrated_raises_the_documented_error(
     assert "run `lethe db upgrade` first" in result.stdout
 
 
-def test_disputes_opened_after_an_erasure_keep_their_case_ids(postgres_url: str):
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_disputes_opened_after_an_erasure_keep_their_case_ids_only(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+):
     # Overlapping disputes are told apart by their case; stripped as erased payloads,
     # closing one looked like closing all, and forgetting took a person still disputed.
+    # Anything else beside the case (a claimant's name) goes as other payloads do.
+    postgres_url = (
+        request.getfixturevalue("postgres_url")
+        if backend == "postgresql"
+        else f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    )
     from worker.ingest import events_of, ingest
     from worker.register import default_register_path, load_register
     from worker.retention import is_held
-    from worker.store import now_utc, transaction
+    from worker.store import UTCDateTime, now_utc, transaction
 
     upgrade(postgres_url)
     register = load_register(default_register_path())
@@ -209,18 +219,47 @@ def test_disputes_opened_after_an_erasure_keep_their_case_ids(postgres_url: str)
     send(event("o-1", "order.closed", "2019-05-01T10:00:00+02:00"))
     engine = sa.create_engine(postgres_url)
     with engine.begin() as connection:
-        connection.execute(sa.text("UPDATE lifecycles SET state = 'erased', erased_at = now()"))
+        erased = sa.text("UPDATE lifecycles SET state = 'erased', erased_at = :at")
+        connection.execute(
+            erased.bindparams(sa.bindparam("at", type_=UTCDateTime())), {"at": now_utc()}
+        )
     send(
-        event("d-a", "dispute.opened", "2026-11-20T10:00:00+01:00", case="A"),
+        event("d-a", "dispute.opened", "2026-11-20T10:00:00+01:00", case="A", note="J. Martin"),
         event("d-b", "dispute.opened", "2026-11-21T10:00:00+01:00", case="B"),
         event("d-a-end", "dispute.closed", "2026-11-22T10:00:00+01:00", case="A"),
     )
     with transaction(postgres_url) as session:
         stored = events_of(session, ["customer:9"])["customer:9"]
     engine.dispose()
-    assert {e.id: e.data.get("case") for e in stored if e.type.startswith("dispute")} == {
-        "d-a": "A",
-        "d-b": "B",
-        "d-a-end": "A",
+    assert {e.id: e.data for e in stored if e.type.startswith("dispute")} == {
+        "d-a": {"case": "A"},
+        "d-b": {"case": "B"},
+        "d-a-end": {"case": "A"},
     }
     assert is_held(stored, register)  # B is still open
+
+
+def test_the_suppression_list_keeps_an_opposition_until_an_erasure_after_it(postgres_url: str):
+    from datetime import UTC, datetime, timedelta
+
+    from worker.store import Suppression, transaction
+    from worker.suppression import Entry, drop_expired, in_force, record
+
+    upgrade(postgres_url)
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    years = [datetime(y, 1, 1, tzinfo=UTC) for y in range(2019, 2023)]
+    with transaction(postgres_url) as session:
+        # erased in 2019, then subscribed again and opposed again, the new row held since
+        record(session, {"h:held": Entry("newsletter", years[2], years[1], years[0])}, now)
+        # opposed, and that row erased after it
+        record(session, {"h:gone": Entry("newsletter", years[2], None, years[3])}, now)
+        # a subscription dated 2099 must not lift every opposition until then
+        future = datetime(2099, 1, 1, tzinfo=UTC)
+        record(session, {"h:future": Entry("newsletter", None, future)}, years[3])
+        record(session, {"h:future": Entry("newsletter", years[3] + timedelta(days=1))}, now)
+    with transaction(postgres_url) as session:
+        drop_expired(session, now)
+    with transaction(postgres_url) as session:
+        kept = {row.value_hash: row for row in session.query(Suppression)}
+    assert set(kept) == {"h:held", "h:future"}
+    assert in_force(kept["h:future"].opposed_at, kept["h:future"].subscribed_at)

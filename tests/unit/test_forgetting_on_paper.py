@@ -45,3 +45,25 @@ def test_the_audit_rule_of_an_erasure_request_gives_back_the_request_instant(reg
 def test_a_rule_that_names_no_request_or_a_mangled_date_gives_nothing():
     assert requests_named(["sales: anonymise 5 years after order.closed (anchor -)"]) == set()
     assert requests_named([f"sales: {ART17} (GDPR art. 17) at -"]) == set()
+
+
+def test_disputes_whose_case_ids_were_lost_count_as_open_while_more_were_opened(register):
+    # the release before migration 0005 emptied dispute events of erased people: case
+    # A opened, B opened, A closed became three events with no case
+    from datetime import UTC, datetime
+
+    from worker.events import Event
+    from worker.forgetting import _cases_lost
+
+    def dispute(n: int, kind: str, **data: str) -> Event:
+        return Event(f"d-{n}", kind, "customer:9", datetime(2026, 1, n, tzinfo=UTC), data)
+
+    lost = [
+        dispute(1, "dispute.opened"),
+        dispute(2, "dispute.opened"),
+        dispute(3, "dispute.closed"),
+    ]
+    assert _cases_lost(lost, register)
+    assert not _cases_lost([*lost, dispute(4, "dispute.closed")], register)
+    named = [dispute(1, "dispute.opened", case="A"), dispute(2, "dispute.closed", case="A")]
+    assert not _cases_lost(named, register)

@@ -26,11 +26,12 @@ def upgrade() -> None:
     op.add_column("suppression", sa.Column("kept_from", UTCDateTime(), nullable=True))
     op.add_column("suppression", sa.Column("erased_at", UTCDateTime(), nullable=True))
     # Entries from before: the earlier code kept an address's first opposition only, so
-    # a later one (after a return it did not record) is unknown. They count from the
-    # upgrade: none is dropped before a full period has passed since.
+    # a later one (after a return it did not record) is unknown, and so is whether a
+    # sweep erased the row that holds it. They count from the upgrade, and an opposition
+    # among them waits for a sweep to erase data holding the address, as a new one does.
     upgraded = datetime.now(UTC)
     op.get_bind().execute(
-        sa.text("UPDATE suppression SET kept_from = :now, erased_at = :now").bindparams(
+        sa.text("UPDATE suppression SET kept_from = :now").bindparams(
             sa.bindparam("now", type_=UTCDateTime())
         ),
         {"now": upgraded},
