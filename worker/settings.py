@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -98,37 +99,36 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
 MOST_DAYS = 36_525
 
 
-def whole_number(name: str, default: int, least: int = 1, env: dict[str, str] | None = None) -> int:
-    """A count read from the environment (`default` when unset or empty), refused with
-    its name when it is not a whole number of at least `least`."""
-    value = (os.environ if env is None else env).get(name)
+def read_number(
+    env: Mapping[str, str], name: str, default: Any, cast: type = float, most: float | None = None
+) -> Any:
+    """A positive number read from `env` (`default` when unset or empty), refused with its
+    name when it is not one, or is more than `most`."""
+    value = env.get(name)
     if not value:
         return default
+    what = "a whole number" if cast is int else "a number"
     try:
-        parsed = int(value)
+        parsed = cast(value)
     except ValueError:
-        raise SettingsError(f"{name}={value!r} is not a whole number") from None
-    if parsed < least:
-        raise SettingsError(f"{name}={value!r} must be at least {least}")
+        raise SettingsError(f"{name}={value!r} is not {what}") from None
+    if parsed != parsed:  # NaN compares false with everything, limits included
+        raise SettingsError(f"{name}={value!r} is not {what}")
+    if parsed <= 0:
+        raise SettingsError(f"{name}={value!r} must be positive")
+    if most is not None and parsed > most:
+        raise SettingsError(f"{name}={value!r} is more than {most:g}")
     return parsed
 
 
+def whole_number(name: str, default: int) -> int:
+    """A positive count from the process environment (the broker's and workers' own)."""
+    return read_number(os.environ, name, default, int)
+
+
 def _sweep_settings(env: dict[str, str], embedded: bool) -> SweepSettings:
-    def number(name: str, default: float, cast: type = float, most: float | None = None) -> Any:
-        value = env.get(name)
-        if not value:
-            return default
-        try:
-            parsed = cast(value)
-        except ValueError:
-            raise SettingsError(f"{name}={value!r} is not a number") from None
-        if parsed != parsed:  # NaN compares false with everything, limits included
-            raise SettingsError(f"{name}={value!r} is not a number")
-        if parsed <= 0:
-            raise SettingsError(f"{name}={value!r} must be positive")
-        if most is not None and parsed > most:
-            raise SettingsError(f"{name}={value!r} is more than {most:g}")
-        return parsed
+    def number(name: str, default: Any, cast: type = float, most: float | None = None) -> Any:
+        return read_number(env, name, default, cast, most)
 
     # A period in days is taken from a clock: beyond a century, the date before it leaves
     # what Python's datetime can hold, and every sweep would fail on it.

@@ -48,7 +48,7 @@ def test_an_empty_queue_prefix_is_the_default_prefix(tmp_path: Path):
     ("name", "value", "says"),
     [
         ("LETHE_PREFETCH", "abc", "is not a whole number"),
-        ("LETHE_PREFETCH", "0", "must be at least 1"),
+        ("LETHE_PREFETCH", "0", "must be positive"),
         ("LETHE_VISIBILITY_TIMEOUT", "", None),
         ("LETHE_VISIBILITY_TIMEOUT", "1h", "is not a whole number"),
     ],
