@@ -331,3 +331,10 @@ def test_emit_to_a_broker_that_accepts_but_never_answers_fails_instead_of_hangin
         server.close()
     assert_clean_failure(result, 1)
     assert "cannot reach the broker at redis://127.0.0.1:" in result.stderr
+
+
+def test_a_bad_broker_setting_is_refused_in_one_line_naming_it(lethe) -> None:
+    # read when a command first reaches the queue, after the other settings
+    result = lethe("emit", "order.closed", "--subject", "customer:1", LETHE_PREFETCH="abc")
+    assert_clean_failure(result, 1)
+    assert "LETHE_PREFETCH='abc' is not a whole number" in result.stderr

@@ -8,7 +8,20 @@ from __future__ import annotations
 import click
 
 
-@click.group()
+class _Lethe(click.Group):
+    """Settings read late (the broker's, when a command first reaches the queue) are
+    refused as the others are: one line that names the setting, no traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        from worker.settings import SettingsError
+
+        try:
+            return super().invoke(ctx)
+        except SettingsError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@click.group(cls=_Lethe)
 @click.version_option(package_name="lethe")
 def main() -> None:
     """Lethe: the processing register enforces its own retention periods."""
