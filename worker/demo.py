@@ -506,7 +506,7 @@ def _epilogue(settings: Any, data: DemoData, out: Callable) -> dict[str, Any]:
             out(
                 f"  worker.client.is_suppressed(<{person.subject}'s address>) = {suppressed}"
                 " (the address itself is gone; its keyed hash stays in the suppression list"
-                f" for {settings.sweep.suppression_days} days)"
+                f" for {settings.sweep.suppression_days} days after the sweep that erased it)"
             )
             figures["suppressed"] = suppressed
     return figures
