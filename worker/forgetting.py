@@ -11,8 +11,9 @@ Lifted holds (a subject in clear, free-text reasons) go the same period after
 their lift. The audit names people by keyed hashes only: it is the proof of
 erasure, and stays.
 
-A sweep does this when it opens, beside the dead letters and the suppression
-list, never ingestion; page by page, each page one short transaction, so a
+A sweep that goes ahead (planned within its limits, or approved) does this
+before erasing, beside the dead letters and the suppression list, never
+ingestion; page by page, each page one short transaction, so a
 store of millions of rows is never locked for long.
 """
 

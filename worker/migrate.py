@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 from alembic import command
@@ -25,18 +26,28 @@ def alembic_config(url: str) -> Config:
 def upgrade(url: str) -> tuple[str | None, str]:
     """Bring the store at `url` to the newest schema (no-op when already there); returns
     the revisions before and after, so that whoever upgrades can say what it did."""
+    before = None
     if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        before = current_revision(url) if Path(url.removeprefix("sqlite:///")).exists() else None
+        path = Path(url.removeprefix("sqlite:///"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            before = current_revision(url)
     else:
         before = current_revision(url)
     command.upgrade(alembic_config(url), "head")
     return before, head_revision(url)
 
 
+@lru_cache(maxsize=8)
 def head_revision(url: str) -> str:
-    """The schema revision this code needs."""
+    """The schema revision this code needs (read from the migration scripts once: the
+    dashboard asks on every page)."""
     return ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+
+
+def schema_behind(current: str | None, head: str) -> str:
+    """What is wrong with a store whose schema is not the code's, in one set of words."""
+    return f"the store's schema is at {current or 'nothing'}, this code needs {head}"
 
 
 class SchemaNotReady(RuntimeError):
@@ -60,10 +71,7 @@ def ensure_schema(settings: Settings) -> None:
                 log.warning("store schema upgraded", before=current, after=head)
         return
     if current != head:
-        raise SchemaNotReady(
-            f"the store's schema is at {current or 'nothing'}, this code needs {head}: "
-            "run `lethe db upgrade` first"
-        )
+        raise SchemaNotReady(f"{schema_behind(current, head)}: run `lethe db upgrade` first")
 
 
 def current_revision(url: str) -> str | None:

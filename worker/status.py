@@ -114,13 +114,13 @@ def database_check(settings: Settings) -> Check:
 def schema_check(url: str) -> Check:
     """Whether the store's schema is the one this code needs; a probe never migrates it
     (an older worker may still be running on it)."""
-    from worker.migrate import current_revision, head_revision
+    from worker.migrate import current_revision, head_revision, schema_behind
 
     shown = safe_url(url)
     current, head = current_revision(url), head_revision(url)
     if current == head:
         return Check("database", Level.ok, f"{shown} answers, schema up to date")
-    behind = f"{shown}: the store's schema is at {current or 'nothing'}, this code needs {head}"
+    behind = f"{shown}: {schema_behind(current, head)}"
     if url.startswith("sqlite"):
         return Check(
             "database",

@@ -22,15 +22,16 @@ row, must not put the address back.
 An address is kept `LETHE_SUPPRESSION_DAYS` (three years) after the latest of
 the two and of the sweep that erased the data holding it, the CNIL's measure
 for an opposition list (README, "The suppression list"); an opposition is
-never dropped before that sweep. Each sweep drops what is older
-(worker/sweep.py, `open_run`), never the ingestion of an event.
+never dropped before a sweep erased it after that opposition. Each sweep that
+goes ahead drops what is older (worker/sweep.py, `_housekeeping`), never the
+ingestion of an event.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from sqlalchemy import and_, case, delete, or_
@@ -53,7 +54,7 @@ class Entry:
     opposed_at: datetime | None = None
     subscribed_at: datetime | None = None
     # when a sweep erased data holding the address (a row it read, or the subject's
-    # events that carried its hash), on the sweep's clock
+    # events that carried its hash), on the real clock
     erased_at: datetime | None = None
 
     @property
@@ -181,8 +182,8 @@ def _no_later_than(entry: Entry, now: datetime) -> Entry:
     def capped(at: datetime | None) -> datetime | None:
         return None if at is None else min(at, now)
 
-    return Entry(
-        entry.activity, capped(entry.opposed_at), capped(entry.subscribed_at), entry.erased_at
+    return replace(
+        entry, opposed_at=capped(entry.opposed_at), subscribed_at=capped(entry.subscribed_at)
     )
 
 
