@@ -85,7 +85,7 @@ def _fresh_home() -> Path:
 
 
 def _demo_settings(home: Path, shop_url: str | None) -> Any:
-    from worker.register import default_register_path
+    from worker.register import RegisterError, default_register_path
     from worker.runtime import runtime
     from worker.settings import current_settings
 
@@ -96,7 +96,10 @@ def _demo_settings(home: Path, shop_url: str | None) -> Any:
     current_settings.cache_clear()
     runtime.cache_clear()
     settings = current_settings()
-    runtime()
+    try:
+        runtime()
+    except RegisterError as exc:  # the shipped register missing or damaged in this install
+        raise DemoError(f"{exc}\nreinstall Lethe (pip install .) to restore it") from None
     # The demo's story goes to stdout; library chatter stays out of it.
     for name in ("kombu", "alembic", "celery"):
         logging.getLogger(name).setLevel(logging.ERROR)

@@ -311,7 +311,11 @@ class RegisterError(Exception):
 
 
 def default_register_path() -> Path:
-    return Path(__file__).resolve().parent.parent / "registers" / "negomarkets.yaml"
+    """The shipped register (NEGOMARKETS'): the repository's registers/ folder, which a
+    wheel carries as worker/registers/ (pyproject's package-dir)."""
+    here = Path(__file__).resolve().parent
+    installed = here / "registers" / "negomarkets.yaml"
+    return installed if installed.is_file() else here.parent / "registers" / "negomarkets.yaml"
 
 
 def load_register(path: str | Path) -> Register:
