@@ -110,6 +110,8 @@ class StoredLifecycle(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     # When a sweep last erased its data (the sweep's clock): later events start anew.
     erased_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The last run whose erasure of it failed: that run's parts do not claim it again.
+    failed_run_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class DeadLetter(Base):

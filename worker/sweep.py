@@ -12,6 +12,10 @@ parts page through due lifecycles in batches:
       audit rows, suppression hashes, failures set back to active, payloads dropped
     commit; receipts dropped
 
+A lifecycle whose erasure failed is due again for the next run, never for the run
+that failed it: its parts skip it, so a run tries each lifecycle once and audits a
+failure once.
+
 A killed worker loses at most its open batch: the store rolls back, the claimed
 lifecycles are due again, and the strategies are idempotent, so the next sweep
 finishes them with one audit row per erasure. If the shop had committed, rows
@@ -633,17 +637,23 @@ def due_in_claim_order(now: datetime) -> sa.Select:
     )
 
 
-def claim_statement(now: datetime, after: tuple[datetime, int] | None, limit: int) -> sa.Select:
-    """Due, unheld lifecycles, oldest deadline first, locked for this transaction."""
+def claim_statement(
+    run_id: int, now: datetime, after: tuple[datetime, int] | None, limit: int
+) -> sa.Select:
+    """Due, unheld lifecycles that this run has not failed to erase, oldest deadline
+    first, locked for this transaction."""
     query = (
         due_in_claim_order(now)
+        # Another part of the run (or the run itself, retried after the shop went down)
+        # would fail it again, or erase it after the run audited it failed.
+        .where(StoredLifecycle.failed_run_id.is_distinct_from(run_id))
         .limit(limit)
         # Several parts share a run: each skips what another has claimed.
         .with_for_update(skip_locked=True, of=StoredLifecycle)
     )
     if after is not None:
-        # Keyset paging: a lifecycle that failed stays due but behind the cursor,
-        # so a part never loops on it.
+        # Keyset paging: the index starts at the cursor instead of walking again past
+        # the lifecycles this part failed.
         query = query.where(*keyset_after(StoredLifecycle.deadline_at, StoredLifecycle.id, after))
     return query
 
@@ -673,7 +683,7 @@ def run_part(
             sqlite_store = session.get_bind().dialect.name == "sqlite"
             if sqlite_store:
                 _heartbeat(session, run_id)
-            claimed = claim_batch(session, now, after, settings.sweep.batch)
+            claimed = claim_batch(session, run_id, now, after, settings.sweep.batch)
             if not claimed:
                 break
             after = (claimed[-1].deadline_at, claimed[-1].id)
@@ -756,12 +766,13 @@ class _ReceiptKeeper:
 
 
 def claim_batch(
-    session: Session, now: datetime, after: tuple[datetime, int] | None, limit: int
+    session: Session, run_id: int, now: datetime, after: tuple[datetime, int] | None, limit: int
 ) -> list[DueLifecycle]:
     """Claim a batch by marking it erased at once: the mark is this transaction's until
     commit (a crash rolls it back), and each row is written once instead of locked and
-    then written. Lifecycles whose erasure fails are set back to active before commit."""
-    chosen = claim_statement(now, after, limit).with_only_columns(StoredLifecycle.id)
+    then written. Lifecycles whose erasure fails are set back to active before commit,
+    marked with the run that failed them."""
+    chosen = claim_statement(run_id, now, after, limit).with_only_columns(StoredLifecycle.id)
     if session.get_bind().dialect.name == "postgresql":
         # `id = ANY(ARRAY(subquery))`: the subquery runs once and the rows are fetched by
         # primary key. With `IN (subquery)` PostgreSQL hash-joins it against a sequential
@@ -939,11 +950,11 @@ def _record(
         session, _oppositions(session, register, claimed, outcome, events, run_now), now
     )
     if outcome.failed_ids:
-        # Claimed as erased; they stay due for the next sweep (behind this part's cursor).
+        # Claimed as erased; they stay due for the next run, not for this one's parts.
         session.execute(
             update(StoredLifecycle)
             .where(one_of(StoredLifecycle.id, outcome.failed_ids, session.get_bind()))
-            .values(state="active", updated_at=now)
+            .values(state="active", failed_run_id=run_id, updated_at=now)
             .execution_options(synchronize_session=False)
         )
     drop_erased_payloads(session, register, sorted({lc.subject for lc in claimed}), events)

@@ -393,18 +393,42 @@ def test_a_visit_after_an_erasure_request_does_not_save_the_logs_and_later_ones_
     assert (json.loads(data) if isinstance(data, str) else data) == {}
 
 
+def _refuse_to_touch(shop: Shop, subject: str) -> None:
+    """The shop refuses to update this one customer's row, as a constraint would."""
+    customer = int(subject.split(":")[1])
+    engine = shop.engine()
+    with engine.begin() as connection:
+        if shop.lethe.embedded:
+            connection.exec_driver_sql(
+                f"CREATE TRIGGER keep_customer BEFORE UPDATE ON customers WHEN OLD.id = "
+                f"{customer} BEGIN SELECT RAISE(ABORT, 'customer is locked'); END"
+            )
+        else:
+            connection.exec_driver_sql(
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'customer is locked'; END $$"
+            )
+            connection.exec_driver_sql(
+                "CREATE TRIGGER keep_customer BEFORE UPDATE ON customers FOR EACH ROW "
+                f"WHEN (OLD.id = {customer}) EXECUTE FUNCTION refuse()"
+            )
+    engine.dispose()
+
+
+def _touch_again(shop: Shop) -> None:
+    engine = shop.engine()
+    with engine.begin() as connection:
+        on = "" if shop.lethe.embedded else " ON customers"
+        connection.exec_driver_sql(f"DROP TRIGGER keep_customer{on}")
+    engine.dispose()
+
+
 def test_a_proof_tells_a_person_whose_erasure_failed_that_it_is_overdue_and_was_tried(
     embedded: Lethe, request
 ):
     shop = _ready(embedded, request, people=80)
     subject = "customer:1"
-    engine = shop.engine()
-    with engine.begin() as connection:  # the shop refuses to touch this one customer
-        connection.exec_driver_sql(
-            "CREATE TRIGGER keep_customer_1 BEFORE UPDATE ON customers WHEN OLD.id = 1 "
-            "BEGIN SELECT RAISE(ABORT, 'customer 1 is locked'); END"
-        )
-    engine.dispose()
+    _refuse_to_touch(shop, subject)
     _erasure_requested_then_swept(shop, subject)
 
     proof = json.loads(embedded.run("audit", "--subject", subject, "--proof").stdout)
@@ -415,6 +439,55 @@ def test_a_proof_tells_a_person_whose_erasure_failed_that_it_is_overdue_and_was_
     assert pending["crm.customers"]["last_failed_at"].startswith("2026-")
     assert pending["crm.invoices"]["state"] == "active"
     assert "failed_attempts" not in pending["crm.invoices"]
+
+
+def test_no_part_of_a_run_tries_again_what_the_run_failed_to_erase_and_the_next_run_does(
+    lethe: Lethe, request
+):
+    shop = _ready(lethe, request, people=80)
+    due = _due(shop)
+    subject = min(s for s, a in due if a == "crm.customers")
+    _refuse_to_touch(shop, subject)
+    # One worker process: the second part starts once the first has finished, from the
+    # oldest deadline again (a part waiting behind other work in the queue does too).
+    lethe.env.update({"LETHE_SWEEP_PARTS": "2", "LETHE_SWEEP_BATCH": "5"})
+    lethe.start_worker("--concurrency=1")
+    lethe.python(
+        "from worker.app import app\n"
+        f"app.send_task('lethe.sweep', kwargs={{'schedule': 'nightly-sweep', 'now': {NOW!r}}})\n"
+    )
+
+    def run() -> tuple:
+        query = "select id, status, parts_done, erased, failed from purge_runs where schedule = "
+        return (shop.store(query + "'nightly-sweep'") or [(None, None)])[0]
+
+    wait_for(lambda: run()[1] == "done", 60, "the sweep's two parts", lethe.logs)
+    run_id, _, parts_done, erased, failed = run()
+    assert (parts_done, erased, failed) == (2, len(due) - 1, 1)  # before: failed twice
+
+    def trail() -> list[tuple]:
+        rows = json.loads(lethe.run("audit", "--subject", subject, "--format", "json").stdout)
+        return [
+            (r["run_id"], r["target"], r["outcome"])
+            for r in rows
+            if r["activity"] == "crm.customers" and r["run_id"] >= run_id
+        ]
+
+    assert trail() == [
+        (run_id, "customers", "failed"),
+        (run_id, "invoices[customer]", "failed"),
+    ]
+    assert _due(shop) == {(subject, "crm.customers")}
+
+    _touch_again(shop)
+    lethe.kill_workers()
+    after = shop.purge("--now", NOW)
+    assert (after["status"], after["erased"], after["failed"]) == ("done", 1, 0)
+    assert [(r, o) for r, t, o in trail() if t == "customers"] == [
+        (run_id, "failed"),
+        (after["run"], "erased"),
+    ]
+    assert _due(shop) == set()
 
 
 def test_unsubscribing_deletes_the_subscriber_and_keeps_a_keyed_hash_for_the_shop(

@@ -127,7 +127,7 @@ def test_the_forecast_groups_by_local_month_and_activity(register):
 
 def test_sqlalchemy_drops_skip_locked_on_sqlite_so_the_sweep_has_its_own_guard():
     now = datetime(2026, 1, 1, tzinfo=UTC)
-    statement = claim_statement(now, (now, 7), 500)
+    statement = claim_statement(1, now, (now, 7), 500)
     on_postgres = str(statement.compile(dialect=postgresql.dialect()))
     on_sqlite = str(statement.compile(dialect=sqlite.dialect()))
     assert "FOR UPDATE OF lifecycles SKIP LOCKED" in on_postgres
