@@ -34,6 +34,24 @@ def mentions_contact_details(text: str) -> bool:
     return any(sum(c.isdigit() for c in run) >= 9 for run in _DIGIT_RUN.findall(text))
 
 
+# An id shorter than this is taken for a number among others (a count, a day) when it
+# stands alone in free text; with its kind before it (`customer 42`) it is always the subject.
+_SHORTEST_BARE_ID = 3
+
+
+def subject_mention(subject: str) -> re.Pattern[str]:
+    """What names `subject` (KIND:ID) in free text, whatever the case: `customer:42`,
+    `customer 42`, `customer #42`, and the id alone as a word of its own from three
+    characters on (not inside a code such as LIT-2026-42 or 2026/42)."""
+    kind, _, local_id = subject.partition(":")
+    before = r"(?<![\w./-])"
+    after = r"(?![\w/-]|\.\w)"
+    named = rf"{re.escape(kind)}\s*[:#]?\s*{re.escape(local_id)}"
+    if len(local_id) >= _SHORTEST_BARE_ID:
+        named = rf"(?:{named}|{re.escape(local_id)})"
+    return re.compile(before + named + after, re.IGNORECASE)
+
+
 def is_free_text(value: str) -> bool:
     """Words rather than a code: what a note or a comment is, and an order number is not."""
     return len(value.split()) > 1

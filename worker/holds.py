@@ -15,8 +15,9 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from worker.contact_details import mentions_contact_details
+from worker.contact_details import mentions_contact_details, subject_mention
 from worker.events import EventRefused, check_subject
+from worker.hashing import subject_ref
 from worker.register import Register
 from worker.retention import is_held
 from worker.store import Hold, StoredLifecycle, now_utc, one_of, transaction
@@ -41,7 +42,7 @@ def place(
     _check_subject(subject, register)
     if not reason.strip():
         raise HoldError("a hold needs a reason (--reason): the audit must say why erasure stopped")
-    _check_reason(reason)
+    _check_reason(reason, subject)
     now = now_utc()
     with transaction(url) as session:
         hold = Hold(subject=subject, reason=reason, placed_at=now)
@@ -70,14 +71,16 @@ def place(
 def lift(url: str, subject: str, reason: str, register: Register) -> int:
     """Lift the subject's open holds; returns how many. A dispute still open keeps it held."""
     _check_subject(subject)
-    _check_reason(reason)
+    _check_reason(reason, subject)
     now = now_utc()
     with transaction(url) as session:
         open_holds = list(
             session.scalars(select(Hold).where(Hold.subject == subject, Hold.lifted_at.is_(None)))
         )
         if not open_holds:
-            raise HoldError(f"{subject} has no hold placed by hand: nothing to lift")
+            # the subject is not repeated: messages of a command run by a script end up in
+            # its logs (`lethe hold list` shows the open holds)
+            raise HoldError("this subject has no hold placed by hand: nothing to lift")
         for hold in open_holds:
             hold.lifted_at = now
             hold.lift_reason = reason
@@ -108,7 +111,10 @@ def held_by_hand(session: Session, subjects: Iterable[str]) -> set[str]:
     return found
 
 
-def hold_rows(url: str, subject: str | None = None) -> list[dict[str, Any]]:
+def hold_rows(url: str, secret: bytes, subject: str | None = None) -> list[dict[str, Any]]:
+    """Every hold placed by hand, for `lethe hold list`: the subject in clear (the CLI reads
+    the store, which holds it, and `lethe hold lift` needs it) and as the keyed hash the
+    dashboard and the audit show, so a hold seen there can be found here."""
     query = select(Hold).order_by(Hold.id)
     if subject:
         query = query.where(Hold.subject == subject)
@@ -117,12 +123,22 @@ def hold_rows(url: str, subject: str | None = None) -> list[dict[str, Any]]:
             {
                 "id": h.id,
                 "subject": h.subject,
+                "subject_ref": subject_ref(secret, h.subject),
                 "reason": h.reason,
                 "placed_at": h.placed_at.isoformat(),
                 "lifted_at": h.lifted_at.isoformat() if h.lifted_at else None,
             }
             for h in session.scalars(query)
         ]
+
+
+def shown_reason(reason: str, subject: str) -> str:
+    """A reason as the dashboard shows it: the subject, e-mail addresses and phone numbers
+    masked. Reasons are checked when written (`_check_reason`); this covers holds placed
+    before the checks, by an older release."""
+    from worker.logs import mask_personal_values  # here: it imports Celery, the CLI need not
+
+    return subject_mention(subject).sub("[subject]", mask_personal_values(reason))
 
 
 def _check_subject(subject: str, register: Register | None = None) -> None:
@@ -136,11 +152,18 @@ def _warn_on_stderr(message: str) -> None:
     sys.stderr.write(f"warning: {message}\n")
 
 
-def _check_reason(reason: str) -> None:
-    # Reasons are stored and shown on the dashboard: a case number, never the person's
-    # contact details (the value itself is not repeated in the error either).
+def _check_reason(reason: str, subject: str) -> None:
+    # Reasons are stored and shown on the dashboard beside the subject's keyed hash: a case
+    # number, never the person's contact details nor the subject itself, which would tie
+    # the hash to the person. The value itself is not repeated in the error either.
     if mentions_contact_details(reason):
         raise HoldError(
             "the reason looks like it holds an e-mail address or phone number: it is kept "
             "and shown to ops, so name the case instead (e.g. 'case LIT-2026-3')"
+        )
+    if subject_mention(subject).search(reason):
+        raise HoldError(
+            "the reason names the subject itself: it is shown on the dashboard beside the "
+            "subject's keyed hash, which it would give away, so name the case instead "
+            "(e.g. 'case LIT-2026-3')"
         )

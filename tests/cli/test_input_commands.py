@@ -235,6 +235,67 @@ def test_a_hold_reason_with_a_date_and_a_case_number_is_fine(lethe) -> None:
     assert result.returncode == 0, result.stderr
 
 
+SUBJECT = "customer:100042"
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [
+        "customer:100042 disputes the invoice",
+        "lawyer of Customer 100042",
+        "client 100042 asked on 2026-11-26",
+        "account #100042.",
+    ],
+)
+def test_a_hold_reason_naming_the_subject_is_refused_without_echoing_it(lethe, reason: str) -> None:
+    result = lethe("hold", "place", SUBJECT, "--reason", reason)
+    assert_clean_failure(result, 1)
+    assert "the reason names the subject itself" in result.stderr
+    assert "name the case instead" in result.stderr and "100042" not in result.stderr
+    assert json.loads(lethe("hold", "list", "--format", "json").stdout) == []
+    # the id inside a case number is not the subject
+    placed = lethe("hold", "place", SUBJECT, "--reason", "case LIT-100042")
+    assert placed.returncode == 0, placed.stderr
+
+
+def test_a_lift_reason_naming_the_subject_is_refused_and_the_hold_stays(lethe) -> None:
+    assert lethe("hold", "place", SUBJECT, "--reason", "case LIT-2026-3").returncode == 0
+    result = lethe("hold", "lift", SUBJECT, "--reason", f"{SUBJECT} settled")
+    assert_clean_failure(result, 1)
+    assert "the reason names the subject itself" in result.stderr
+    assert SUBJECT not in result.stderr
+    [held] = json.loads(lethe("hold", "list", "--format", "json").stdout)
+    assert held["lifted_at"] is None
+
+
+def test_hold_messages_and_errors_do_not_repeat_the_subject(lethe) -> None:
+    placed = lethe("hold", "place", SUBJECT, "--reason", "case LIT-2026-3")
+    lifted = lethe("hold", "lift", SUBJECT, "--reason", "case closed")
+    again = lethe("hold", "lift", SUBJECT, "--reason", "case closed")
+    assert placed.returncode == 0 and lifted.returncode == 0, placed.stderr + lifted.stderr
+    assert "hold 1 placed" in placed.stderr and "1 hold(s) lifted" in lifted.stderr
+    assert_clean_failure(again, 1)
+    assert "this subject has no hold placed by hand" in again.stderr
+    for result in (placed, lifted, again):
+        assert "100042" not in result.stdout + result.stderr
+
+
+def test_hold_list_shows_the_subject_and_the_keyed_hash_the_dashboard_shows(
+    lethe, tmp_path: Path
+) -> None:
+    from worker.hashing import subject_ref
+
+    placed = lethe("hold", "place", SUBJECT, "--reason", "case 7")
+    assert placed.returncode == 0, placed.stderr
+    secret = (tmp_path / "home" / "secret").read_text().strip().encode()
+    [row] = json.loads(lethe("hold", "list", "--format", "json").stdout)
+    assert row["subject"] == SUBJECT
+    assert row["subject_ref"] == subject_ref(secret, SUBJECT)
+    shown = lethe("hold", "list").stdout
+    assert shown.splitlines()[0].split()[:3] == ["id", "subject", "subject_ref"]
+    assert row["subject_ref"] in shown
+
+
 # 8. audit: a malformed subject, a subject or run with no rows
 
 

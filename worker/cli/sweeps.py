@@ -243,7 +243,9 @@ def hold() -> None:
 
 @hold.command("place")
 @click.argument("subject")
-@click.option("--reason", required=True, help="why (a case number, not personal data)")
+@click.option(
+    "--reason", required=True, help="why: a case or ticket number, never a name or contact"
+)
 def hold_place(subject: str, reason: str) -> None:
     """Hold every lifecycle of SUBJECT (KIND:ID)."""
     from worker.holds import HoldError, place
@@ -252,7 +254,8 @@ def hold_place(subject: str, reason: str) -> None:
         hold_id = place(store_url(), subject, reason, configured_register())
     except HoldError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"hold {hold_id} placed: {subject} will not be erased until it is lifted", err=True)
+    # the subject is not repeated on stderr, which a script's logs keep (as for lift)
+    click.echo(f"hold {hold_id} placed: the subject is not erased until it is lifted", err=True)
 
 
 @hold.command("lift")
@@ -266,19 +269,19 @@ def hold_lift(subject: str, reason: str) -> None:
         lifted = lift(store_url(), subject, reason, configured_register())
     except HoldError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"{lifted} hold(s) lifted for {subject}", err=True)
+    click.echo(f"{lifted} hold(s) lifted: what is due is erased at the next sweep", err=True)
 
 
 @hold.command("list")
 @click.option("--subject", help="only this subject")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
 def hold_list(subject: str | None, fmt: str) -> None:
-    """Holds placed by hand, open and lifted."""
+    """Holds placed by hand, open and lifted: subjects in clear and as the keyed hash the
+    dashboard and the audit show."""
     from worker.holds import hold_rows
 
-    print_rows(
-        hold_rows(store_url(), subject), fmt, ["id", "subject", "placed_at", "lifted_at", "reason"]
-    )
+    rows = hold_rows(store_url(), settings_or_exit().secret, subject)
+    print_rows(rows, fmt, ["id", "subject", "subject_ref", "placed_at", "lifted_at", "reason"])
 
 
 @main.command()

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from worker.durations import Duration
 from worker.hashing import subject_ref
+from worker.holds import shown_reason
 from worker.store import DeadLetter, Erasure, Hold, PurgeRun, StoredEvent, StoredLifecycle
 
 # Default grace before a due lifecycle counts as overdue: a daily sweep plus a
@@ -277,13 +278,14 @@ def last_finished_sweep(session: Session) -> Sweep | None:
 def active_holds(
     session: Session, secret: bytes, limit: int = HOLDS_SHOWN
 ) -> tuple[list[HoldRow], int]:
-    """Holds placed by hand and not lifted, newest first; subjects as keyed hashes."""
+    """Holds placed by hand and not lifted, newest first; subjects as keyed hashes, and
+    masked in the reasons (with contact details) should an old reason name them."""
     current = Hold.lifted_at.is_(None)
     total = session.scalar(select(func.count()).select_from(Hold).where(current)) or 0
     query = select(Hold).where(current).order_by(Hold.placed_at.desc()).limit(limit)
     rows = [
-        HoldRow(subject_ref(secret, hold.subject), hold.reason, hold.placed_at)
-        for hold in session.scalars(query)
+        HoldRow(subject_ref(secret, h.subject), shown_reason(h.reason, h.subject), h.placed_at)
+        for h in session.scalars(query)
     ]
     return rows, total
 
