@@ -17,7 +17,7 @@ from typing import Any
 import pendulum
 from kombu.exceptions import KombuError
 
-from worker.contact_details import is_contact_detail, is_free_text, mentions_contact_details
+from worker.contact_details import is_contact_detail, value_has_contact_details
 from worker.events import Event, EventRefused, parse_event
 from worker.hashing import value_hash
 from worker.register import Register, RegisterError, RegisterProblem, load_register
@@ -281,7 +281,7 @@ def _refuse_plain_personal_data(data: Mapping[str, Any]) -> None:
         if key.endswith("_hash"):
             continue
         # a note ("call back on 06 11 22 33 44") carries a number inside its words
-        if is_contact_detail(value) or (is_free_text(value) and mentions_contact_details(value)):
+        if value_has_contact_details(value):
             raise EventInvalid(
                 f"{path} looks like an e-mail address or phone number: send only the "
                 f"shop's ids, or pass it as match={{'{key}': ...}} to send its keyed hash"

@@ -55,3 +55,9 @@ def subject_mention(subject: str) -> re.Pattern[str]:
 def is_free_text(value: str) -> bool:
     """Words rather than a code: what a note or a comment is, and an order number is not."""
     return len(value.split()) > 1
+
+
+def value_has_contact_details(value: str) -> bool:
+    """Whether an event's data value is an address or phone number, or a note holding one
+    ("call back on 06 11 22 33 44"); a code's digits are not taken for a number inside words."""
+    return is_contact_detail(value) or (is_free_text(value) and mentions_contact_details(value))

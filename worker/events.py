@@ -16,7 +16,7 @@ from typing import Any
 
 import pendulum
 
-from worker.contact_details import id_is_contact_detail
+from worker.contact_details import id_is_contact_detail, value_has_contact_details
 from worker.register import LONGEST_KEEP_YEARS, Register
 
 REQUIRED = ("id", "type", "subject", "occurred_at")
@@ -116,6 +116,8 @@ def parse_event(raw: Any, register: Register) -> Event:
     if not isinstance(data, dict):
         raise EventRefused("field data must be a JSON object")
     _check_plain_json(data)
+    if register.is_hold_event(event_type):
+        _check_case(data, register.holds.case)
     return Event(
         id=event_id,
         type=event_type,
@@ -137,6 +139,19 @@ def _check_plain_json(data: dict[str, Any]) -> None:
         ) from None
     if "\\u0000" in text:
         raise EventRefused("field data contains a NUL character, which no store can hold")
+
+
+def _check_case(data: dict[str, Any], case: str | None) -> None:
+    # Checked here, not only by the client: a dispute's case id is the one payload kept
+    # after the erasure (worker/payloads.py), so a producer that publishes by task name
+    # must not leave an address in it either. The value is not repeated.
+    value = data.get(case) if case else None
+    if isinstance(value, str) and value_has_contact_details(value):
+        raise EventRefused(
+            f"field data.{case} looks like an e-mail address or phone number: a dispute's "
+            "case id is kept after the erasure to tell disputes apart, so send the shop's "
+            "case number (e.g. LIT-2026-3), never who the dispute is with"
+        )
 
 
 def check_subject(subject: str, register: Register | None = None) -> str:

@@ -349,3 +349,31 @@ def test_another_register_gives_other_deadlines(tmp_path):
     dn = row(json.loads(result.stdout), "distributor-customer:DN-501", "distributors.orders")
     assert dn["deadline_at"] == "2025-12-31T23:59:00+01:00"
     assert dn["state"] == "due"
+
+
+def test_a_dispute_whose_case_is_an_address_or_a_phone_is_refused_without_echoing_it(tmp_path):
+    # The case id is the one payload a dispute keeps after the erasure: it must be the
+    # shop's case number, never who the dispute is with.
+    address, phone = "jean.dupont@example.fr", "06 12 34 56 78"
+    lines = [
+        {"id": "o1", "type": "order.closed", "subject": "customer:42", "data": {}},
+        {"id": "d1", "type": "dispute.opened", "subject": "customer:42", "data": {"case": address}},
+        {"id": "d2", "type": "dispute.opened", "subject": "customer:42", "data": {"case": phone}},
+        {"id": "d3", "type": "dispute.closed", "subject": "customer:42", "data": {"case": address}},
+        {"id": "d4", "type": "dispute.opened", "subject": "customer:7", "data": {"case": "LIT-3"}},
+        {"id": "o2", "type": "order.closed", "subject": "customer:7", "data": {}},
+    ]
+    events = tmp_path / "events.jsonl"
+    events.write_text(
+        "".join(json.dumps({**e, "occurred_at": "2020-02-29T10:00:00+01:00"}) + "\n" for e in lines)
+    )
+    result = simulate(str(events), "--now", NOW)
+    assert result.returncode == 3, result.stderr
+    refusals = [line for line in result.stderr.splitlines() if ": refused: " in line]
+    assert [line.split(": refused: ")[0] for line in refusals] == [
+        f"{events}:{n}" for n in (2, 3, 4)
+    ]
+    assert all("data.case looks like an e-mail address or phone number" in r for r in refusals)
+    assert address not in result.stderr and phone not in result.stderr
+    states = {(r["subject"], r["state"]) for r in json.loads(result.stdout)}
+    assert states == {("customer:42", "due"), ("customer:7", "held")}

@@ -191,6 +191,35 @@ def test_personal_values_never_reach_logs_metrics_audit_or_dead_letters(lethe: L
     assert any("unknown field" in r for r in reasons)
 
 
+def test_a_dispute_case_that_is_an_address_is_refused_by_the_worker_too(lethe: Lethe):
+    # The case id is the one payload a dispute keeps after an erasure; a producer that
+    # publishes by task name skips the client's checks, so the worker checks it as well.
+    lethe.start_worker()
+    disputes = [
+        {
+            "id": f"dispute-{n}",
+            "type": "dispute.opened",
+            "subject": f"customer:{n}",
+            "occurred_at": "2020-01-01T00:00:00+01:00",
+            "data": {"case": case},
+        }
+        for n, case in enumerate([EMAIL, PHONE, f"Mme Vasquez, {PHONE_PLAIN}", "LIT-2026-3"])
+    ]
+    lethe.python(f"from worker.app import app\napp.send_task('lethe.ingest', args=[{disputes!r}])")
+    lethe.wait_event("dispute-3")
+    wait_for(lambda: lethe.store_count("dead_letters") == 3, 30, "dead letters", lethe.logs)
+    assert lethe.store_count("events") == 1
+    store = sa.create_engine(
+        lethe.env.get("LETHE_DATABASE_URL") or f"sqlite:///{lethe.home / 'var' / 'lethe.sqlite3'}"
+    )
+    with store.connect() as connection:
+        reasons = [r for (r,) in connection.execute(sa.text("SELECT reason FROM dead_letters"))]
+    store.dispose()
+    assert all("field data.case looks like an e-mail address or phone number" in r for r in reasons)
+    shown = "\n".join(reasons) + "\n".join(p.read_text() for p in lethe.logs)
+    assert EMAIL not in shown and PHONE not in shown and PHONE_PLAIN not in shown
+
+
 def test_a_workers_config_shown_over_the_broker_holds_no_secret(distributed: Lethe):
     distributed.start_worker()
     shown = subprocess.run(
