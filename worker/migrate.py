@@ -26,14 +26,10 @@ def alembic_config(url: str) -> Config:
 def upgrade(url: str) -> tuple[str | None, str]:
     """Bring the store at `url` to the newest schema (no-op when already there); returns
     the revisions before and after, so that whoever upgrades can say what it did."""
-    before = None
-    if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
+    path = _sqlite_file(url)
+    if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        if path.exists():
-            before = current_revision(url)
-    else:
-        before = current_revision(url)
+    before = current_revision(url)
     command.upgrade(alembic_config(url), "head")
     return before, head_revision(url)
 
@@ -74,8 +70,18 @@ def ensure_schema(settings: Settings) -> None:
         raise SchemaNotReady(f"{schema_behind(current, head)}: run `lethe db upgrade` first")
 
 
+def _sqlite_file(url: str) -> Path | None:
+    return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+
+
 def current_revision(url: str) -> str | None:
+    """The store's schema revision; None for a store not made yet (an embedded file that
+    does not exist, in a home that may not exist either, is not opened)."""
     from worker.store import read_only_engine
+
+    path = _sqlite_file(url)
+    if path is not None and not path.exists():
+        return None
 
     with read_only_engine(url).connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()

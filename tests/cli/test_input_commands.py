@@ -337,6 +337,15 @@ def test_a_home_that_cannot_hold_files_is_named_with_the_remedy(
     assert "Traceback" not in result.stderr
 
 
+def test_a_fresh_home_with_its_own_secret_is_made_by_the_first_command(lethe, tmp_path: Path):
+    # With LETHE_SECRET set, no secret file is written, and that was what made the home
+    home = tmp_path / "not" / "yet"
+    result = lethe("deadlines", "--format", "json", LETHE_HOME=str(home), LETHE_SECRET="s" * 32)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == []
+    assert (home / "lethe.sqlite3").is_file() and not (home / "secret").exists()
+
+
 def test_status_masks_a_database_password_whatever_it_holds(lethe) -> None:
     url = "postgresql+psycopg://lethe:Se/cr3t@x@127.0.0.1:1/store"
     result = lethe("status", LETHE_DATABASE_URL=url)
