@@ -8,7 +8,6 @@ and removes them afterwards.
 from __future__ import annotations
 
 import os
-import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -94,7 +93,7 @@ def embedded(tmp_path: Path) -> Iterator[Lethe]:
     """The embedded default: no settings at all but a home folder."""
     lethe = Lethe(tmp_path, _base_env(tmp_path))
     yield lethe
-    lethe.kill_workers(signal.SIGTERM)
+    lethe.kill_workers()  # SIGKILL: a warm shutdown waited seconds per test, for nothing
 
 
 @pytest.fixture
@@ -113,7 +112,7 @@ def distributed(tmp_path: Path, postgres_url: str, redis_prefix: str) -> Iterato
     lethe = Lethe(tmp_path, env)
     lethe.run("db", "upgrade")
     yield lethe
-    lethe.kill_workers(signal.SIGTERM)
+    lethe.kill_workers()  # SIGKILL: a warm shutdown waited seconds per test, for nothing
 
 
 @pytest.fixture(params=["embedded", "distributed"])
