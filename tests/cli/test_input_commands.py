@@ -299,8 +299,11 @@ def test_hold_list_shows_the_subject_and_the_keyed_hash_the_dashboard_shows(
 # 8. audit: a malformed subject, a subject or run with no rows
 
 
-def test_audit_on_an_address_says_kind_id_without_echoing_it(lethe) -> None:
-    result = lethe("audit", "--subject", EMAIL)
+@pytest.mark.parametrize("command", [["audit"], ["hold", "list"]])
+def test_a_subject_given_as_an_address_says_kind_id_without_echoing_it(
+    lethe, command: list[str]
+) -> None:
+    result = lethe(*command, "--subject", EMAIL)
     assert_clean_failure(result, 2)
     assert "KIND:ID" in result.stderr and EMAIL not in result.stderr
 

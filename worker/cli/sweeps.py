@@ -280,6 +280,7 @@ def hold_list(subject: str | None, fmt: str) -> None:
     dashboard and the audit show."""
     from worker.holds import hold_rows
 
+    subject_or_exit(subject)  # an address typed here is refused, as by `lethe audit`
     rows = hold_rows(store_url(), settings_or_exit().secret, subject)
     print_rows(rows, fmt, ["id", "subject", "subject_ref", "placed_at", "lifted_at", "reason"])
 
