@@ -145,7 +145,11 @@ def amount_range(column: ColumnElement, ctx: SqlContext) -> ColumnElement:
         *((-column >= bound, sa.literal(bound)) for bound in reversed(AMOUNT_BOUNDS[1:])),
         else_=sa.literal(0),
     )
-    return sa.cast(_unless_null(column, sa.case((column < 0, negative), else_=low)), column.type)
+    # PostgreSQL sorts NaN above every number, so it would take the widest range: left as
+    # it is, as in Python
+    nan = sa.cast(column, sa.Text) == "NaN"
+    amount = sa.case((nan, column), (column < 0, negative), else_=low)
+    return sa.cast(_unless_null(column, amount), column.type)
 
 
 SQL_STRATEGIES: dict[str, tuple[SqlStrategy, frozenset[str]]] = {

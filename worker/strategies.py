@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
+from itertools import pairwise
 from typing import Any
 
 REDACTED = "[redacted]"
@@ -141,7 +142,7 @@ def amount_range(value: Any, ctx: Context) -> Any:
     """
     if value is None:
         return None
-    if isinstance(value, str) and re.fullmatch(r"\d+-(\d+|)", value):
+    if isinstance(value, str) and re.fullmatch(r"-?\d+-(\d+|)", value):
         return value
     try:
         amount = Decimal(value)
@@ -150,8 +151,10 @@ def amount_range(value: Any, ctx: Context) -> Any:
         raise StrategyError(
             f"amount_range expects an amount, got a {type(value).__name__} it cannot read"
         ) from None
-    if not amount.is_finite():
-        raise StrategyError("amount_range expects a finite amount")
+    if amount.is_nan():
+        # numeric and real columns hold NaN: no amount to tell, and raising would fail the
+        # person at every sweep; infinities fall in the widest range, as any large amount
+        return value
     low, high = _bucket(amount)
     if ctx.column.kind == "text":
         return f"{low}-{high if high is not None else ''}"
@@ -199,7 +202,8 @@ MIN_LENGTH: dict[str, int] = {
     "keyed_hash": len(HASH_PREFIX) + MIN_HASH_HEX,
     "pseudonym": len(PSEUDONYM_PREFIX) + MIN_PSEUDONYM_HEX,
     "department": 3,
-    "amount_range": 11,
+    # the widest range written in a text column, "50000-100000"
+    "amount_range": max(len(f"{low}-{high}") for low, high in pairwise(AMOUNT_BOUNDS)),
 }
 
 # Strategies whose output is the same for many values: never into a UNIQUE column.
