@@ -201,7 +201,7 @@ def bind_targets(
     )
     metadata = sa.MetaData()
     metadata.reflect(engine, only=wanted)
-    unique = {name: _unique_columns(inspector, name) for name in wanted}
+    unique = {name: _unique_sets(inspector, name) for name in wanted}
     referenced = _referenced_without_cascade(inspector, tables, set(wanted))
     problems: list[RegisterProblem] = []
     bound: dict[str, list[BoundTarget]] = {}
@@ -254,7 +254,7 @@ def bind_targets(
                         )
                 if missing:
                     continue
-                one_row = facts[target.key].unique
+                one_row = {target.key} in unique[target.table]
                 for column, strategy in target.columns.items():
                     why = column_problem(strategy, facts[column], one_row)
                     if why:
@@ -288,7 +288,7 @@ def _unreachable(engine: Engine, exc: Exception) -> str:
     )
 
 
-def _facts(column: sa.Column, unique: set[str], dialect: str) -> ColumnFacts:
+def _facts(column: sa.Column, unique: list[set[str | None]], dialect: str) -> ColumnFacts:
     kind, length = _kind(column.type)
     return ColumnFacts(
         name=column.name,
@@ -296,7 +296,8 @@ def _facts(column: sa.Column, unique: set[str], dialect: str) -> ColumnFacts:
         length=length,
         integer_bits=_integer_bits(column.type, dialect) if kind == "integer" else None,
         nullable=bool(column.nullable) and not column.primary_key,
-        unique=column.name in unique,
+        # in UNIQUE (customer_id, label) too: a person's two labels redacted would be one
+        unique=any(column.name in columns for columns in unique),
         primary_key=column.primary_key,
         foreign_key=bool(column.foreign_keys),
         padded=isinstance(column.type, sa.CHAR),
@@ -318,25 +319,22 @@ def _kind(column_type: sa.types.TypeEngine) -> tuple[str, int | None]:
         return "date", None
     if isinstance(column_type, sa.Integer):
         return "integer", None
-    if isinstance(column_type, sa.Numeric):
+    if isinstance(column_type, (sa.Numeric, sa.Float)):  # Float is no Numeric from 2.1 on
         return "numeric", None
     if isinstance(column_type, sa.String):
         return "text", column_type.length
     return "other", None
 
 
-def _unique_columns(inspector: sa.Inspector, table: str) -> set[str]:
-    single: set[str] = set()
+def _unique_sets(inspector: sa.Inspector, table: str) -> list[set[str | None]]:
+    """The sets of columns whose values the table keeps unique together."""
     pk = inspector.get_pk_constraint(table).get("constrained_columns") or []
-    if len(pk) == 1:
-        single.add(pk[0])
-    for constraint in inspector.get_unique_constraints(table):
-        if len(constraint["column_names"]) == 1:
-            single.add(constraint["column_names"][0])
-    for index in inspector.get_indexes(table):
-        if index.get("unique") and len(index["column_names"]) == 1:
-            single.add(index["column_names"][0])
-    return single
+    found = [set(pk)] if pk else []
+    found += [set(c["column_names"]) for c in inspector.get_unique_constraints(table)]
+    # an expression (lower(email)) is None among an index's columns, so that index makes no
+    # column unique alone
+    found += [set(i["column_names"]) for i in inspector.get_indexes(table) if i.get("unique")]
+    return found
 
 
 def _referenced_without_cascade(

@@ -30,6 +30,7 @@ PSEUDONYM_PREFIX = "anon-"
 # in practice and a UNIQUE column stays unique.
 MIN_HASH_HEX = 16
 MIN_PSEUDONYM_HEX = 8
+PSEUDONYM_HEX = 12
 
 
 @dataclass(frozen=True)
@@ -246,6 +247,13 @@ def column_problem(name: str, column: ColumnFacts, one_row_per_subject: bool) ->
             f"{where} is UNIQUE and a subject may have several rows here, which would all "
             "get the same pseudonym: use keyed_hash"
         )
+    if column.unique and name == "pseudonym" and pseudonym_digits(column) < PSEUDONYM_HEX:
+        # 8 hex digits: two of 77,000 people share one by even odds; 12: of 20 million
+        return (
+            f"{where} is UNIQUE and holds {column.length} characters: a pseudonym cut to fit "
+            "would soon be the same for two people: widen it to "
+            f"{len(PSEUDONYM_PREFIX) + PSEUDONYM_HEX} characters"
+        )
     needed = MIN_LENGTH.get(name)
     if column.kind == "text" and column.length is not None and needed and column.length < needed:
         return (
@@ -262,7 +270,7 @@ def hash_digits(column: ColumnFacts) -> int:
 
 def pseudonym_digits(column: ColumnFacts) -> int:
     """How many hex digits a pseudonym has: 12, or what the column holds."""
-    return _room(column, len(PSEUDONYM_PREFIX), 12)
+    return _room(column, len(PSEUDONYM_PREFIX), PSEUDONYM_HEX)
 
 
 def _room(column: ColumnFacts, prefix: int, wanted: int) -> int:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 
 import pytest
+import sqlalchemy as sa
 from harness import LETHE, Lethe, copy_register, wait_for
 from sweeping import (
     EARLY,
@@ -262,6 +263,78 @@ def test_targets_that_do_not_fit_the_shop_are_refused_with_the_register_line(
     assert f"{register}:{line}:" in result.stderr and "is NOT NULL" in result.stderr
     seed_store(embedded, shop.data.events)
     assert shop.purge("--now", NOW, check=False)["exit"] == 1
+
+
+OWN_TARGETS = """\
+          - table: addresses
+            key: customer_id
+            columns: {{label: {label}}}
+          - table: loyalty
+            key: customer_id
+            columns: {{points: amount_range}}
+"""
+
+
+def test_a_shops_own_tables_are_checked_by_their_real_constraints(
+    embedded: Lethe, request, tmp_path
+):
+    # A person's addresses are unique per label (two labels redacted would be one), and
+    # loyalty points are a REAL: the shop check says what cannot work, the sweep does the rest.
+    shop = make_shop(embedded, request, people=40)
+    customers = [c["id"] for c in shop.data.rows["customers"]]
+    engine = shop.engine()
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "CREATE TABLE addresses (id INTEGER PRIMARY KEY, customer_id INTEGER NOT NULL, "
+                "label VARCHAR(40) NOT NULL, UNIQUE (customer_id, label))"
+            )
+        )
+        connection.execute(
+            sa.text("CREATE TABLE loyalty (customer_id INTEGER PRIMARY KEY, points REAL)")
+        )
+        connection.execute(
+            sa.text("INSERT INTO addresses (customer_id, label) VALUES (:c, :label)"),
+            [{"c": c, "label": label} for c in customers for label in ("home", "work")],
+        )
+        connection.execute(
+            sa.text("INSERT INTO loyalty VALUES (:c, 1234.5)"), [{"c": c} for c in customers]
+        )
+    engine.dispose()
+    register = copy_register(tmp_path)
+    text = register.read_text()
+    end_of_customers = "              city: null\n"  # crm.customers' first target
+    embedded.env["LETHE_REGISTER"] = str(register)
+
+    def label(strategy: str) -> int:
+        targets = OWN_TARGETS.format(label=strategy)
+        register.write_text(text.replace(end_of_customers, end_of_customers + targets, 1))
+        return (
+            register.read_text().splitlines().index(f"            columns: {{label: {strategy}}}")
+            + 1
+        )
+
+    for strategy, why in [("redact", "is UNIQUE"), ("pseudonym", "several rows")]:
+        line = label(strategy)
+        result = embedded.run("shop", "check", check=False)
+        assert result.returncode == 1
+        assert f"{register}:{line}: activity 'crm.customers', target 'addresses': " in result.stderr
+        assert why in result.stderr and "points" not in result.stderr
+
+    label("keyed_hash")
+    embedded.run("shop", "check")
+    seed_store(embedded, shop.data.events)
+    due = {int(s.split(":")[1]) for s, a in shop.due() if a == "crm.customers"}
+    swept = shop.purge_approved(NOW)
+    assert swept["failed"] == 0 and due
+    engine = shop.engine()
+    with engine.connect() as connection:
+        labels = connection.execute(sa.text("SELECT customer_id, label FROM addresses")).all()
+        points = dict(connection.execute(sa.text("SELECT customer_id, points FROM loyalty")).all())
+    engine.dispose()
+    assert {c: p for c, p in points.items() if c in due} == {c: 1000.0 for c in due}
+    hashed = [label for c, label in labels if c in due]
+    assert len(hashed) == 2 * len(due) and all(label.startswith("h:") for label in hashed)
 
 
 def test_a_held_subject_is_untouched_until_the_hold_is_lifted(distributed: Lethe, request):

@@ -162,6 +162,23 @@ def test_a_pseudonym_in_a_unique_column_needs_one_row_per_subject():
     assert "several rows" in column_problem("pseudonym", login, one_row_per_subject=False)
 
 
+def test_a_pseudonym_in_a_unique_column_is_never_cut_short():
+    # cut to 8 hex digits, two people of some 50,000 already share one: the second's
+    # erasure would break the constraint at every sweep
+    short = ColumnFacts("login", "text", 13, unique=True)
+    secret = b"a-fixed-secret-of-32-characters!"
+    shared = {
+        apply("pseudonym", "x", Context(secret, f"customer:{n}", short)) for n in (49882, 51071)
+    }
+    assert len(shared) == 1
+    for length in (13, 16):
+        login = ColumnFacts("login", "text", length, unique=True)
+        assert "widen it to 17" in column_problem("pseudonym", login, one_row_per_subject=True)
+    login = ColumnFacts("login", "text", 17, unique=True)
+    assert column_problem("pseudonym", login, one_row_per_subject=True) is None
+    assert column_problem("pseudonym", ColumnFacts("name", "text", 13), True) is None
+
+
 def test_every_registered_strategy_says_which_columns_it_accepts():
     from worker.strategies import ACCEPTS
 
