@@ -100,7 +100,8 @@ def keyed_hash(column: ColumnElement, ctx: SqlContext) -> ColumnElement:
         length = sa.cast(sa.func.char_length(ctx.subject), sa.Text)
         message = length.concat(_text(":")).concat(ctx.subject).concat(column)
     hashed = _text(HASH_PREFIX).concat(sa.func.left(ctx.key.hex_of(message), digits))
-    already = column.regexp_match(_whole(HASH_PATTERN))
+    # as text: CHAR(n)'s own match counts its padding, citext's ignores case
+    already = sa.cast(column, sa.Text).regexp_match(_whole(HASH_PATTERN))
     return sa.case((column.is_(None), column), (already, column), else_=hashed)
 
 
@@ -167,7 +168,6 @@ SQL_STRATEGIES: dict[str, tuple[SqlStrategy, frozenset[str]]] = {
 def sql_form(name: str, column: ColumnFacts) -> SqlStrategy | None:
     """The expression for this strategy on this column, or None (apply it in Python)."""
     form = SQL_STRATEGIES.get(name)
-    # CHAR(n): Python sees the padding, SQL's text casts drop it, so hashes would differ
-    if form is None or column.kind not in form[1] or column.padded:
+    if form is None or column.kind not in form[1]:
         return None
     return form[0]

@@ -216,6 +216,10 @@ class StrategyError(ValueError):
 
 
 def apply(name: str, value: Any, ctx: Context) -> Any:
+    if ctx.column.padded and isinstance(value, str):
+        # PostgreSQL's CHAR(n) comes back blank-padded, but the blanks are no part of the
+        # value (its text casts drop them, SQLite never adds them): one value, one hash
+        value = value.rstrip(" ")
     return STRATEGIES[name](value, ctx)
 
 

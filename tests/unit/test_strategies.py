@@ -131,6 +131,14 @@ def test_a_date_becomes_its_year():
     )
 
 
+def test_a_char_value_is_hashed_without_its_blank_padding():
+    # PostgreSQL reads CHAR(80) padded, SQLite as stored: one address, one hash
+    char = ColumnFacts("code", "text", 80, padded=True)
+    once = apply("keyed_hash", "jeanne@example.org".ljust(80), ctx(char))
+    assert once == apply("keyed_hash", "jeanne@example.org", ctx(char))
+    assert apply("keyed_hash", once.ljust(80), ctx(char)) == once  # the row swept again
+
+
 def test_redact_writes_one_fixed_token():
     assert apply("redact", "Martin", ctx(ColumnFacts("last_name", "text", length=100))) == REDACTED
 
