@@ -224,46 +224,59 @@ def apply(name: str, value: Any, ctx: Context) -> Any:
 
 
 def column_problem(name: str, column: ColumnFacts, one_row_per_subject: bool) -> str | None:
-    """Why `name` cannot be used on `column`, or None when every output fits its constraints.
+    """Why `name` cannot be used on `column`, and what can, or None when every output fits
+    its constraints.
 
     Checked before a sweep touches anything, so an anonymised row never fails a
     constraint, is rolled back and comes back at every sweep.
     """
+    why = _unfit(name, column, one_row_per_subject)
+    if why is None or name not in STRATEGIES or column.primary_key:
+        return why
+    # the remedy is what fits this column: a NOT NULL date takes year, not redact
+    fitting = [s for s in STRATEGIES if s != name and not _unfit(s, column, one_row_per_subject)]
+    if not fitting:
+        return (
+            f"{why}: no strategy fits this column; leave it out, or delete the rows "
+            "(delete_rows: true)"
+        )
+    return f"{why}: use {_either(fitting)} instead"
+
+
+def _either(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+def _unfit(name: str, column: ColumnFacts, one_row_per_subject: bool) -> str | None:
     if name not in STRATEGIES:
         return f"unknown strategy {name!r} (known: {', '.join(STRATEGIES)})"
     where = f"column {column.name!r}"
     if column.primary_key:
         return f"{where} is the primary key: other rows point at it, keep it"
     if column.foreign_key and name != "null":
-        return f"{where} is a foreign key: only null can unlink it"
+        return f"{where} is a foreign key, which only null can unlink"
     if column.kind not in ACCEPTS[name]:
-        kinds = ", ".join(sorted(ACCEPTS[name]))
-        return f"{where} is of type {column.kind}: {name} needs a {kinds} column"
+        kinds = _either(sorted(ACCEPTS[name]))
+        return f"{where} is of type {column.kind} and {name} needs a {kinds} column"
     if name == "null" and not column.nullable:
-        return f"{where} is NOT NULL: use redact, keyed_hash or pseudonym instead of null"
+        return f"{where} is NOT NULL"
     if column.unique and name in NOT_INJECTIVE:
-        return (
-            f"{where} is UNIQUE and {name} gives many rows the same value: "
-            "use keyed_hash (or null if the column allows it)"
-        )
+        return f"{where} is UNIQUE and {name} gives many rows the same value"
     if column.unique and name == "pseudonym" and not one_row_per_subject:
         return (
             f"{where} is UNIQUE and a subject may have several rows here, which would all "
-            "get the same pseudonym: use keyed_hash"
+            "get the same pseudonym"
         )
     if column.unique and name == "pseudonym" and pseudonym_digits(column) < PSEUDONYM_HEX:
         # 8 hex digits: two of 77,000 people share one by even odds; 12: of 20 million
         return (
             f"{where} is UNIQUE and holds {column.length} characters: a pseudonym cut to fit "
-            "would soon be the same for two people: widen it to "
-            f"{len(PSEUDONYM_PREFIX) + PSEUDONYM_HEX} characters"
+            "would soon be the same for two people (widen it to "
+            f"{len(PSEUDONYM_PREFIX) + PSEUDONYM_HEX} characters)"
         )
     needed = MIN_LENGTH.get(name)
     if column.kind == "text" and column.length is not None and needed and column.length < needed:
-        return (
-            f"{where} holds {column.length} characters, {name} writes {needed}: "
-            "use null, or a strategy with a shorter output"
-        )
+        return f"{where} holds {column.length} characters, {name} writes {needed}"
     return None
 
 

@@ -164,6 +164,24 @@ def test_a_strategy_that_cannot_fit_its_column_is_refused_before_any_sweep(
     assert expected in (column_problem(strategy, column, one_row_per_subject=True) or "")
 
 
+@pytest.mark.parametrize(
+    ("strategy", "column", "remedy"),
+    [
+        ("null", ColumnFacts("born", "date", nullable=False), "use year instead"),
+        ("amount_range", ColumnFacts("points", "integer", unique=True), "use null instead"),
+        (
+            "redact",
+            ColumnFacts("login", "text", 254, nullable=False, unique=True),
+            "use keyed_hash or pseudonym instead",
+        ),
+        ("null", ColumnFacts("token", "other", nullable=False), "no strategy fits this column"),
+    ],
+)
+def test_a_refusal_names_only_strategies_that_fit_the_column(strategy, column, remedy):
+    # "use redact" for a NOT NULL date would only be refused in turn
+    assert remedy in column_problem(strategy, column, one_row_per_subject=True)
+
+
 def test_a_pseudonym_in_a_unique_column_needs_one_row_per_subject():
     login = ColumnFacts("login", "text", 254, unique=True)
     assert column_problem("pseudonym", login, one_row_per_subject=True) is None
