@@ -422,6 +422,7 @@ def _semantic_problems(register: Register) -> Iterator[tuple[tuple, str]]:
                 f"activity {activity.id!r} has no retention rule: "
                 "art. 5(1)(e) needs a storage limit for every activity",
             )
+        targets: set[str] = set()
         for r, rule in enumerate(activity.retention):
             rule_where = (*where, "retention", r)
             for field in ("clock", "opens_on", "ends_on", "reopens_on"):
@@ -446,6 +447,17 @@ def _semantic_problems(register: Register) -> Iterator[tuple[tuple, str]]:
                 )
             for t, target in enumerate(rule.targets):
                 yield from _target_problems(activity, target, (*rule_where, "targets", t))
+                if target.name in targets:
+                    # the sweep, its audit and the dry run know a target by this name alone
+                    yield (
+                        (*rule_where, "targets", t),
+                        f"activity {activity.id!r}: a second target {target.name!r} (same "
+                        "table and kinds): a sweep would apply only one of them; give each "
+                        "its own kinds, or merge them into one target (one table keyed by "
+                        "two columns for the same kinds, a sender and a recipient, is not "
+                        "supported yet)",
+                    )
+                targets.add(target.name)
 
 
 def _target_problems(

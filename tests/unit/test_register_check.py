@@ -161,6 +161,19 @@ def test_two_activities_with_the_same_id_are_refused(tmp_path):
     assert "duplicate activity id 'crm.customers'" in message
 
 
+def test_a_table_targeted_twice_for_the_same_kinds_is_refused_at_the_second(tmp_path):
+    # a sweep applied only one of them, and the lifecycle was audited erased all the same
+    second = (
+        "          - table: orders\n"
+        "            key: ship_name\n"
+        "            columns: {gift_message: null}\n"
+    )
+    end = "              gift_message: null\n"
+    broken = break_register(tmp_path, end, end + second, at="- table: orders")
+    message = the_problem(check(str(broken.path)), broken)
+    assert "activity 'sales': a second target 'orders'" in message
+
+
 def test_an_activity_without_retention_key_is_refused_at_the_activity(tmp_path):
     text = SHIPPED.read_text(encoding="utf-8")
     assert text.endswith(SALES_RULE), "the sales rule is no longer last in the register"
