@@ -228,7 +228,14 @@ def bind_targets(
                     problem(
                         (*where, "table"),
                         f"{label}: the shop database has no table {target.table!r} "
-                        f"(tables: {', '.join(sorted(tables)) or 'none'})",
+                        f"(tables: {', '.join(sorted(tables)) or 'none'})"
+                        + (
+                            "; only the connection's default schema is read: set the "
+                            "schema in LETHE_SHOP_DATABASE_URL (PostgreSQL: "
+                            "?options=-csearch_path%3Dcrm) and name the table alone"
+                            if "." in target.table
+                            else ""
+                        ),
                     )
                     continue
                 table = metadata.tables[target.table]

@@ -264,6 +264,12 @@ def test_targets_that_do_not_fit_the_shop_are_refused_with_the_register_line(
     seed_store(embedded, shop.data.events)
     assert shop.purge("--now", NOW, check=False)["exit"] == 1
 
+    # a table named with its schema: only the connection's schema is read, so say how
+    register.write_text(text.replace("- table: customers", "- table: crm.customers", 1))
+    result = embedded.run("shop", "check", check=False)
+    assert "has no table 'crm.customers'" in result.stderr
+    assert "set the schema in LETHE_SHOP_DATABASE_URL" in result.stderr
+
 
 OWN_TARGETS = """\
           - table: addresses
