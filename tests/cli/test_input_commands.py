@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -347,6 +349,19 @@ def test_a_fresh_home_with_its_own_secret_is_made_by_the_first_command(lethe, tm
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == []
     assert (home / "lethe.sqlite3").is_file() and not (home / "secret").exists()
+
+
+def test_a_command_leaves_what_it_wrote_in_the_store_file_itself(lethe, tmp_path: Path):
+    # The store's connection is closed at exit, which folds the WAL into the file: a copy of
+    # lethe.sqlite3 alone (a backup, a move to another host) holds the hold just placed.
+    home = tmp_path / "home"
+    placed = lethe("hold", "place", "customer:100000042", "--reason", "case LIT-2026-3")
+    assert placed.returncode == 0, placed.stderr
+    assert not (home / "lethe.sqlite3-wal").exists(), "the store's WAL was left behind"
+    copy = tmp_path / "copy.sqlite3"
+    shutil.copyfile(home / "lethe.sqlite3", copy)
+    with closing(sqlite3.connect(copy)) as db:
+        assert db.execute("SELECT reason FROM holds").fetchall() == [("case LIT-2026-3",)]
 
 
 def test_status_masks_a_database_password_whatever_it_holds(lethe) -> None:

@@ -5,8 +5,6 @@ Commands live in modules by theme and attach themselves to `main`.
 
 from __future__ import annotations
 
-import gc
-
 import click
 
 
@@ -21,11 +19,6 @@ class _Lethe(click.Group):
             return super().invoke(ctx)
         except SettingsError as exc:
             raise click.ClickException(str(exc)) from None
-        finally:
-            # The command is done and the process about to end: the collector's last pass
-            # over every object the imports made (a sixth of a second, a fifth of a short
-            # command) frees nothing the operating system does not free at exit.
-            gc.freeze()
 
 
 @click.group(cls=_Lethe)
