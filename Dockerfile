@@ -7,6 +7,8 @@ COPY pyproject.toml README.md /src/
 COPY worker /src/worker
 COPY tasks /src/tasks
 COPY schedules /src/schedules
+# the shipped register, which pyproject maps into the package as worker/registers/
+COPY registers /src/registers
 RUN /opt/lethe/bin/pip install "/src[ops]"
 
 FROM python:3.11-slim-bookworm

@@ -13,6 +13,7 @@ server is needed.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -72,11 +73,28 @@ def _checked(command: list[str], cwd: Path) -> None:
     assert result.returncode == 0, f"{' '.join(command)}\n{result.stdout}\n{result.stderr}"
 
 
+def copy_as_the_image_does(sources: Path) -> None:
+    """What the Dockerfile's build stage copies into /src before `pip install /src`: the
+    wheel is built from that alone, so a file the build needs and the image leaves out
+    fails here, as it would fail `docker build`."""
+    build_stage = re.split(r"^FROM ", (ROOT / "Dockerfile").read_text(), flags=re.MULTILINE)[1]
+    copies = re.findall(r"^COPY ((?:\S+ )+)/src/(\S*)$", build_stage, re.MULTILINE)
+    assert copies, "the Dockerfile's build stage copies nothing into /src"
+    sources.mkdir(parents=True)
+    for names, target in copies:
+        for name in names.split():
+            destination = sources / (target or name)
+            if (ROOT / name).is_dir():
+                shutil.copytree(ROOT / name, destination, ignore=NOT_SOURCES)
+            else:
+                shutil.copyfile(ROOT / name, destination)
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     base = tmp_path_factory.mktemp("wheel")
     sources = base / "sources"
-    shutil.copytree(ROOT, sources, ignore=NOT_SOURCES)
+    copy_as_the_image_does(sources)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     _checked([*pip, "wheel", str(sources), "--no-deps", "-w", str(base / "dist")], base)
     wheels = sorted((base / "dist").glob("lethe-*.whl"))
