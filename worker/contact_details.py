@@ -12,7 +12,21 @@ import re
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[a-zA-Z]{2,}")
 # A whole value that is a phone number: digits and separators, 9 digits or more.
 PHONE = re.compile(r"^\+?[\d .()-]{9,}$")
-_DIGIT_RUN = re.compile(r"\+?\d[\d .()/-]*\d")
+# In free text: digits with optional separators, not part of a longer token (uuid, float,
+# date). A colon before them is a label (`phone:0612345678`) unless a digit precedes it
+# (a time).
+PHONE_CANDIDATE = re.compile(r"(?<![\w./-])(?<!\d:)\+?\(?\d[\d .()/-]{6,}\d(?![\w.:/-])")
+
+
+def looks_like_phone(candidate: str) -> bool:
+    """Whether a PHONE_CANDIDATE match is a phone number: 9 to 15 digits, in one run or in
+    short groups (`06 12 34 56 78`); a case number (`2026-000123`, `2026/14332`), a float
+    or a timestamp has a long group next to a separator."""
+    digits = sum(c.isdigit() for c in candidate)
+    if not 9 <= digits <= 15:
+        return False
+    groups = re.findall(r"\d+", candidate)
+    return len(groups) == 1 or all(len(g) <= 4 for g in groups)
 
 
 def is_contact_detail(value: str) -> bool:
@@ -27,11 +41,10 @@ def id_is_contact_detail(value: str) -> bool:
 
 
 def mentions_contact_details(text: str) -> bool:
-    """Whether free text holds an e-mail address or a phone number (a run of 9+ digits;
-    a date such as 2026-11-26 has 8)."""
+    """Whether free text holds an e-mail address or a phone number (what the logs mask)."""
     if EMAIL.search(text):
         return True
-    return any(sum(c.isdigit() for c in run) >= 9 for run in _DIGIT_RUN.findall(text))
+    return any(looks_like_phone(m.group(0)) for m in PHONE_CANDIDATE.finditer(text))
 
 
 # An id shorter than this is taken for a number among others (a count, a day) when it

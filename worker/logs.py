@@ -18,14 +18,12 @@ from typing import Any
 import structlog
 from celery.signals import before_task_publish, setup_logging
 
+from worker.contact_details import PHONE_CANDIDATE, looks_like_phone
 from worker.hashing import subject_ref
 
 _DROPPED = {"data", "payload", "email", "phone", "name", "address", "raw", "args", "kwargs"}
 _REMOVED = "[removed]"
 _EMAIL = re.compile(r"[^@\s'\"<>(),;:]+@[^@\s'\"<>(),;:]+\.[a-zA-Z]{2,}")
-# Digits with optional separators, not part of a longer token (uuid, float, date). A
-# colon before them is a label (`phone:0612345678`) unless a digit precedes it (a time).
-_PHONE_CANDIDATE = re.compile(r"(?<![\w./-])(?<!\d:)\+?\(?\d[\d .()/-]{6,}\d(?![\w.:/-])")
 # SQLAlchemy appends a statement's bound values to its errors; they are row data.
 _SQL_PARAMETERS = re.compile(r"\[parameters: .*?\](?=\s*(?:\(|$))", re.DOTALL)
 # Celery names the task in its own messages: `Task lethe.ingest[<uuid>] received`.
@@ -35,22 +33,12 @@ _HANDLER_NAME = "lethe-structlog"
 _secret: bytes = b""
 
 
-def _looks_like_phone(candidate: str) -> bool:
-    digits = sum(c.isdigit() for c in candidate)
-    if not 9 <= digits <= 15:
-        return False
-    groups = re.findall(r"\d+", candidate)
-    # A phone number is one run of digits, or short groups; a float or a
-    # timestamp has a long group next to a separator.
-    return len(groups) == 1 or all(len(g) <= 4 for g in groups)
-
-
 def mask_personal_values(text: str) -> str:
     """The text with e-mail addresses, phone numbers and SQL bound values replaced."""
     text = _SQL_PARAMETERS.sub("[parameters removed]", text)
     text = _EMAIL.sub(_REMOVED, text)
-    return _PHONE_CANDIDATE.sub(
-        lambda m: _REMOVED if _looks_like_phone(m.group(0)) else m.group(0), text
+    return PHONE_CANDIDATE.sub(
+        lambda m: _REMOVED if looks_like_phone(m.group(0)) else m.group(0), text
     )
 
 

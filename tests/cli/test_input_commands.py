@@ -221,7 +221,14 @@ def test_hold_before_any_event_is_placed_with_a_warning(lethe) -> None:
 
 
 @pytest.mark.parametrize(
-    "reason", [f"asked by {EMAIL}", "called back on 06 12 34 56 78", "tel +33612345678"]
+    "reason",
+    [
+        f"asked by {EMAIL}",
+        "called back on 06 12 34 56 78",
+        "tel +33612345678",
+        "tel +33 (0)6 12 34 56 78",
+        "mobile:0612345678",
+    ],
 )
 def test_a_hold_reason_with_contact_details_is_refused_without_echoing_them(
     lethe, reason: str
@@ -232,9 +239,24 @@ def test_a_hold_reason_with_contact_details_is_refused_without_echoing_them(
     assert json.loads(lethe("hold", "list", "--format", "json").stdout) == []
 
 
-def test_a_hold_reason_with_a_date_and_a_case_number_is_fine(lethe) -> None:
-    result = lethe("hold", "place", "customer:999", "--reason", "case LIT-2026-3 of 2026-11-26")
+@pytest.mark.parametrize(
+    "reason",
+    [
+        "case LIT-2026-3 of 2026-11-26",
+        "LIT-2026-100042",
+        "case 2026-0042 (2026-03-01)",
+        "court case 2026/14332",
+        "Zendesk #48213 re order 2026-000123",
+    ],
+)
+def test_a_hold_reason_with_dates_and_case_numbers_is_fine(lethe, reason: str) -> None:
+    # case numbers are long runs of digits too: a phone number is 9 to 15 digits in one
+    # run or in short groups
+    result = lethe("hold", "place", "customer:999", "--reason", reason)
     assert result.returncode == 0, result.stderr
+    assert [h["reason"] for h in json.loads(lethe("hold", "list", "--format", "json").stdout)] == [
+        reason
+    ]
 
 
 SUBJECT = "customer:100042"
