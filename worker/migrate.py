@@ -10,7 +10,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from worker.settings import Settings
+from worker.settings import Settings, sqlite_file
 
 _SCRIPTS = Path(__file__).resolve().parent / "migrations"
 
@@ -26,7 +26,7 @@ def alembic_config(url: str) -> Config:
 def upgrade(url: str) -> tuple[str | None, str]:
     """Bring the store at `url` to the newest schema (no-op when already there); returns
     the revisions before and after, so that whoever upgrades can say what it did."""
-    path = _sqlite_file(url)
+    path = sqlite_file(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
     before = current_revision(url)
@@ -70,16 +70,12 @@ def ensure_schema(settings: Settings) -> None:
         raise SchemaNotReady(f"{schema_behind(current, head)}: run `lethe db upgrade` first")
 
 
-def _sqlite_file(url: str) -> Path | None:
-    return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
-
-
 def current_revision(url: str) -> str | None:
     """The store's schema revision; None for a store not made yet (an embedded file that
     does not exist, in a home that may not exist either, is not opened)."""
     from worker.store import read_only_engine
 
-    path = _sqlite_file(url)
+    path = sqlite_file(url)
     if path is not None and not path.exists():
         return None
 

@@ -200,6 +200,17 @@ def _secret(env: dict[str, str], home: Path, embedded: bool) -> bytes:
         ) from None
 
 
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL (`sqlite:///path`, query string or not); None for another
+    database or SQLite in memory."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
 def safe_url(url: str) -> str:
     """A broker or database URL fit to print: the password masked, whatever it holds
     (a `/` or an `@` written unescaped included)."""

@@ -24,7 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from worker.hashing import value_hash
 from worker.register import Register, RegisterProblem, Target, register_line
-from worker.settings import safe_url
+from worker.settings import safe_url, sqlite_file
 from worker.sql_strategies import HmacKey, SqlContext, sql_form
 from worker.store import POSTGRES_CONNECT_ARGS, one_of
 from worker.strategies import ColumnFacts, Context, apply, column_problem, is_anonymised
@@ -136,14 +136,13 @@ class Applied:
 
 
 def shop_engine(url: str) -> Engine:
-    if url.startswith("sqlite:///"):
-        path = Path(url.removeprefix("sqlite:///"))
-        if not path.exists():
-            raise ShopUnavailable(
-                f"the shop database {path} does not exist: set LETHE_SHOP_DATABASE_URL to the "
-                "shop's database (`lethe demo` builds a demo shop in $LETHE_HOME/demo/"
-                "shop.sqlite3 that it can point at)"
-            )
+    path = sqlite_file(url)
+    if path is not None and not path.exists():
+        raise ShopUnavailable(
+            f"the shop database {path} does not exist: set LETHE_SHOP_DATABASE_URL to the "
+            "shop's database (`lethe demo` builds a demo shop in $LETHE_HOME/demo/"
+            "shop.sqlite3 that it can point at)"
+        )
     return _engine(url)
 
 

@@ -24,7 +24,7 @@ from worker.dashboard.figures import (
     overdue_cutoff,
 )
 from worker.durations import Duration
-from worker.settings import Settings, safe_url
+from worker.settings import Settings, safe_url, sqlite_file
 
 # A running sweep writes a heartbeat; silent this long, its worker is presumed lost.
 STALE_HEARTBEAT = timedelta(minutes=30)
@@ -95,12 +95,11 @@ def _queue_length(connection, queue: str) -> int | None:
 
 def database_check(settings: Settings) -> Check:
     shown = safe_url(settings.database_url)
-    if settings.database_url.startswith("sqlite"):
-        path = Path(settings.database_url.removeprefix("sqlite:///"))
-        if not path.exists():
-            return Check(
-                "database", Level.down, f"no store at {path}: run `lethe worker` or `lethe demo`"
-            )
+    path = sqlite_file(settings.database_url)
+    if path is not None and not path.exists():
+        return Check(
+            "database", Level.down, f"no store at {path}: run `lethe worker` or `lethe demo`"
+        )
     try:
         return schema_check(settings.database_url)
     except SQLAlchemyError as exc:

@@ -386,6 +386,14 @@ def test_a_command_leaves_what_it_wrote_in_the_store_file_itself(lethe, tmp_path
         assert db.execute("SELECT reason FROM holds").fetchall() == [("case LIT-2026-3",)]
 
 
+def test_a_sqlite_store_url_with_options_is_found_by_status(lethe, tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'store.sqlite3'}?timeout=30"
+    assert lethe("db", "upgrade", LETHE_DATABASE_URL=url).returncode == 0
+    status = lethe("status", LETHE_DATABASE_URL=url)
+    database = next(line for line in status.stdout.splitlines() if "database" in line)
+    assert "schema up to date" in database, status.stdout
+
+
 def test_status_masks_a_database_password_whatever_it_holds(lethe) -> None:
     url = "postgresql+psycopg://lethe:Se/cr3t@x@127.0.0.1:1/store"
     result = lethe("status", LETHE_DATABASE_URL=url)
