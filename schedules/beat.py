@@ -41,7 +41,9 @@ def slot_for(now: datetime, at: str, timezone: str) -> pendulum.DateTime:
     hour, minute = hour_minute(at)
     local = pendulum.instance(now + CLOCK_SKEW).in_timezone(timezone)
     candidate = _at(local, hour, minute)
-    if candidate > local:
+    # Instants, not readings: in one zone Python compares wall times (PEP 495), so 02:05
+    # after the autumn change looked earlier than that night's first 02:30.
+    if candidate.timestamp() > local.timestamp():
         candidate = _at(local.subtract(days=1), hour, minute)
     return candidate.in_timezone("UTC")
 

@@ -8,7 +8,7 @@ import pendulum
 import pytest
 from sqlalchemy.dialects import postgresql, sqlite
 
-from schedules.beat import slot_for
+from schedules.beat import CLOCK_SKEW, slot_for
 from worker.register import RegisterError, parse_register
 from worker.sweep import claim_statement
 from worker.sweep_plan import (
@@ -22,15 +22,52 @@ from worker.sweep_plan import (
     targets_for,
 )
 
+# The nightly instants around each daylight-saving night, written out by hand (UTC):
+# in spring 02:30 does not exist and stands for 01:30+01:00; in autumn 02:30 happens
+# twice and the first one counts; 03:00 happens once on both nights.
+NIGHTLY = {
+    ("2026-03-29", "02:30"): [
+        "2026-03-27T01:30Z",
+        "2026-03-28T01:30Z",
+        "2026-03-29T00:30Z",
+        "2026-03-30T00:30Z",
+    ],
+    ("2026-03-29", "03:00"): [
+        "2026-03-27T02:00Z",
+        "2026-03-28T02:00Z",
+        "2026-03-29T01:00Z",
+        "2026-03-30T01:00Z",
+    ],
+    ("2026-10-25", "02:30"): [
+        "2026-10-23T00:30Z",
+        "2026-10-24T00:30Z",
+        "2026-10-25T00:30Z",
+        "2026-10-26T01:30Z",
+    ],
+    ("2026-10-25", "03:00"): [
+        "2026-10-23T01:00Z",
+        "2026-10-24T01:00Z",
+        "2026-10-25T02:00Z",
+        "2026-10-26T02:00Z",
+    ],
+}
 
-@pytest.mark.parametrize("night", ["2026-03-29", "2026-10-25"])
-@pytest.mark.parametrize("at", ["02:30", "03:00"])
+
+@pytest.mark.parametrize(("night", "at"), sorted(NIGHTLY))
 def test_every_tick_of_a_daylight_saving_night_falls_in_one_slot_a_day(night, at):
+    # Each tick, whenever it fires, names the latest nightly instant at or before it
+    # (CLOCK_SKEW early at most): one slot per local day, and never the night before's,
+    # which is claimed already (the night would pass without a sweep).
+    nightly = [pendulum.parse(s) for s in NIGHTLY[(night, at)]]
     start = pendulum.parse(f"{night}T00:00:00", tz="UTC").subtract(days=1)
-    slots = {
-        slot_for(start.add(minutes=m), at, "Europe/Paris").date() for m in range(0, 3 * 24 * 60, 7)
-    }
-    assert len(slots) == 4  # the day before, and three local days: one slot each
+    wrong = []
+    for minutes in range(0, 3 * 24 * 60, 7):
+        tick = start.add(minutes=minutes)
+        expected = max(s for s in nightly if s <= tick + CLOCK_SKEW)
+        got = slot_for(tick, at, "Europe/Paris")
+        if got != expected:
+            wrong.append(f"tick {tick.isoformat()}: slot {got.isoformat()}, not {expected}")
+    assert not wrong, wrong
 
 
 @pytest.mark.parametrize("tick", ["03:00", "03:10", "03:29", "03:45", "23:00"])
@@ -57,9 +94,12 @@ def test_a_worker_whose_clock_is_a_little_behind_beats_still_sweeps_that_night()
 
 
 def test_a_clock_jumping_back_an_hour_cannot_make_a_second_slot():
+    # 03:10+02:00 is 02:10 in winter time, 40 minutes after that night's first 02:30:
+    # the worker whose clock still reads summer time, and the one read after the jump,
+    # both name that night's slot (before: the first named the night before's).
     first = slot_for(pendulum.parse("2026-10-25T03:10:00+02:00"), "02:30", "Europe/Paris")
     again = slot_for(pendulum.parse("2026-10-25T02:40:00+01:00"), "02:30", "Europe/Paris")
-    assert first.date() in (again.date(), again.subtract(days=1).date())
+    assert first == again == pendulum.parse("2026-10-25T02:30:00+02:00")
 
 
 LIMITS = ApprovalLimits(factor=10, share=0.5, floor=100)
