@@ -126,6 +126,24 @@ def test_most_of_a_table_at_once_waits():
     assert reasons == ["table customers: 600 of its 1000 rows' subjects are due (60%, limit 50%)"]
 
 
+def test_the_limits_are_more_than_and_read_the_last_ten_sweeps():
+    # README: more than 10 x the median, more than 50 % of a table's rows
+    history = [100, 110, 105]  # three sweeps are enough for a median
+    assert approval_reasons(1_050, history, False, {}, {}, LIMITS) == []
+    assert approval_reasons(1_051, history, False, {}, {}, LIMITS) == [
+        "1051 lifecycles due, more than 10 x the median of the last 3 sweeps (105)"
+    ]
+    assert approval_reasons(500, [], False, {"customers": 500}, {"customers": 1_000}, LIMITS) == []
+    assert approval_reasons(501, [], False, {"customers": 501}, {"customers": 1_000}, LIMITS)
+    # the median of the 10 latest (listed latest first), not of a busier past
+    assert approval_reasons(2_000, [100] * 10 + [10_000] * 15, False, {}, {}, LIMITS)
+
+
+def test_a_small_table_mostly_due_never_waits():
+    # below the floor no sweep stops for size, whatever share of a small table it is
+    assert approval_reasons(60, [], False, {"candidates": 60}, {"candidates": 80}, LIMITS) == []
+
+
 def test_due_subjects_are_counted_per_table_by_the_kinds_a_target_holds(register):
     pairs = table_kinds(register)
     # invoices: deleted at 10 years for customers and ambassadors alike
