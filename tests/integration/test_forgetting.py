@@ -166,6 +166,9 @@ def test_a_year_after_the_last_erasure_lethe_forgets_the_person_but_keeps_the_pr
     assert proof["erasure_requested_at"] == ["2022-04-01T10:00:00+02:00"]
     assert proof["erased_activities"] == proof_before["erased_activities"]
     assert proof["not_yet_erased"] == [] and proof["audit_rows"] == len(audit_before) + 1
+    # the digest stands for the rows: one more row, another digest
+    assert proof["audit_digest"].startswith("sha256:")
+    assert proof["audit_digest"] != proof_before["audit_digest"]
     logs = "".join(log.read_text() for log in lethe.logs)
     assert "Traceback" not in logs and ASKED not in logs
 

@@ -389,8 +389,23 @@ def test_an_erasure_request_erases_all_but_what_the_law_keeps_with_a_proof(
     assert invoices and all(r["billing_name"] and r["customer_email"] is None for r in invoices)
     proof = json.loads(embedded.run("audit", "--subject", subject, "--proof").stdout)
     assert proof["erasure_requested_at"] == ["2026-11-20T10:00:00+01:00"]
-    assert "crm.customers" in proof["erased_activities"]
+    assert proof["erased_activities"] == sorted(states)
     assert [k["activity"] for k in proof["not_yet_erased"]] == ["crm.invoices"]
+    # what the law keeps, and why: the invoices' legal mentions, for 10 years
+    [kept] = proof["kept_by_law"]
+    assert (kept["activity"], kept["target"]) == ("crm.customers", "invoices[customer]")
+    assert kept["columns"].split(",") == [
+        "number",
+        "issued_at",
+        "billing_name",
+        "billing_street",
+        "billing_postcode",
+        "billing_city",
+        "amount_excl_tax",
+        "vat",
+        "amount_incl_tax",
+    ]
+    assert "L123-22" in kept["why"] and email not in json.dumps(proof)
     csv = embedded.run("audit", "--subject", subject, "--format", "csv").stdout
     assert "erasure.requested (GDPR art. 17)" in csv and email not in csv
 
