@@ -68,6 +68,37 @@ def test_emit_many_takes_match_and_aware_datetimes_as_emit_does_and_refuses_naiv
     assert lethe.store_count("events where lower(cast(data as text)) like '%ines%'") == 0
 
 
+def test_emit_many_refuses_an_address_hidden_one_level_down_alone_and_sends_the_rest(
+    lethe: Lethe,
+):
+    email, phone = "jean.dupont@example.com", "+33 6 12 34 56 78"
+    lethe.start_worker()
+    out = lethe.python(
+        "import json\n"
+        "from worker.client import emit_many\n"
+        "hidden = {'id': 'n-1', 'type': 'order.closed', 'subject': 'customer:601',\n"
+        "          'occurred_at': '2026-03-01T10:00:00+01:00',\n"
+        f"          'data': {{'contact': {{'email': {email!r}}}}}}}\n"
+        "report = emit_many([\n"
+        "    json.dumps(hidden),  # a line of an events file\n"
+        "    {'type': 'order.closed', 'subject': 'customer:602', 'id': 'n-2',\n"
+        f"     'data': {{'phones': [{phone!r}]}}}},\n"
+        "    {'type': 'order.closed', 'subject': 'customer:603', 'id': 'n-3',\n"
+        "     'data': {'order': {'id': 'A-1'}}},\n"
+        "])\n"
+        "print(json.dumps({'sent': report.sent, 'refused': report.refused, 'ids': report.ids}))\n"
+    ).stdout
+    report = json.loads(out)
+    assert (report["sent"], report["ids"]) == (1, ["n-3"])
+    assert [position for position, _ in report["refused"]] == [1, 2]
+    assert all("looks like an e-mail address or phone number" in r for _, r in report["refused"])
+    assert email not in out and phone not in out
+    lethe.wait_event("n-3")
+    # the refused never left the shop: nothing of them in the store, not even a dead letter
+    assert lethe.store_count("events") == 1 and lethe.store_count("dead_letters") == 0
+    assert lethe.store_count("events where cast(data as text) like '%A-1%'") == 1
+
+
 # -- a broker that goes away mid-way -------------------------------------------------------
 
 

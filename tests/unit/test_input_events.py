@@ -233,22 +233,6 @@ def test_data_nested_deeper_than_the_bound_is_refused() -> None:
         client._refuse_plain_personal_data(data)
 
 
-def test_emit_many_refuses_the_nested_address_alone_and_sends_the_rest(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    sent: list[list[dict[str, Any]]] = []
-    monkeypatch.setattr(client, "_publish", lambda batch, one=False: sent.append(batch))
-    events = [
-        json.dumps(raw_event(data={"contact": {"email": EMAIL}})),
-        json.dumps(raw_event(id="ev-2", data={"phones": [PHONE]})),
-        json.dumps(raw_event(id="ev-3", data={"order": {"id": "A-1"}})),
-    ]
-    report = client.emit_many(events)
-    assert report.sent == 1 and [e["id"] for e in sent[0]] == ["ev-3"]
-    assert [position for position, _ in report.refused] == [1, 2]
-    assert all(EMAIL not in r and PHONE not in r for _, r in report.refused)
-
-
 @pytest.mark.parametrize(
     "value",
     [Decimal("12.5"), date(2026, 1, 1), UUID(int=7), b"raw", float("nan"), float("inf"), "a\x00b"],
