@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import sqlalchemy as sa
 from harness import CELERY, REDIS_URL, Lethe, wait_for
 
-from worker.delivery import MAX_DELIVERIES, too_many_deliveries
+from worker.delivery import MAX_DELIVERIES
 from worker.migrate import upgrade
 
 
@@ -58,19 +58,80 @@ def test_db_upgrade_is_idempotent_and_deadlines_filter(embedded: Lethe, samples:
     assert len(one) == 4 and all(line.split()[4] == "held" for line in one[1:])
 
 
-def test_a_batch_redelivered_too_often_is_set_aside_not_looped(tmp_path: Path):
-    url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
-    upgrade(url)
-    request = SimpleNamespace(id="task-1", delivery_info={"redelivered": True})
-    events = [{"id": "e-1", "type": "order.closed", "subject": "customer:1"}]
-    verdicts = [too_many_deliveries(url, request, events) for _ in range(MAX_DELIVERIES)]
-    assert verdicts == [False] * (MAX_DELIVERIES - 2) + [True, False]
-    first = SimpleNamespace(id="task-2", delivery_info={})
-    assert too_many_deliveries(url, first, events) is False
-    with sa.create_engine(url).connect() as connection:
-        reasons = connection.execute(sa.text("select reason, event_id from dead_letters")).all()
-    assert len(reasons) == 1 and reasons[0].event_id == "e-1"
-    assert "worker was lost each time" in reasons[0].reason
+def test_a_batch_whose_worker_dies_each_time_is_set_aside_at_its_5th_delivery(
+    distributed: Lethe,
+):
+    # Each worker takes the batch and is killed while its ingestion waits on a lock
+    # the test holds on the events table; Redis gives the batch back after the
+    # visibility timeout (5 s here) to the next worker, flagged as redelivered.
+    lethe = distributed
+    events = [
+        {
+            "id": f"poison-{n}",
+            "type": "order.closed",
+            "subject": f"customer:{n}",
+            "occurred_at": "2025-05-05T10:00:00+02:00",
+        }
+        for n in range(3)
+    ]
+    store = sa.create_engine(lethe.env["LETHE_DATABASE_URL"])
+    blocker = store.connect()
+    blocking = blocker.begin()
+    blocker.execute(sa.text("LOCK TABLE events IN ACCESS EXCLUSIVE MODE"))
+
+    def waiting_since(moment) -> int:
+        """Sessions opened after `moment` that wait for a lock (the killed workers' own
+        sessions may go on waiting: they are older)."""
+        with store.connect() as connection:
+            return connection.execute(
+                sa.text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND datname = current_database() AND backend_start > :moment"
+                ),
+                {"moment": moment},
+            ).scalar_one()
+
+    def database_now():
+        with store.connect() as connection:
+            return connection.execute(sa.text("SELECT clock_timestamp()")).scalar_one()
+
+    try:
+        lethe.python(
+            f"from worker.app import app\napp.send_task('lethe.ingest', args=[{events!r}])"
+        )
+        for delivery in range(1, MAX_DELIVERIES):
+            started = database_now()
+            lethe.start_worker()
+            wait_for(
+                lambda started=started: waiting_since(started) > 0,
+                60,
+                f"delivery {delivery} to wait on the lock",
+                lethe.logs,
+            )
+            assert lethe.store_count("dead_letters") == 0, f"set aside at delivery {delivery}"
+            lethe.kill_workers(signal.SIGKILL)
+        started = database_now()
+        lethe.start_worker()
+        wait_for(
+            lambda: lethe.store_count("dead_letters") == len(events),
+            60,
+            f"the batch set aside at delivery {MAX_DELIVERIES}",
+            lethe.logs,
+        )
+        assert waiting_since(started) == 0  # set aside before any ingestion
+    finally:
+        blocking.rollback()
+        blocker.close()
+    letters = json.loads(lethe.run("dead-letters", "--format", "json").stdout)
+    assert sorted(x["event_id"] for x in letters) == [e["id"] for e in events]
+    assert all(
+        "delivered 5 times and the worker was lost each time" in x["reason"] for x in letters
+    )
+    assert lethe.store_count("events") == 0
+    # kept whole: a replay stores them
+    assert "replayed 3, still refused 0" in lethe.run("dead-letters", "--replay").stderr
+    assert lethe.store_count("events") == len(events)
+    store.dispose()
 
 
 def test_an_erased_lifecycle_stays_erased_unless_a_later_event_reopens_it(postgres_url: str):
