@@ -362,6 +362,50 @@ def test_a_held_subject_is_untouched_until_the_hold_is_lifted(distributed: Lethe
     assert {r["activity"] for r in trail} >= {"crm.customers"}
 
 
+def test_a_hold_placed_before_any_event_covers_the_lifecycles_the_events_open(
+    lethe: Lethe, request
+):
+    # README: a hold may precede events; it covers the subject's lifecycles once they exist
+    from datetime import datetime
+
+    from worker.demo_shop import metadata
+
+    shop = _ready(lethe, request, people=80)
+    subject, address = "customer:900001", "jeanne.held@example.org"
+    with shop.engine().begin() as connection:
+        connection.execute(
+            metadata.tables["customers"].insert(),
+            {
+                "id": 900_001,
+                "email": address,
+                "first_name": "Jeanne",
+                "last_name": "Martin",
+                "created_at": datetime(2019, 1, 5, 10, 0),
+            },
+        )
+    placed = lethe.run("hold", "place", subject, "--reason", "case LIT-2026-5")
+    assert "this subject has no lifecycle yet" in placed.stderr
+    lethe.start_worker()
+    lethe.python(
+        "from worker.client import emit\n"
+        f"emit('order.closed', subject={subject!r}, id='held-order',"
+        " occurred_at='2019-02-01T10:00:00+01:00')\n"
+    )
+    lethe.wait_event("held-order")
+    wait_for(
+        lambda: any(s == subject for s, _ in shop.lifecycles()), 30, "its lifecycles", lethe.logs
+    )
+    states = {a: r["state"] for (s, a), r in shop.lifecycles().items() if s == subject}
+    assert states and set(states.values()) == {"held"}, states  # due since 2024 otherwise
+    assert shop.purge("--now", NOW)["status"] == "done"
+    assert shop.rows("customers")[900_001]["email"] == address
+    assert json.loads(lethe.run("audit", "--subject", subject, "--format", "json").stdout) == []
+
+    lethe.run("hold", "lift", subject, "--reason", "case closed")
+    shop.purge("--now", NOW)
+    assert shop.rows("customers")[900_001]["email"].startswith("h:")
+
+
 def _erasure_requested_then_swept(shop: Shop, subject: str) -> None:
     """The person asks for erasure (art. 17) on 20 November; the worker stores it; a sweep."""
     shop.lethe.python(
