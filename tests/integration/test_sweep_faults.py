@@ -243,6 +243,42 @@ def test_a_shop_that_is_down_leaves_everything_due_and_says_so(lethe: Lethe, req
     assert shop.purge("--now", NOW)["erased"] == len(due)
 
 
+def test_beat_retries_a_sweep_whose_shop_was_down_and_the_same_run_erases_once_it_is_back(
+    embedded: Lethe, request
+):
+    # README: a shop database that is down fails the attempt with an ALERT; every
+    # lifecycle stays due and beat's task retries the same run (30 s, then doubling).
+    shop = _ready(embedded, request, people=80)
+    due = _due(shop)
+    database = embedded.home / "var" / "shop.sqlite3"
+    away = embedded.home / "shop-away.sqlite3"
+    database.rename(away)
+    embedded.start_worker()
+    embedded.python(
+        "from worker.app import app\n"
+        f"app.send_task('lethe.sweep', kwargs={{'schedule': 'nightly-sweep', 'now': {NOW!r}}})\n"
+    )
+
+    def runs() -> list[tuple]:
+        return shop.store(
+            "select id, status, note, erased from purge_runs where schedule = 'nightly-sweep'"
+        )
+
+    wait_for(
+        lambda: runs() and "attempt 1 failed, retrying in 30s" in (runs()[0][2] or ""),
+        60,
+        "the first attempt to fail",
+        embedded.logs,
+    )
+    assert "ALERT shop database unreachable" in embedded.logs[-1].read_text()
+    assert _due(shop) == due and runs()[0][1] == "running"
+    away.rename(database)
+    wait_for(lambda: runs()[0][1] == "done", 90, "the retry", embedded.logs)
+    [(_, _, _, erased)] = runs()
+    assert erased == len(due) and _due(shop) == set()
+    assert set(one_row_per_erasure(shop.audit()).values()) == {1}
+
+
 def test_targets_that_do_not_fit_the_shop_are_refused_with_the_register_line(
     embedded: Lethe, request, tmp_path
 ):
