@@ -706,6 +706,37 @@ def test_a_sweep_far_larger_than_usual_waits_for_approval(embedded: Lethe, reque
     assert approved["status"] == "done" and approved["erased"] == stopped["due"]
 
 
+def test_an_approval_is_for_one_stopped_run_and_the_register_it_was_planned_with(
+    embedded: Lethe, request, tmp_path
+):
+    # README: a sweep stops for approval when it is the first with a new or changed
+    # register (approval is per register content); `--approve RUN` lets a stopped run go on
+    shop = _ready(embedded, request, people=80)  # the shipped register is approved
+    register = copy_register(tmp_path)
+    shipped = register.read_text()
+    changed = shipped.replace("keep: 13 months", "keep: 12 months", 1)
+    assert changed != shipped
+    register.write_text(changed)
+    embedded.env["LETHE_REGISTER"] = str(register)
+    before = shop.rows("customers")
+
+    stopped = shop.purge("--now", NOW)
+    assert stopped["exit"] == 4 and "first sweep with this register" in stopped["stderr"]
+    run = str(stopped["run"])
+    register.write_text(changed.replace("keep: 3 years", "keep: 4 years", 1))
+    refused = shop.purge("--approve", run, check=False)
+    assert refused["exit"] == 1 and f"the register changed since run {run}" in refused["stderr"]
+    assert shop.rows("customers") == before
+
+    register.write_text(changed)  # the register the run was planned with
+    done = shop.purge("--approve", run)
+    assert (done["status"], done["erased"]) == ("done", stopped["due"])
+    again = shop.purge("--approve", run, check=False)
+    assert again["exit"] == 1 and "only a run awaiting approval can be approved" in again["stderr"]
+    runs = shop.store(f"select status, erased from purge_runs where id = {run}")
+    assert runs == [("done", stopped["due"])]
+
+
 def test_a_dry_run_counts_the_rows_the_sweep_then_changes(lethe: Lethe, request):
     shop = _ready(lethe, request)
     # pages of 7 due lifecycles: the counts add up across pages
