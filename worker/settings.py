@@ -202,10 +202,14 @@ def _secret(env: dict[str, str], home: Path, embedded: bool) -> bytes:
 
 def sqlite_file(url: str) -> Path | None:
     """The file of a SQLite URL (`sqlite:///path`, query string or not); None for another
-    database or SQLite in memory."""
+    database, SQLite in memory, or what is no URL at all (whoever opens it says so)."""
     from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
-    parsed = make_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
         return None
     return Path(parsed.database)
