@@ -187,7 +187,9 @@ def _apply_rule(rule: Rule, events: list[Event], tz: pendulum.Timezone) -> _Outc
         anchor = in_zone(ended.occurred_at, tz)
         if clocked is not None:
             ran_out = _clock_deadline(rule, events, clock, clocked, tz)
-            if ran_out < anchor:
+            # instants: in one zone Python compares wall times (PEP 495), and on an
+            # autumn night the first 02:40 is before the second 02:30
+            if ran_out.timestamp() < anchor.timestamp():
                 # Ended after the clock had already run out (an erasure request years
                 # late): due since then, by the clock, not since the request.
                 return _Outcome(in_zone(clocked.occurred_at, tz), ran_out)
@@ -213,7 +215,8 @@ def _clock_deadline(
         counted = [e for e in events if e.type in clock and e.occurred_at == clocked.occurred_at]
     else:
         counted = [e for e in events if e.type in clock]
-    return max(_keep(rule, e).after(in_zone(e.occurred_at, tz)) for e in counted)
+    deadlines = (_keep(rule, e).after(in_zone(e.occurred_at, tz)) for e in counted)
+    return max(deadlines, key=lambda d: d.timestamp())  # instants, as above
 
 
 def in_zone(moment: datetime, tz: pendulum.Timezone) -> pendulum.DateTime:

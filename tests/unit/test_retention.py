@@ -953,3 +953,18 @@ def test_a_contact_after_a_rejection_without_consent_does_not_reopen_the_applica
     assert deadline(register, "candidate:f", "recruitment", applied, rejected, feedback) == (
         "2025-02-10T10:00:00+01:00"
     )
+
+
+def test_a_clock_that_ran_out_in_the_autumns_repeated_hour_is_compared_by_instant(
+    register, event
+):
+    # Visits kept 13 months run out at 02:10 on 25 October 2026, a time that comes twice
+    # that night; the calendar arithmetic takes the second (+01:00, 01:10 UTC). The
+    # erasure request comes at the first 02:50 (+02:00, 00:50 UTC), before the clock ran
+    # out: due at the request. Read as wall times, 02:10 looked earlier than 02:50 and
+    # the data was kept until 02:10+01:00, twenty minutes after the request.
+    visit = event("visit.recorded", "visitor:v-9", "2025-09-25T02:10:00+02:00")
+    asked = event("erasure.requested", "visitor:v-9", "2026-10-25T02:50:00+02:00")
+    assert deadline(register, "visitor:v-9", "website.navigation", visit, asked) == (
+        "2026-10-25T02:50:00+02:00"
+    )
