@@ -955,9 +955,7 @@ def test_a_contact_after_a_rejection_without_consent_does_not_reopen_the_applica
     )
 
 
-def test_a_clock_that_ran_out_in_the_autumns_repeated_hour_is_compared_by_instant(
-    register, event
-):
+def test_a_clock_that_ran_out_in_the_autumns_repeated_hour_is_compared_by_instant(register, event):
     # Visits kept 13 months run out at 02:10 on 25 October 2026, a time that comes twice
     # that night; the calendar arithmetic takes the second (+01:00, 01:10 UTC). The
     # erasure request comes at the first 02:50 (+02:00, 00:50 UTC), before the clock ran
