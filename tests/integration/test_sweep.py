@@ -9,6 +9,7 @@ import json
 import pytest
 from harness import Lethe, wait_for
 from sweeping import (
+    LEGAL,
     NOW,
     make_shop,
     one_row_per_erasure,
@@ -18,19 +19,6 @@ from sweeping import (
 )
 
 from worker.hashing import subject_ref
-
-# What an invoice keeps for 10 years (CGI art. 242 nonies A), see registers/negomarkets.yaml.
-LEGAL = [
-    "number",
-    "issued_at",
-    "billing_name",
-    "billing_street",
-    "billing_postcode",
-    "billing_city",
-    "amount_excl_tax",
-    "vat",
-    "amount_incl_tax",
-]
 
 
 def _owner(invoice: dict) -> str:
