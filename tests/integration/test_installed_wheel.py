@@ -16,11 +16,8 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 import uuid
 import zipfile
 from dataclasses import dataclass
@@ -28,6 +25,7 @@ from pathlib import Path
 
 import pytest
 from harness import ROOT, wait_for
+from test_dashboard import free_port, get
 
 # One xdist process builds the wheel once for the whole module (run-tests: --dist loadgroup).
 pytestmark = pytest.mark.xdist_group("installed_wheel")
@@ -149,21 +147,6 @@ def test_register_check_and_show_read_the_installed_register(installed: Installe
     assert "NEGOMARKETS" in show.stdout
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get(url: str, token: str) -> tuple[int, str]:
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
 def test_db_upgrade_and_the_dashboard_pages_from_the_wheel(installed: Installed, tmp_path: Path):
     home = tmp_path / "home"
     upgrade = installed.run("db", "upgrade", home=home)
@@ -171,7 +154,7 @@ def test_db_upgrade_and_the_dashboard_pages_from_the_wheel(installed: Installed,
     assert "upgraded from nothing to" in upgrade.stdout + upgrade.stderr
 
     token = f"token-{uuid.uuid4().hex}"
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "dashboard.log"
     with log.open("w") as handle:
         process = subprocess.Popen(
@@ -188,14 +171,14 @@ def test_db_upgrade_and_the_dashboard_pages_from_the_wheel(installed: Installed,
         def answers() -> bool:
             assert process.poll() is None, f"dashboard died:\n{log.read_text()}"
             try:
-                _get(base + "/healthz", token)
+                get(base + "/healthz", token)
                 return True
             except OSError:
                 return False
 
         wait_for(answers, 30, "the dashboard to answer", [log])
         for page in ("/", "/audit"):
-            status, html = _get(base + page, token)
+            status, html = get(base + page, token)
             assert status == 200, (page, status, html[:2000])
             assert "Lethe · retention dashboard" in html, page
     finally:
