@@ -402,27 +402,6 @@ def test_status_masks_a_database_password_whatever_it_holds(lethe) -> None:
     assert "Se/cr3t" not in result.stdout + result.stderr and "cr3t" not in result.stdout
 
 
-def test_is_suppressed_with_the_store_down_raises_the_documented_error(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LETHE_")}
-    env.update(
-        LETHE_HOME=str(tmp_path),
-        LETHE_DATABASE_URL="postgresql+psycopg://lethe:pw@127.0.0.1:1/store",
-    )
-    code = (
-        "from worker.client import StoreUnavailable, is_suppressed\n"
-        "try:\n"
-        "    is_suppressed('jean.dupont@example.com')\n"
-        "except StoreUnavailable as exc:\n"
-        "    print(exc)\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
-    assert "cannot read the suppression list in postgresql+psycopg://lethe:***@" in result.stdout
-    assert "jean.dupont" not in result.stdout + result.stderr
-
-
 def test_emit_to_a_broker_that_accepts_but_never_answers_fails_instead_of_hanging(
     lethe,
 ) -> None:

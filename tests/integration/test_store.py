@@ -220,15 +220,13 @@ def test_a_store_erased_by_the_previous_release_gives_later_contacts_a_deadline(
     assert (row.state, row.deadline_at.isoformat()) == ("active", "2031-11-25T09:00:00+00:00")
 
 
-def test_is_suppressed_on_a_store_not_migrated_raises_the_documented_error(
-    postgres_url: str, tmp_path: Path
-):
-    # the shop catches StoreUnavailable ("cannot tell: do not write"); a RuntimeError of
-    # the migration code would crash its mailing instead
+def _is_suppressed_error(tmp_path: Path, **settings: str) -> subprocess.CompletedProcess:
+    """What the shop's own code prints when `is_suppressed` raises StoreUnavailable (the
+    documented "cannot tell: do not write"), run in a process of its own as the shop's."""
     import sys
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("LETHE_")}
-    env.update(LETHE_HOME=str(tmp_path), LETHE_DATABASE_URL=postgres_url, LETHE_SECRET="s" * 32)
+    env.update(LETHE_HOME=str(tmp_path), **settings)
     code = (
         "from worker.client import StoreUnavailable, is_suppressed\n"
         "try:\n"
@@ -240,8 +238,25 @@ def test_is_suppressed_on_a_store_not_migrated_raises_the_documented_error(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
     )
     assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_is_suppressed_on_a_store_not_migrated_raises_the_documented_error(
+    postgres_url: str, tmp_path: Path
+):
+    # the shop catches StoreUnavailable ("cannot tell: do not write"); a RuntimeError of
+    # the migration code would crash its mailing instead
+    result = _is_suppressed_error(tmp_path, LETHE_DATABASE_URL=postgres_url, LETHE_SECRET="s" * 32)
     assert "cannot read the suppression list" in result.stdout
     assert "run `lethe db upgrade` first" in result.stdout
+
+
+def test_is_suppressed_with_the_store_down_raises_the_documented_error(tmp_path: Path) -> None:
+    result = _is_suppressed_error(
+        tmp_path, LETHE_DATABASE_URL="postgresql+psycopg://lethe:pw@127.0.0.1:1/store"
+    )
+    assert "cannot read the suppression list in postgresql+psycopg://lethe:***@" in result.stdout
+    assert "jean.dupont" not in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
