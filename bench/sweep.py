@@ -234,7 +234,7 @@ def _part(store: str, shop: str, batch: int, run_id: int) -> None:
 
     settings = settings_for(store, shop, batch)
     register = load_register(default_register_path())
-    bound = bind_targets(register, settings.register_path, shop_engine(shop))
+    bound = bind_targets(register, settings.register_path, shop_engine(shop), settings.secret)
     run_part(settings, register, bound, run_id, load_run(settings, run_id).now_at)
     finish_part(settings, run_id)
 

@@ -106,7 +106,10 @@ def sweep_part(self: Any, run_id: int) -> dict[str, Any]:
     run = load_run(settings, run_id)
     try:
         bound = bind_targets(
-            rt.register, settings.register_path, shop_engine(settings.shop_database_url)
+            rt.register,
+            settings.register_path,
+            shop_engine(settings.shop_database_url),
+            settings.secret,
         )
         run_part(settings, rt.register, bound, run_id, run.now_at)
     except SweepRefused as exc:

@@ -25,6 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 from worker.hashing import value_hash
 from worker.register import Register, RegisterProblem, Target, register_line
 from worker.settings import safe_url, sqlite_file
+from worker.shop_constraints import Check, Unique, broken_checks, check_constraints, unique_sets
 from worker.sql_strategies import HmacKey, SqlContext, sql_form
 from worker.store import POSTGRES_CONNECT_ARGS, one_of
 from worker.strategies import ColumnFacts, Context, apply, column_problem, is_anonymised
@@ -177,12 +178,13 @@ def dispose_engines() -> None:
 
 
 def bind_targets(
-    register: Register, register_path: str | Path, engine: Engine
+    register: Register, register_path: str | Path, engine: Engine, secret: bytes
 ) -> dict[str, list[BoundTarget]]:
     """Every activity's targets, checked against the shop schema; raises ShopMismatch.
 
-    Checks tables, key columns and columns exist, and that each strategy's output
-    fits the column's type, length, NOT NULL and UNIQUE constraints.
+    Checks tables, key columns and columns exist, that each strategy's output fits the
+    column's type, length, NOT NULL and UNIQUE constraints, and that the table's CHECK
+    constraints accept it on a few of its rows (worker/shop_constraints.py).
     """
     try:
         inspector = sa.inspect(engine)
@@ -200,7 +202,8 @@ def bind_targets(
     )
     metadata = sa.MetaData()
     metadata.reflect(engine, only=wanted)
-    unique = {name: _unique_sets(inspector, name) for name in wanted}
+    unique = {name: unique_sets(inspector, name) for name in wanted}
+    checks = {name: check_constraints(inspector, name) for name in wanted}
     referenced = _referenced_without_cascade(inspector, tables, set(wanted))
     problems: list[RegisterProblem] = []
     bound: dict[str, list[BoundTarget]] = {}
@@ -260,11 +263,23 @@ def bind_targets(
                         )
                 if missing:
                     continue
-                one_row = {target.key} in unique[target.table]
+                one_row = Unique(frozenset({target.key})) in unique[target.table]
+                fit = True
                 for column, strategy in target.columns.items():
                     why = column_problem(strategy, facts[column], one_row)
                     if why:
+                        fit = False
                         problem((*where, "columns", column), f"{label}: {why}")
+                if fit and target.columns and not target.delete_rows:
+                    for check in _broken(engine, table, target, facts, checks, secret):
+                        written = [c for c in target.columns if c in check.columns]
+                        problem(
+                            (*where, "columns", written[0]),
+                            f"{label}: the shop's {check} refuses {', '.join(written)} as the "
+                            "strategies leave it, on rows the table has now, so a sweep would "
+                            "fail those people every time: choose strategies whose output the "
+                            "constraint accepts, or change the constraint",
+                        )
                 if target.delete_rows and target.table in referenced:
                     problem(
                         (*where, "delete_rows"),
@@ -286,6 +301,22 @@ def bind_targets(
     return bound
 
 
+def _broken(
+    engine: Engine,
+    table: sa.Table,
+    target: Target,
+    facts: dict[str, ColumnFacts],
+    checks: dict[str, list[Check]],
+    secret: bytes,
+) -> list[Check]:
+    try:
+        return broken_checks(
+            engine, table, target.key, target.columns, facts, checks[target.table], secret
+        )
+    except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        raise ShopUnavailable(_unreachable(engine, exc)) from None
+
+
 def _unreachable(engine: Engine, exc: Exception) -> str:
     return (
         f"the shop database at {safe_url(engine.url.render_as_string(hide_password=True))} "
@@ -294,7 +325,7 @@ def _unreachable(engine: Engine, exc: Exception) -> str:
     )
 
 
-def _facts(column: sa.Column, unique: list[set[str | None]], dialect: str) -> ColumnFacts:
+def _facts(column: sa.Column, unique: list[Unique], dialect: str) -> ColumnFacts:
     kind, length = _kind(column.type)
     return ColumnFacts(
         name=column.name,
@@ -303,7 +334,7 @@ def _facts(column: sa.Column, unique: list[set[str | None]], dialect: str) -> Co
         integer_bits=_integer_bits(column.type, dialect) if kind == "integer" else None,
         nullable=bool(column.nullable) and not column.primary_key,
         # in UNIQUE (customer_id, label) too: a person's two labels redacted would be one
-        unique=any(column.name in columns for columns in unique),
+        unique=any(column.name in u.columns for u in unique),
         primary_key=column.primary_key,
         foreign_key=bool(column.foreign_keys),
         padded=isinstance(column.type, sa.CHAR),
@@ -330,17 +361,6 @@ def _kind(column_type: sa.types.TypeEngine) -> tuple[str, int | None]:
     if isinstance(column_type, sa.String):
         return "text", column_type.length
     return "other", None
-
-
-def _unique_sets(inspector: sa.Inspector, table: str) -> list[set[str | None]]:
-    """The sets of columns whose values the table keeps unique together."""
-    pk = inspector.get_pk_constraint(table).get("constrained_columns") or []
-    found = [set(pk)] if pk else []
-    found += [set(c["column_names"]) for c in inspector.get_unique_constraints(table)]
-    # an expression (lower(email)) is None among an index's columns, so that index makes no
-    # column unique alone
-    found += [set(i["column_names"]) for i in inspector.get_indexes(table) if i.get("unique")]
-    return found
 
 
 def _referenced_without_cascade(

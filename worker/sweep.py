@@ -271,7 +271,7 @@ def run_sweep(
     """
     run = load_run(settings, run_id)
     engine = shop_engine(settings.shop_database_url)
-    bound = bind_targets(register, settings.register_path, engine)
+    bound = bind_targets(register, settings.register_path, engine, settings.secret)
     now = run.now_at
     if run.status == "dry_run":
         result = plan_sweep(settings, register, bound, run, count=True)

@@ -332,7 +332,10 @@ def shop_check() -> None:
     register = configured_register()
     try:
         bound = bind_targets(
-            register, settings.register_path, shop_engine(settings.shop_database_url)
+            register,
+            settings.register_path,
+            shop_engine(settings.shop_database_url),
+            settings.secret,
         )
     except ShopMismatch as exc:
         for problem in exc.problems:

@@ -1,0 +1,176 @@
+"""The shop's UNIQUE and CHECK constraints, as far as the strategies' outputs meet them.
+
+Reflection gives plain UNIQUE constraints and indexes; a unique index on an
+expression (`lower(email)`) or on some rows only (`WHERE active`) also refuses
+two redacted addresses, and a CHECK constraint (`email LIKE '%@%'`) may refuse
+what a strategy writes. Either way the anonymised row would be rolled back and
+the person fail again at every sweep, so worker/shop.py checks these at start.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from worker.strategies import ColumnFacts, Context, StrategyError, apply
+
+# Rows a CHECK constraint is tried on: enough to meet the usual shapes of a column's values,
+# few enough to cost a start nothing.
+TRIAL_ROWS = 20
+
+
+@dataclass(frozen=True)
+class Unique:
+    """Columns whose values the table keeps unique together. `whole` is False for a partial
+    index or one on an expression: it refuses duplicates, yet does not make a key name one row.
+    """
+
+    columns: frozenset[str]
+    whole: bool = True
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str | None
+    sqltext: str
+    columns: frozenset[str]
+
+    def __str__(self) -> str:
+        named = f"{self.name} " if self.name else ""
+        return f"CHECK constraint {named}({self.sqltext})"
+
+
+def unique_sets(inspector: sa.Inspector, table: str) -> list[Unique]:
+    """Every set of columns the table keeps unique, whole or in part."""
+    names = [c["name"] for c in inspector.get_columns(table)]
+    pk = inspector.get_pk_constraint(table).get("constrained_columns") or []
+    found = [Unique(frozenset(pk))] if pk else []
+    found += [Unique(frozenset(c["column_names"])) for c in inspector.get_unique_constraints(table)]
+    for index in inspector.get_indexes(table):
+        if not index.get("unique"):
+            continue
+        # an expression is None among the index's columns; its text names the columns
+        plain = {c for c in index["column_names"] if c is not None}
+        named = set().union(*(named_in(e, names) for e in index.get("expressions") or []))
+        partial = any(k.endswith("_where") and v for k, v in index["dialect_options"].items())
+        found.append(Unique(frozenset(plain | named), whole=not named and not partial))
+    if inspector.bind.dialect.name == "sqlite":
+        found += _sqlite_expression_indexes(inspector, table, names)
+    return found
+
+
+def _sqlite_expression_indexes(
+    inspector: sa.Inspector, table: str, names: list[str]
+) -> list[Unique]:
+    # SQLAlchemy skips SQLite's indexes on expressions (with a warning): read their text.
+    reflected = {i["name"] for i in inspector.get_indexes(table)}
+    query = sa.text(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = :t "
+        "AND sql IS NOT NULL"
+    )
+    with inspector.bind.connect() as connection:
+        rows = connection.execute(query, {"t": table}).all()
+    found = []
+    for name, sql in rows:
+        if name in reflected or not re.match(r"\s*CREATE\s+UNIQUE\b", sql, re.IGNORECASE):
+            continue
+        columns = named_in(sql.split("(", 1)[-1], names)
+        if columns:
+            found.append(Unique(frozenset(columns), whole=False))
+    return found
+
+
+def check_constraints(inspector: sa.Inspector, table: str) -> list[Check]:
+    names = [c["name"] for c in inspector.get_columns(table)]
+    return [
+        Check(c.get("name"), c["sqltext"], frozenset(named_in(c["sqltext"], names)))
+        for c in inspector.get_check_constraints(table)
+    ]
+
+
+def named_in(expression: str, columns: Iterable[str]) -> set[str]:
+    """The columns an SQL expression names. May name one too many (a column called `lower`
+    in `lower(email)`), which only makes the checks stricter, never looser."""
+    return {
+        c
+        for c in columns
+        if re.search(rf"(?<![\w$]){re.escape(c)}(?![\w$])", expression, re.IGNORECASE)
+    }
+
+
+def broken_checks(
+    engine: Engine,
+    table: sa.Table,
+    key: str,
+    strategies: dict[str, str],
+    facts: dict[str, ColumnFacts],
+    checks: list[Check],
+    secret: bytes,
+) -> list[Check]:
+    """The checks that the strategies' outputs break on some of the table's rows.
+
+    Reads the newest rows (the oldest are the likeliest to be anonymised already) and has
+    the database evaluate each check on them as the strategies would leave them, in a
+    SELECT: nothing is written. A check met by these rows may still refuse another
+    row's output; the sweep then fails that person alone and its audit names the check.
+    """
+    relevant = [c for c in checks if c.columns & strategies.keys()]
+    if not relevant:
+        return []
+    order = [c.desc() for c in table.primary_key.columns] or [table.c[key].desc()]
+    written = [table.c[c].isnot(None) for c in strategies]
+    query = sa.select(table).where(sa.or_(*written)).order_by(*order).limit(TRIAL_ROWS)
+    broken: dict[int, Check] = {}
+    with engine.connect() as connection:
+        for row in connection.execute(query).mappings().all():
+            after = _after(row, key, strategies, facts, secret)
+            if after is None:
+                continue
+            try:
+                statement = _verdicts(table, relevant, after, engine.dialect.name)
+                verdicts = connection.execute(statement).one()
+            except sa.exc.StatementError:
+                # a value the database cannot cast back (a type SQLAlchemy does not know):
+                # nothing to conclude from this row, the sweep will say if it breaks
+                connection.rollback()
+                continue
+            broken.update({i: relevant[i] for i, refused in enumerate(verdicts) if refused})
+    return [broken[i] for i in sorted(broken)]
+
+
+def _after(
+    row: Any, key: str, strategies: dict[str, str], facts: dict[str, ColumnFacts], secret: bytes
+) -> dict[str, Any] | None:
+    values = dict(row)
+    subject = str(row[key])
+    try:
+        for column, strategy in strategies.items():
+            values[column] = apply(strategy, row[column], Context(secret, subject, facts[column]))
+    except StrategyError:
+        return None  # a value no strategy reads: the sweep fails that person and says so
+    return values
+
+
+def _verdicts(table: sa.Table, checks: list[Check], values: dict[str, Any], dialect: str) -> Any:
+    # The row as one derived table under the table's own name, so the check's text reads
+    # its columns (and `customers.email`, had it been written so) as it does in the shop.
+    columns = [_value(i, c, values[c.name], dialect) for i, c in enumerate(table.columns)]
+    row = sa.select(*columns).subquery(table.name)
+    # literal_column: the check is the shop's own SQL, read from its catalog; `IS FALSE`
+    # because a check whose result is NULL lets the row through.
+    return sa.select(*(sa.literal_column(f"(({c.sqltext}) IS FALSE)") for c in checks)).select_from(
+        row
+    )
+
+
+def _value(i: int, column: sa.Column, value: Any, dialect: str) -> Any:
+    bound = sa.bindparam(f"v{i}", value, type_=column.type)
+    if dialect == "sqlite":
+        # SQLite keeps what it is given; a CAST to DATE there would make 2020 of '2020-05-04'
+        return bound.label(column.name)
+    return sa.cast(bound, column.type).label(column.name)  # as the UPDATE would store it
