@@ -254,14 +254,13 @@ def _new_year(year: int, tz: Any) -> datetime:
 def _wait_stored(url: str, ids: list[str], timeout: float = 120) -> None:
     """Until these events are in the store: counted by id, not in all, since each sweep
     forgets people erased more than LETHE_FORGET_AFTER_DAYS of the demo's years ago."""
-    from worker.store import StoredEvent, one_of, transaction
+    from worker.store import ONE_OF_CHUNK, StoredEvent, chunks, one_of, transaction
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         stored = 0
         with transaction(url) as session:
-            for start in range(0, len(ids), 1000):
-                chunk = ids[start : start + 1000]
+            for chunk in chunks(ids, ONE_OF_CHUNK):
                 stored += session.scalar(
                     sa.select(sa.func.count())
                     .select_from(StoredEvent)

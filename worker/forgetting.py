@@ -20,7 +20,6 @@ store of millions of rows is never locked for long.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -35,15 +34,15 @@ from worker.ingest import lock_subjects
 from worker.register import Register
 from worker.retention import is_held
 from worker.store import (
+    ONE_OF_CHUNK,
     Hold,
     StoredEvent,
     StoredLifecycle,
+    chunks,
     keyset_after,
     one_of,
     transaction,
 )
-
-_CHUNK = 1000
 
 
 @dataclass
@@ -120,7 +119,7 @@ def _forget_subjects(
     gone -= _disputed(session, register, gone)
     events = StoredEvent.__table__
     lifecycles = StoredLifecycle.__table__
-    for chunk in _chunks(sorted(gone)):
+    for chunk in chunks(sorted(gone), ONE_OF_CHUNK):
         bind = session.get_bind()
         done.events += session.execute(
             delete(events).where(one_of(events.c.subject, chunk, bind))
@@ -145,7 +144,7 @@ def _all_erased_before(
         lc.updated_at >= really_since,
     )
     found: set[str] = set()
-    for chunk in _chunks(subjects):
+    for chunk in chunks(subjects, ONE_OF_CHUNK):
         query = (
             select(lc.subject)
             .where(one_of(lc.subject, chunk, session.get_bind()))
@@ -164,7 +163,7 @@ def _disputed(session: Session, register: Register, subjects: set[str]) -> set[s
         return set()
     table = StoredEvent.__table__
     history: dict[str, list[Event]] = defaultdict(list)
-    for chunk in _chunks(sorted(subjects)):
+    for chunk in chunks(sorted(subjects), ONE_OF_CHUNK):
         query = select(
             table.c.id, table.c.type, table.c.subject, table.c.occurred_at, table.c.data
         ).where(one_of(table.c.subject, chunk, session.get_bind()), table.c.type.in_(types))
@@ -187,9 +186,3 @@ def _cases_lost(events: list[Event], register: Register) -> bool:
     closed = [e for e in events if e.type in register.holds.lift]
     unnamed = any(register.holds.case not in e.data for e in opened + closed)
     return unnamed and len(opened) > len(closed)
-
-
-def _chunks(items: Sequence[str]) -> Iterator[list[str]]:
-    items = list(items)
-    for start in range(0, len(items), _CHUNK):
-        yield items[start : start + _CHUNK]

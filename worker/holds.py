@@ -20,7 +20,7 @@ from worker.events import EventRefused, check_subject
 from worker.hashing import subject_ref
 from worker.register import Register
 from worker.retention import is_held
-from worker.store import Hold, StoredLifecycle, now_utc, one_of, transaction
+from worker.store import ONE_OF_CHUNK, Hold, StoredLifecycle, chunks, now_utc, one_of, transaction
 
 
 class HoldError(ValueError):
@@ -97,10 +97,8 @@ def lift(url: str, subject: str, reason: str, register: Register) -> int:
 
 def held_by_hand(session: Session, subjects: Iterable[str]) -> set[str]:
     """The subjects among these that have an open hold placed by hand."""
-    subjects = list(subjects)
     found: set[str] = set()
-    for start in range(0, len(subjects), 1000):
-        chunk = subjects[start : start + 1000]
+    for chunk in chunks(subjects, ONE_OF_CHUNK):
         found.update(
             session.scalars(
                 select(Hold.subject).where(

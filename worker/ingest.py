@@ -28,6 +28,7 @@ from worker.store import (
     StoredEvent,
     StoredLifecycle,
     UTCDateTime,
+    chunks,
     one_of,
     require_aware,
 )
@@ -94,8 +95,7 @@ def _insert_new_events(
     by_id = {e.id: e for e in events}
     new_ids: list[str] = []
     postgres = session.get_bind().dialect.name == "postgresql"
-    for start in range(0, len(events), _CHUNK):
-        chunk = events[start : start + _CHUNK]
+    for chunk in chunks(events, _CHUNK):
         if postgres:
             new_ids.extend(_insert_json(session, chunk, now))
             continue
@@ -205,8 +205,7 @@ def erasure_times(session: Session, subjects: list[str]) -> dict[str, dict[str, 
     starts a new lifecycle from the events after it)."""
     found: dict[str, dict[str, datetime]] = defaultdict(dict)
     lc = StoredLifecycle.__table__.c
-    for start in range(0, len(subjects), _READ_CHUNK):
-        chunk = subjects[start : start + _READ_CHUNK]
+    for chunk in chunks(subjects, _READ_CHUNK):
         # Locked, and every row of the subjects, not only those with an erased_at: a
         # sweep may be erasing one right now, and its erased_at must be read once it
         # commits. PostgreSQL waits for the claim's lock and reads the row again; a row
@@ -243,8 +242,7 @@ def events_of(session: Session, subjects: list[str]) -> dict[str, list[Event]]:
     # The payload as text, decoded only when there is one: most events carry none,
     # and a JSON decode per row read was a tenth of a batch's time.
     data = cast(table.c.data, Text)
-    for start in range(0, len(subjects), _READ_CHUNK):
-        chunk = subjects[start : start + _READ_CHUNK]
+    for chunk in chunks(subjects, _READ_CHUNK):
         query = select(table.c.id, table.c.type, table.c.subject, table.c.occurred_at, data).where(
             one_of(table.c.subject, chunk, session.get_bind())
         )
@@ -292,8 +290,7 @@ def upsert_lifecycles(session: Session, rows: Iterable[dict[str, Any]]) -> None:
     """Insert or update lifecycles (one row per subject and activity in `rows`)."""
     rows = list(rows)
     postgres = session.get_bind().dialect.name == "postgresql"
-    for start in range(0, len(rows), _CHUNK):
-        chunk = rows[start : start + _CHUNK]
+    for chunk in chunks(rows, _CHUNK):
         if postgres:
             _upsert_json(session, chunk)
             continue

@@ -19,7 +19,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from worker.register import Register
-from worker.store import StoredEvent, StoredLifecycle, one_of
+from worker.store import ONE_OF_CHUNK, StoredEvent, StoredLifecycle, chunks, one_of
 
 
 def drop_erased_payloads(
@@ -33,8 +33,7 @@ def drop_erased_payloads(
     states: dict[str, dict[str, str]] = defaultdict(dict)
     erased_at: dict[str, dict[str, Any]] = defaultdict(dict)
     lc = StoredLifecycle.__table__.c
-    for start in range(0, len(subjects), 1000):
-        chunk = subjects[start : start + 1000]
+    for chunk in chunks(subjects, ONE_OF_CHUNK):
         query = select(lc.subject, lc.activity, lc.state, lc.erased_at).where(
             one_of(lc.subject, chunk, session.get_bind())
         )
@@ -62,11 +61,11 @@ def drop_erased_payloads(
                 and all(_covered(mine.get(a), erased.get(a), event.occurred_at) for a in touched)
             ) or (not touched and everything_erased):
                 drop.append(event_id)
-    for start in range(0, len(drop), 1000):
+    for chunk in chunks(drop, ONE_OF_CHUNK):
         session.execute(
             update(StoredEvent)
             .where(
-                one_of(StoredEvent.id, drop[start : start + 1000], session.get_bind()),
+                one_of(StoredEvent.id, chunk, session.get_bind()),
                 # most events carry no payload: leave those rows unwritten
                 sa.cast(StoredEvent.data, sa.Text) != "{}",
             )

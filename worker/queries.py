@@ -12,7 +12,7 @@ from sqlalchemy import delete, func, select, update
 from worker.ingest import events_of, ingest, mark_held_by_hand, stored_row, upsert_lifecycles
 from worker.register import Register
 from worker.retention import Lifecycle, State, in_zone, lifecycles
-from worker.store import DeadLetter, StoredEvent, StoredLifecycle, now_utc, transaction
+from worker.store import DeadLetter, StoredEvent, StoredLifecycle, chunks, now_utc, transaction
 
 
 def row_state(stored: str, deadline_at: Any, now: pendulum.DateTime) -> str:
@@ -109,8 +109,8 @@ def recompute_lifecycles(url: str, register: Register, apply: bool) -> dict[str,
             if lc.erased_at is not None:
                 erased[lc.subject][lc.activity] = lc.erased_at
         rows = []
-        for start in range(0, len(subjects), 500):
-            history = events_of(session, subjects[start : start + 500])
+        for chunk in chunks(subjects, 500):
+            history = events_of(session, chunk)
             for subject, events in history.items():
                 found = lifecycles(subject, events, register, erased_at=erased[subject])
                 for lifecycle in found:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from worker.store import ErasureReceipt, engine_for, now_utc, one_of
+from worker.store import ONE_OF_CHUNK, ErasureReceipt, chunks, engine_for, now_utc, one_of
 
 # A receipt matters until the next sweep claims its lifecycle again (the next night,
 # or once the shop is back); older ones belong to lifecycles erased since.
@@ -86,8 +86,7 @@ def load(url: str, lifecycle_ids: Iterable[int]) -> dict[tuple[int, str], Receip
     table = ErasureReceipt.__table__
     found: dict[tuple[int, str], Receipt] = {}
     with _engine(url).connect() as connection:
-        for start in range(0, len(ids), 1000):
-            chunk = ids[start : start + 1000]
+        for chunk in chunks(ids, ONE_OF_CHUNK):
             query = sa.select(table).where(one_of(table.c.lifecycle_id, chunk, connection))
             for row in connection.execute(query):
                 suppressed = [(h, a) for h, a in json.loads(row.suppressed)]
@@ -117,8 +116,7 @@ def in_store(database_url: str) -> bool:
 
 def _delete(connection: sa.Connection, ids: list[int]) -> None:
     table = ErasureReceipt.__table__
-    for start in range(0, len(ids), 1000):
-        chunk = ids[start : start + 1000]
+    for chunk in chunks(ids, ONE_OF_CHUNK):
         connection.execute(table.delete().where(one_of(table.c.lifecycle_id, chunk, connection)))
 
 

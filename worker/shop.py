@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -27,10 +27,8 @@ from worker.register import Register, RegisterProblem, Target, register_line
 from worker.settings import safe_url, sqlite_file
 from worker.shop_constraints import Check, Unique, broken_checks, check_constraints, unique_sets
 from worker.sql_strategies import HmacKey, SqlContext, sql_form
-from worker.store import POSTGRES_CONNECT_ARGS, one_of
+from worker.store import ONE_OF_CHUNK, POSTGRES_CONNECT_ARGS, chunks, one_of
 from worker.strategies import ColumnFacts, Context, apply, column_problem, is_anonymised
-
-_CHUNK = 1000
 
 
 class ShopUnavailable(RuntimeError):
@@ -460,7 +458,7 @@ def apply_targets(
         bound, keys = step.bound, step.keys
         for subject in step.subjects:
             applied.rows[(subject, bound.activity, bound.name)] += 0
-        for chunk in _chunks(list(keys), _CHUNK):
+        for chunk in chunks(list(keys), ONE_OF_CHUNK):
             if bound.target.delete_rows:
                 _delete(connection, bound, chunk, keys, secret, applied)
             elif bound.target.columns and postgres and bound.sql_update(secret) is not None:
@@ -603,7 +601,7 @@ def count_rows(
     totals: dict[tuple[str, str], int] = {}
     for step in plan_steps(work, removed):
         totals.setdefault((step.bound.activity, step.bound.name), 0)
-        for chunk in _chunks(list(step.keys), _CHUNK):
+        for chunk in chunks(list(step.keys), ONE_OF_CHUNK):
             _count(connection, step.bound, chunk, step.keys, applied)
     for (_, activity, target), rows in applied.rows.items():
         totals[(activity, target)] += rows
@@ -615,8 +613,3 @@ def table_sizes(connection: Connection, tables: Iterable[sa.Table]) -> dict[str,
         t.name: connection.execute(sa.select(sa.func.count()).select_from(t)).scalar_one()
         for t in tables
     }
-
-
-def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]

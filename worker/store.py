@@ -7,11 +7,12 @@ migrations in `worker/migrations`; these models describe it for queries.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from itertools import islice
+from typing import Any, TypeVar
 
 import pendulum
 import sqlalchemy as sa
@@ -284,6 +285,23 @@ def one_of(column: Any, values: Sequence[Any], bind: Any) -> Any:
             element = String()
         return column == any_(bindparam(None, list(values), type_=ARRAY(element)))
     return column.in_(values)
+
+
+# Values given to one `one_of` at a time (worker/ingest.py picks its own sizes): each
+# statement stays small however long the list of subjects or ids.
+ONE_OF_CHUNK = 1000
+
+_T = TypeVar("_T")
+
+
+def chunks(items: Iterable[_T], size: int) -> Iterator[list[_T]]:
+    """`items` in lists of `size` in order, the last one shorter; none for no items."""
+    if size < 1:
+        # islice would take nothing each time: the items would be dropped unsaid
+        raise ValueError(f"chunk size must be 1 or more: {size!r}")
+    rest = iter(items)
+    while chunk := list(islice(rest, size)):
+        yield chunk
 
 
 def keyset_after(moment: Any, key: Any, after: tuple[datetime, int]) -> tuple[Any, ...]:

@@ -63,12 +63,14 @@ from worker.shop import (
     table_sizes,
 )
 from worker.store import (
+    ONE_OF_CHUNK,
     DeadLetter,
     Erasure,
     Hold,
     PurgeRun,
     StoredEvent,
     StoredLifecycle,
+    chunks,
     keyset_after,
     now_utc,
     one_of,
@@ -800,8 +802,7 @@ def _heartbeat(session: Session, run_id: int) -> None:
 
 def _events_of(session: Session, subjects: list[str]) -> dict[str, list[tuple[str, LoggedEvent]]]:
     found: dict[str, list[tuple[str, LoggedEvent]]] = defaultdict(list)
-    for start in range(0, len(subjects), 1000):
-        chunk = subjects[start : start + 1000]
+    for chunk in chunks(subjects, ONE_OF_CHUNK):
         query = select(
             StoredEvent.id, StoredEvent.subject, StoredEvent.type, StoredEvent.occurred_at
         ).where(one_of(StoredEvent.subject, chunk, session.get_bind()))
