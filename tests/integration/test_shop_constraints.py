@@ -1,56 +1,143 @@
-"""The shop's own constraints beyond plain UNIQUE: a unique index on an expression and a
-CHECK constraint refuse what some strategies write, and `lethe shop check` says so before
-a sweep fails those people every night."""
+"""The shop's own tables checked by their real constraints: `lethe shop check` says what a
+strategy's output would break before a sweep fails those people every night."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
 import sqlalchemy as sa
 from harness import Lethe, copy_register
 from sweeping import (
     NOW,
+    Shop,
     make_shop,
     seed_store,
     shop_postgres_url,  # noqa: F401 (fixture)
 )
 
-TARGET = """\
-          - table: contacts
-            key: customer_id
-            columns: {{email: {email}, nickname: {nickname}}}
-"""
+END_OF_CUSTOMERS = "              city: null\n"  # crm.customers' first target
+
+
+class OwnTargets:
+    """The register, with targets on the test's own tables added to crm.customers."""
+
+    def __init__(self, lethe: Lethe, tmp_path: Path):
+        self.path = copy_register(tmp_path)
+        self.text = self.path.read_text()
+        lethe.env["LETHE_REGISTER"] = str(self.path)
+
+    def write(self, targets: str, table: str) -> str:
+        """Writes them; returns how a problem on their last line begins."""
+        self.path.write_text(self.text.replace(END_OF_CUSTOMERS, END_OF_CUSTOMERS + targets, 1))
+        line = self.path.read_text().splitlines().index(targets.splitlines()[-1]) + 1
+        return f"{self.path}:{line}: activity 'crm.customers', target '{table}': "
+
+
+def _shop_with(
+    lethe: Lethe,
+    request: pytest.FixtureRequest,
+    tables: list[str],
+    rows: Callable[[list[int]], dict[str, list[dict]]],
+) -> Shop:
+    """The demo shop with tables of the test's own, filled by `rows(customer ids)`."""
+    shop = make_shop(lethe, request, people=40)
+    customers = [c["id"] for c in shop.data.rows["customers"]]
+    engine = shop.engine()
+    with engine.begin() as connection:
+        for statement in tables:
+            connection.execute(sa.text(statement))
+        for insert, values in rows(customers).items():
+            connection.execute(sa.text(insert), values)
+    engine.dispose()
+    return shop
+
+
+def test_a_unique_label_and_a_real_column_are_checked_by_their_real_constraints(
+    embedded: Lethe, request, tmp_path
+):
+    # A person's addresses are unique per label (two labels redacted would be one), and
+    # loyalty points are a REAL: the shop check says what cannot work, the sweep does the rest.
+    shop = _shop_with(
+        embedded,
+        request,
+        [
+            "CREATE TABLE addresses (id INTEGER PRIMARY KEY, customer_id INTEGER NOT NULL, "
+            "label VARCHAR(40) NOT NULL, UNIQUE (customer_id, label))",
+            "CREATE TABLE loyalty (customer_id INTEGER PRIMARY KEY, points REAL)",
+        ],
+        lambda customers: {
+            "INSERT INTO addresses (customer_id, label) VALUES (:c, :label)": [
+                {"c": c, "label": label} for c in customers for label in ("home", "work")
+            ],
+            "INSERT INTO loyalty VALUES (:c, 1234.5)": [{"c": c} for c in customers],
+        },
+    )
+    register = OwnTargets(embedded, tmp_path)
+
+    def label(strategy: str) -> str:
+        return register.write(
+            "          - table: loyalty\n"
+            "            key: customer_id\n"
+            "            columns: {points: amount_range}\n"
+            "          - table: addresses\n"
+            "            key: customer_id\n"
+            f"            columns: {{label: {strategy}}}\n",
+            "addresses",
+        )
+
+    for strategy, why in [("redact", "is UNIQUE"), ("pseudonym", "several rows")]:
+        where = label(strategy)
+        result = embedded.run("shop", "check", check=False)
+        assert result.returncode == 1
+        assert where in result.stderr
+        assert why in result.stderr and "points" not in result.stderr
+
+    label("keyed_hash")
+    embedded.run("shop", "check")
+    seed_store(embedded, shop.data.events)
+    due = {int(s.split(":")[1]) for s, a in shop.due() if a == "crm.customers"}
+    swept = shop.purge_approved(NOW)
+    assert swept["failed"] == 0 and due
+    engine = shop.engine()
+    with engine.connect() as connection:
+        labels = connection.execute(sa.text("SELECT customer_id, label FROM addresses")).all()
+        points = dict(connection.execute(sa.text("SELECT customer_id, points FROM loyalty")).all())
+    engine.dispose()
+    assert {c: p for c, p in points.items() if c in due} == {c: 1000.0 for c in due}
+    hashed = [label for c, label in labels if c in due]
+    assert len(hashed) == 2 * len(due) and all(label.startswith("h:") for label in hashed)
 
 
 def test_a_check_constraint_and_an_expression_index_are_checked_before_any_sweep(
     lethe: Lethe, request, tmp_path
 ):
-    shop = make_shop(lethe, request, people=40)
-    customers = [c["id"] for c in shop.data.rows["customers"]]
+    shop = _shop_with(
+        lethe,
+        request,
+        [
+            "CREATE TABLE contacts (id INTEGER PRIMARY KEY, customer_id INTEGER NOT NULL, "
+            "email VARCHAR(120) CONSTRAINT email_has_at CHECK (email LIKE '%@%'), "
+            "nickname VARCHAR(40))",
+            "CREATE UNIQUE INDEX contacts_nickname_ci ON contacts (lower(nickname))",
+        ],
+        lambda customers: {
+            "INSERT INTO contacts VALUES (:c, :c, :e, :n)": [
+                {"c": c, "e": f"contact{c}@example.org", "n": f"Nick{c}"} for c in customers
+            ]
+        },
+    )
     engine = shop.engine()
-    with engine.begin() as connection:
-        connection.execute(
-            sa.text(
-                "CREATE TABLE contacts (id INTEGER PRIMARY KEY, customer_id INTEGER NOT NULL, "
-                "email VARCHAR(120) CONSTRAINT email_has_at CHECK (email LIKE '%@%'), "
-                "nickname VARCHAR(40))"
-            )
-        )
-        connection.execute(
-            sa.text("CREATE UNIQUE INDEX contacts_nickname_ci ON contacts (lower(nickname))")
-        )
-        connection.execute(
-            sa.text("INSERT INTO contacts VALUES (:c, :c, :e, :n)"),
-            [{"c": c, "e": f"contact{c}@example.org", "n": f"Nick{c}"} for c in customers],
-        )
-    register = copy_register(tmp_path)
-    text = register.read_text()
-    end_of_customers = "              city: null\n"  # crm.customers' first target
-    lethe.env["LETHE_REGISTER"] = str(register)
+    register = OwnTargets(lethe, tmp_path)
 
     def contacts_target(email: str, nickname: str) -> str:
-        targets = TARGET.format(email=email, nickname=nickname)
-        register.write_text(text.replace(end_of_customers, end_of_customers + targets, 1))
-        line = register.read_text().splitlines().index(targets.splitlines()[-1]) + 1
-        return f"{register}:{line}: activity 'crm.customers', target 'contacts': "
+        return register.write(
+            "          - table: contacts\n"
+            "            key: customer_id\n"
+            f"            columns: {{email: {email}, nickname: {nickname}}}\n",
+            "contacts",
+        )
 
     def contacts() -> list[tuple]:
         with engine.connect() as connection:

@@ -155,7 +155,6 @@ def test_dead_letters_go_after_30_days_and_a_replay_does_not_restart_their_clock
     embedded: Lethe, request
 ):
     import pendulum
-    import sqlalchemy as sa
 
     from worker.store import DeadLetter, transaction
 
@@ -308,78 +307,6 @@ def test_targets_that_do_not_fit_the_shop_are_refused_with_the_register_line(
     assert "set the schema in LETHE_SHOP_DATABASE_URL" in result.stderr
 
 
-OWN_TARGETS = """\
-          - table: addresses
-            key: customer_id
-            columns: {{label: {label}}}
-          - table: loyalty
-            key: customer_id
-            columns: {{points: amount_range}}
-"""
-
-
-def test_a_shops_own_tables_are_checked_by_their_real_constraints(
-    embedded: Lethe, request, tmp_path
-):
-    # A person's addresses are unique per label (two labels redacted would be one), and
-    # loyalty points are a REAL: the shop check says what cannot work, the sweep does the rest.
-    shop = make_shop(embedded, request, people=40)
-    customers = [c["id"] for c in shop.data.rows["customers"]]
-    engine = shop.engine()
-    with engine.begin() as connection:
-        connection.execute(
-            sa.text(
-                "CREATE TABLE addresses (id INTEGER PRIMARY KEY, customer_id INTEGER NOT NULL, "
-                "label VARCHAR(40) NOT NULL, UNIQUE (customer_id, label))"
-            )
-        )
-        connection.execute(
-            sa.text("CREATE TABLE loyalty (customer_id INTEGER PRIMARY KEY, points REAL)")
-        )
-        connection.execute(
-            sa.text("INSERT INTO addresses (customer_id, label) VALUES (:c, :label)"),
-            [{"c": c, "label": label} for c in customers for label in ("home", "work")],
-        )
-        connection.execute(
-            sa.text("INSERT INTO loyalty VALUES (:c, 1234.5)"), [{"c": c} for c in customers]
-        )
-    engine.dispose()
-    register = copy_register(tmp_path)
-    text = register.read_text()
-    end_of_customers = "              city: null\n"  # crm.customers' first target
-    embedded.env["LETHE_REGISTER"] = str(register)
-
-    def label(strategy: str) -> int:
-        targets = OWN_TARGETS.format(label=strategy)
-        register.write_text(text.replace(end_of_customers, end_of_customers + targets, 1))
-        return (
-            register.read_text().splitlines().index(f"            columns: {{label: {strategy}}}")
-            + 1
-        )
-
-    for strategy, why in [("redact", "is UNIQUE"), ("pseudonym", "several rows")]:
-        line = label(strategy)
-        result = embedded.run("shop", "check", check=False)
-        assert result.returncode == 1
-        assert f"{register}:{line}: activity 'crm.customers', target 'addresses': " in result.stderr
-        assert why in result.stderr and "points" not in result.stderr
-
-    label("keyed_hash")
-    embedded.run("shop", "check")
-    seed_store(embedded, shop.data.events)
-    due = {int(s.split(":")[1]) for s, a in shop.due() if a == "crm.customers"}
-    swept = shop.purge_approved(NOW)
-    assert swept["failed"] == 0 and due
-    engine = shop.engine()
-    with engine.connect() as connection:
-        labels = connection.execute(sa.text("SELECT customer_id, label FROM addresses")).all()
-        points = dict(connection.execute(sa.text("SELECT customer_id, points FROM loyalty")).all())
-    engine.dispose()
-    assert {c: p for c, p in points.items() if c in due} == {c: 1000.0 for c in due}
-    hashed = [label for c, label in labels if c in due]
-    assert len(hashed) == 2 * len(due) and all(label.startswith("h:") for label in hashed)
-
-
 def test_a_held_subject_is_untouched_until_the_hold_is_lifted(distributed: Lethe, request):
     lethe = distributed
     shop = _ready(lethe, request, people=80)
@@ -484,7 +411,6 @@ def test_an_erasure_request_erases_all_but_what_the_law_keeps_with_a_proof(
 def test_a_visit_after_an_erasure_request_does_not_save_the_logs_and_later_ones_start_anew(
     lethe: Lethe, request
 ):
-    import sqlalchemy as sa
 
     from worker.demo_shop import metadata
 
@@ -751,7 +677,6 @@ def test_a_dry_run_counts_the_rows_the_sweep_then_changes(lethe: Lethe, request)
 
 def _lock_waits(engine) -> int:
     """Sessions of this database waiting for a lock another transaction holds."""
-    import sqlalchemy as sa
 
     query = (
         "SELECT count(*) FROM pg_stat_activity "
@@ -769,7 +694,6 @@ def test_a_visit_stored_while_a_sweep_erases_the_visitor_gets_a_deadline_of_its_
     import threading
 
     import pendulum
-    import sqlalchemy as sa
 
     from worker.demo_shop import metadata
     from worker.ingest import ingest
