@@ -23,9 +23,9 @@ it deleted cannot be found again: the next sweep takes their count and
 suppression hashes from the receipts.
 
 SQLite: SQLAlchemy renders no FOR UPDATE there. Its guard is the database's
-single write lock: each batch transaction writes first (the run's heartbeat),
-which on SQLite serialises claimers, so a second sweep only ever sees the
-first one's batches committed.
+single writer: every store transaction that writes begins IMMEDIATE (worker/store.py),
+and a claim is one UPDATE whose read and marking happen under that lock, so a
+second sweep only ever sees the first one's batches committed.
 """
 
 from __future__ import annotations
@@ -682,9 +682,6 @@ def run_part(
     after: tuple[datetime, int] | None = None
     while True:
         with transaction(settings.database_url) as session:
-            sqlite_store = session.get_bind().dialect.name == "sqlite"
-            if sqlite_store:
-                _heartbeat(session, run_id)
             claimed = claim_batch(session, run_id, now, after, settings.sweep.batch)
             if not claimed:
                 break
@@ -696,8 +693,7 @@ def run_part(
             if receipts_in_store:
                 # dropped with the commit of the audit rows they stood for
                 receipts.forget(session.connection(), keeper.touched)
-            if not sqlite_store:
-                _heartbeat(session, run_id)
+            _heartbeat(session, run_id)
         if not receipts_in_store:
             receipts.forget(receipts_at, keeper.touched)  # the audit rows are committed
         if progress:
