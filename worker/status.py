@@ -185,7 +185,8 @@ def sweep_check(
             "last sweep",
             Level.attention,
             f"#{sweep.id} ({sweep.schedule}) {sweep.status} {when}{duration}: "
-            f"{sweep.erased} erased, {sweep.failed} failed: `lethe audit` lists the failures",
+            f"{sweep.erased} erased, {sweep.failed} failed: `lethe audit --run {sweep.id}` "
+            "lists them and why",
         )
     return Check(
         "last sweep",

@@ -59,6 +59,7 @@ from worker.shop import (
     apply_targets,
     bind_targets,
     count_rows,
+    failure_text,
     shop_engine,
     table_sizes,
 )
@@ -841,8 +842,8 @@ def _erase(
                 results[lc.id] = alone
             except (OperationalError, InterfaceError) as exc:
                 raise ShopUnavailable(_shop_down(exc)) from None
-            except Exception as exc:  # the type only: a message may quote the row
-                results[lc.id] = type(exc).__name__
+            except Exception as exc:  # its constraint at most: a message may quote the row
+                results[lc.id] = failure_text(exc)
     activities = {a.id: a for a in register.activities}
     tz = register.tz
     moment = now_utc()

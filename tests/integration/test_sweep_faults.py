@@ -514,6 +514,100 @@ def _touch_again(shop: Shop) -> None:
     engine.dispose()
 
 
+def _check_customers(shop: Shop, name: str, condition: str) -> None:
+    """The shop adds a CHECK constraint to customers. SQLite cannot add one to a table:
+    the table is built again with it, as SQLite's own ALTER TABLE page does."""
+    from worker.demo_shop import metadata
+
+    engine = shop.engine()
+    with engine.begin() as connection:
+        if not shop.lethe.embedded:
+            connection.execute(
+                sa.text(f"ALTER TABLE customers ADD CONSTRAINT {name} CHECK ({condition})")
+            )
+        else:
+            checked = metadata.tables["customers"].to_metadata(sa.MetaData(), name="new")
+            checked.append_constraint(sa.CheckConstraint(condition, name=name))
+            checked.create(connection)
+            connection.exec_driver_sql("INSERT INTO new SELECT * FROM customers")
+            connection.exec_driver_sql("DROP TABLE customers")
+            connection.exec_driver_sql("ALTER TABLE new RENAME TO customers")
+    engine.dispose()
+
+
+def test_a_failed_erasure_names_the_shop_constraint_that_refused_it_and_nothing_of_the_person(
+    lethe: Lethe, request
+):
+    shop = _ready(lethe, request, people=80)
+    due = _due(shop)
+    subject = min(s for s, a in due if a == "crm.customers")
+    customer = int(subject.split(":")[1])
+    person = shop.rows("customers")[customer]
+    # A rule of the shop's that the register cannot know: this customer keeps an address.
+    _check_customers(shop, "email_has_at", f"id <> {customer} OR email LIKE '%@%'")
+
+    swept = shop.purge_approved(NOW)
+    assert (swept["status"], swept["erased"], swept["failed"]) == ("done", len(due) - 1, 1)
+    assert _due(shop) == {(subject, "crm.customers")}
+    customers = shop.rows("customers")
+    assert customers[customer] == person
+    others = [int(s.split(":")[1]) for s, a in due if a == "crm.customers" and s != subject]
+    assert others and all(customers[c]["email"].startswith("h:") for c in others)
+
+    # SQLite names the constraint alone; PostgreSQL's diagnostics name its table too
+    refused = "IntegrityError: CHECK constraint email_has_at"
+    refused += "" if lethe.embedded else " on customers"
+    failed = [r for r in shop.audit() if r["outcome"] == "failed"]
+    trail = json.loads(lethe.run("audit", "--subject", subject, "--format", "json").stdout)
+    assert failed == [r for r in trail if r["outcome"] == "failed"]
+    assert [(r["target"], r["strategy"].split(" (failed: ")[1]) for r in failed] == [
+        ("customers", f"{refused})"),
+        ("invoices[customer]", f"{refused})"),
+    ]  # before: "(failed: IntegrityError)", which named no constraint to fix
+    shown = lethe.run("audit").stdout
+    assert f"(failed: {refused})" in shown
+    status = lethe.run("status", check=False).stdout
+    assert f"{len(due) - 1} erased, 1 failed: `lethe audit --run {swept['run']}`" in status
+    for said in (shown, lethe.run("audit", "--format", "json").stdout, status):
+        assert not any(person[c] in said for c in ("email", "first_name", "last_name"))
+
+
+def test_a_trigger_that_names_the_person_as_its_constraint_is_audited_by_type_alone(
+    lethe: Lethe, request
+):
+    # A trigger may word its refusal as a constraint's and put anything in it: never audited.
+    shop = _ready(lethe, request, people=80)
+    customers = shop.rows("customers")
+    customer, name = next(
+        (c, customers[c]["last_name"])
+        for c in sorted(int(s.split(":")[1]) for s, a in _due(shop) if a == "crm.customers")
+        if customers[c]["last_name"].isascii() and customers[c]["last_name"].isalpha()
+    )
+    engine = shop.engine()
+    with engine.begin() as connection:
+        if lethe.embedded:
+            connection.exec_driver_sql(
+                f"CREATE TRIGGER keep_customer BEFORE UPDATE ON customers WHEN OLD.id = "
+                f"{customer} BEGIN SELECT RAISE(ABORT, 'CHECK constraint failed: {name}'); END"
+            )
+        else:
+            connection.exec_driver_sql(
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "RAISE EXCEPTION USING ERRCODE = 'check_violation', CONSTRAINT = OLD.last_name, "
+                "MESSAGE = 'refused'; END $$"
+            )
+            connection.exec_driver_sql(
+                "CREATE TRIGGER keep_customer BEFORE UPDATE ON customers FOR EACH ROW "
+                f"WHEN (OLD.id = {customer}) EXECUTE FUNCTION refuse()"
+            )
+    engine.dispose()
+
+    assert shop.purge_approved(NOW)["failed"] == 1
+    failed = [r["strategy"] for r in shop.audit() if r["outcome"] == "failed"]
+    assert failed and all(s.endswith(" (failed: IntegrityError)") for s in failed), failed
+    assert name not in lethe.run("audit", "--format", "json").stdout
+
+
 def test_a_proof_tells_a_person_whose_erasure_failed_that_it_is_overdue_and_was_tried(
     embedded: Lethe, request
 ):
