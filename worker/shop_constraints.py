@@ -1,4 +1,5 @@
-"""The shop's UNIQUE and CHECK constraints, as far as the strategies' outputs meet them.
+"""The shop's constraints, as far as the strategies' outputs meet them: UNIQUE and CHECK
+read at start, and what the database names when one refuses a row anyway.
 
 Reflection gives plain UNIQUE constraints and indexes; a unique index on an
 expression (`lower(email)`) or on some rows only (`WHERE active`) also refuses
@@ -174,3 +175,74 @@ def _value(i: int, column: sa.Column, value: Any, dialect: str) -> Any:
         # SQLite keeps what it is given; a CAST to DATE there would make 2020 of '2020-05-04'
         return bound.label(column.name)
     return sa.cast(bound, column.type).label(column.name)  # as the UPDATE would store it
+
+
+def failure_text(exc: BaseException) -> str:
+    """Why the shop refused a subject's erasure, for its audit row: the exception's type,
+    and the constraint when the database names one, as in "IntegrityError: CHECK
+    constraint email_has_at on customers" (PostgreSQL) or "IntegrityError: UNIQUE
+    constraint on customers.email" (SQLite), so an operator can fix the register.
+
+    Never the message as a whole: PostgreSQL's DETAIL quotes the key's values, and a
+    trigger's text may say anything about the row."""
+    orig = getattr(exc, "orig", None)
+    said = _postgres_constraint(orig) or _sqlite_constraint(orig)
+    return f"{type(exc).__name__}: {said}" if said else type(exc).__name__
+
+
+_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_$]{0,62}"
+_NAME = re.compile(_IDENTIFIER)
+# integrity_constraint_violation (SQLSTATE class 23), by the constraint's kind
+_POSTGRES_KINDS = {
+    "23502": "NOT NULL",
+    "23503": "FOREIGN KEY",
+    "23505": "UNIQUE",
+    "23514": "CHECK",
+    "23P01": "EXCLUDE",
+}
+
+
+def _postgres_constraint(orig: Any) -> str | None:
+    """Kind, name and table from psycopg's diagnostics, which are schema names only."""
+    kind = _POSTGRES_KINDS.get(getattr(orig, "sqlstate", None) or "")
+    diag = getattr(orig, "diag", None)
+    # PL/pgSQL's RAISE may set any SQLSTATE and CONSTRAINT, a row's value included
+    if kind is None or diag is None or diag.source_function == "exec_stmt_raise":
+        return None
+    names = (diag.constraint_name, diag.table_name, diag.column_name)
+    if any(n is not None and not _NAME.fullmatch(n) for n in names):
+        return None  # a quoted name with spaces or symbols is not told apart from data
+    name, table, column = names
+    where = f"{table}.{column}" if table and column else table
+    if not (name or where):
+        return None
+    parts = (f"{kind} constraint", name, f"on {where}" if where else None)
+    return " ".join(part for part in parts if part)
+
+
+_SQLITE_KINDS = {
+    "SQLITE_CONSTRAINT_CHECK": "CHECK",
+    "SQLITE_CONSTRAINT_NOTNULL": "NOT NULL",
+    "SQLITE_CONSTRAINT_PRIMARYKEY": "UNIQUE",
+    "SQLITE_CONSTRAINT_UNIQUE": "UNIQUE",
+}
+_COLUMN = rf"{_IDENTIFIER}\.{_IDENTIFIER}"
+_SQLITE_SAID = re.compile(
+    rf"(?P<kind>CHECK|NOT NULL|UNIQUE) constraint failed: "
+    rf"(?:(?P<columns>{_COLUMN}(?:, {_COLUMN})*)|index '(?P<index>{_IDENTIFIER})'"
+    rf"|(?P<name>{_IDENTIFIER}))"
+)
+
+
+def _sqlite_constraint(orig: Any) -> str | None:
+    """The constraint SQLite's message names, when the message is SQLite's own and has
+    the shape of a constraint's: an unnamed CHECK's message is its expression, not a name."""
+    kind = _SQLITE_KINDS.get(getattr(orig, "sqlite_errorname", None) or "")
+    # A trigger's RAISE(ABORT, ...) is SQLITE_CONSTRAINT_TRIGGER, whatever its text says.
+    message = orig.args[0] if kind and orig.args and isinstance(orig.args[0], str) else ""
+    said = _SQLITE_SAID.fullmatch(message)
+    if said is None or said["kind"] != kind:
+        return None
+    if said["columns"]:
+        return f"{kind} constraint on {said['columns']}"
+    return f"{kind} constraint {said['index'] or said['name']}"

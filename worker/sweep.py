@@ -59,10 +59,10 @@ from worker.shop import (
     apply_targets,
     bind_targets,
     count_rows,
-    failure_text,
     shop_engine,
     table_sizes,
 )
+from worker.shop_constraints import failure_text
 from worker.store import (
     ONE_OF_CHUNK,
     DeadLetter,
