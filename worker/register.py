@@ -447,6 +447,15 @@ def _semantic_problems(register: Register) -> Iterator[tuple[tuple, str]]:
                 )
             for t, target in enumerate(rule.targets):
                 yield from _target_problems(activity, target, (*rule_where, "targets", t))
+                if rule.then == "delete" and target.columns and not target.keeps:
+                    # the art. 30 register and the forecast say "delete": a target that
+                    # only anonymises would keep rows the DPO believes gone
+                    yield (
+                        (*rule_where, "targets", t),
+                        f"activity {activity.id!r}: the rule says then: delete, but target "
+                        f"{target.name!r} keeps its rows (it anonymises columns, and keeps "
+                        "none by law): give it delete_rows: true, or say then: anonymise",
+                    )
                 if target.name in targets:
                     # the sweep, its audit and the dry run know a target by this name alone
                     yield (

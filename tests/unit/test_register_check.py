@@ -314,3 +314,12 @@ def test_a_missing_file_is_refused_without_a_line(tmp_path):
     [(line, message)] = problems(check(str(path)), path)
     assert line == 0
     assert "cannot read the register" in message
+
+
+def test_a_rule_that_says_delete_with_a_target_that_only_anonymises_is_refused(tmp_path):
+    # the art. 30 register would say "delete" while the sweep keeps the rows
+    new = SALES_RULE.replace("then: anonymise", "then: delete")
+    broken = break_register(tmp_path, SALES_RULE, new, at="- table: orders")
+    message = the_problem(check(str(broken.path)), broken)
+    assert "activity 'sales': the rule says then: delete, but target 'orders' keeps" in message
+    assert "delete_rows: true" in message
