@@ -268,7 +268,8 @@ def bind_targets(
                     if why:
                         fit = False
                         problem((*where, "columns", column), f"{label}: {why}")
-                if fit and target.columns and not target.delete_rows:
+                pk = tuple(c.name for c in table.primary_key.columns)
+                if fit and pk and target.columns and not target.delete_rows:
                     for check in _broken(engine, table, target, facts, checks, secret):
                         written = [c for c in target.columns if c in check.columns]
                         problem(
@@ -286,7 +287,6 @@ def bind_targets(
                         "CASCADE or SET NULL, so deleting them would fail: anonymise columns "
                         "instead, or delete the referencing rows first",
                     )
-                pk = tuple(c.name for c in table.primary_key.columns)
                 if not pk and not target.delete_rows:
                     problem(
                         (*where, "table"),

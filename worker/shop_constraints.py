@@ -138,7 +138,9 @@ def broken_checks(
             try:
                 statement = _verdicts(table, relevant, after, engine.dialect.name)
                 verdicts = connection.execute(statement).one()
-            except sa.exc.StatementError:
+            except (sa.exc.OperationalError, sa.exc.InterfaceError):
+                raise  # the shop went away: the caller says so
+            except (sa.exc.StatementError, sa.exc.CompileError):
                 # a value the database cannot cast back (a type SQLAlchemy does not know):
                 # nothing to conclude from this row, the sweep will say if it breaks
                 connection.rollback()
@@ -174,8 +176,9 @@ def _verdicts(table: sa.Table, checks: list[Check], values: dict[str, Any], dial
 
 def _value(i: int, column: sa.Column, value: Any, dialect: str) -> Any:
     bound = sa.bindparam(f"v{i}", value, type_=column.type)
-    if dialect == "sqlite":
-        # SQLite keeps what it is given; a CAST to DATE there would make 2020 of '2020-05-04'
+    if dialect == "sqlite" or isinstance(column.type, sa.types.NullType):
+        # SQLite keeps what it is given (a CAST to DATE there would make 2020 of
+        # '2020-05-04'); a type SQLAlchemy does not know cannot be named in a CAST
         return bound.label(column.name)
     return sa.cast(bound, column.type).label(column.name)  # as the UPDATE would store it
 
