@@ -240,7 +240,7 @@ def bind_targets(
                     continue
                 table = metadata.tables[target.table]
                 facts = {
-                    c.name: _facts(c, unique[target.table], engine.dialect.name)
+                    c.name: _facts(c, unique[target.table], engine.dialect.name, register.timezone)
                     for c in table.columns
                 }
                 columns = [
@@ -323,8 +323,9 @@ def _unreachable(engine: Engine, exc: Exception) -> str:
     )
 
 
-def _facts(column: sa.Column, unique: list[Unique], dialect: str) -> ColumnFacts:
+def _facts(column: sa.Column, unique: list[Unique], dialect: str, zone: str) -> ColumnFacts:
     kind, length = _kind(column.type)
+    aware = kind == "datetime" and bool(getattr(column.type, "timezone", False))
     return ColumnFacts(
         name=column.name,
         kind=kind,
@@ -336,6 +337,7 @@ def _facts(column: sa.Column, unique: list[Unique], dialect: str) -> ColumnFacts
         primary_key=column.primary_key,
         foreign_key=bool(column.foreign_keys),
         padded=isinstance(column.type, sa.CHAR),
+        zone=zone if aware else None,
     )
 
 

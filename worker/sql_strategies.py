@@ -112,6 +112,9 @@ def pseudonym(column: ColumnElement, ctx: SqlContext) -> ColumnElement:
 
 
 def year(column: ColumnElement, ctx: SqlContext) -> ColumnElement:
+    if ctx.column.zone:
+        # the year as it begins in that zone, whatever the session's (PostgreSQL 12+)
+        return sa.func.date_trunc("year", column, _text(ctx.column.zone))
     truncated = sa.func.date_trunc("year", column)
     return sa.cast(truncated, column.type) if ctx.column.kind == "date" else truncated
 

@@ -20,6 +20,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from itertools import pairwise
 from typing import Any
+from zoneinfo import ZoneInfo
 
 REDACTED = "[redacted]"
 HASH_PREFIX = "h:"
@@ -46,6 +47,9 @@ class ColumnFacts:
     foreign_key: bool = False
     padded: bool = False  # CHAR(n): values come back blank-padded to the length
     integer_bits: int | None = None  # 16, 32 or 64 for an integer column
+    # A timestamp with time zone: the zone its years begin in (the register's). A shop's
+    # 1 January 00:30 in Paris is still the last year in UTC, its database's usual zone.
+    zone: str | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,8 @@ def year(value: Any, ctx: Context) -> Any:
     if value is None:
         return None
     if isinstance(value, datetime):
+        if value.tzinfo is not None and ctx.column.zone:
+            value = value.astimezone(ZoneInfo(ctx.column.zone))
         return value.replace(month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
     if isinstance(value, date):
         return value.replace(month=1, day=1)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given
@@ -129,6 +130,17 @@ def test_a_date_becomes_its_year():
     assert apply("year", datetime(2020, 5, 3, 10, 5), ctx(COLUMNS["datetime"])) == datetime(
         2020, 1, 1
     )
+
+
+def test_a_moment_with_its_zone_keeps_the_year_it_had_in_the_registers_zone():
+    aware = ColumnFacts("last_login_at", "datetime", zone="Europe/Paris")
+    # 1 January 2021 at 00:30 in Paris, as a database in UTC reads it back
+    read = datetime(2020, 12, 31, 23, 30, tzinfo=UTC)
+    paris = ZoneInfo("Europe/Paris")
+    assert apply("year", read, ctx(aware)) == datetime(2021, 1, 1, tzinfo=paris)
+    assert apply("year", datetime(2021, 1, 1, tzinfo=paris), ctx(aware)) == datetime(
+        2021, 1, 1, tzinfo=paris
+    )  # written once, the same again
 
 
 def test_a_char_value_is_hashed_without_its_blank_padding():

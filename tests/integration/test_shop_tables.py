@@ -1,5 +1,6 @@
-"""The shop's own tables checked by their real constraints: `lethe shop check` says what a
-strategy's output would break before a sweep fails those people every night."""
+"""The shop's own tables, taken as their schema says: `lethe shop check` tells what a
+strategy's output would break before a sweep fails those people every night, and a
+sweep writes what each column's type means."""
 
 from __future__ import annotations
 
@@ -171,3 +172,38 @@ def test_a_check_constraint_and_an_expression_index_are_checked_before_any_sweep
     kept = {c: (e, n) for c, e, n in before if c not in due}
     assert kept and all(after[c] == kept[c] for c in kept)
     engine.dispose()
+
+
+def test_a_moment_with_a_time_zone_keeps_the_year_it_had_in_the_registers_zone(
+    distributed: Lethe, request, tmp_path
+):
+    # PostgreSQL reads a timestamptz in the session's zone (UTC here): 1 January 2021 at
+    # 00:30 in Paris is 31 December 2020 there, and its year must stay 2021.
+    shop = _shop_with(
+        distributed,
+        request,
+        ["CREATE TABLE logins (customer_id INTEGER PRIMARY KEY, at TIMESTAMPTZ NOT NULL)"],
+        lambda customers: {
+            "INSERT INTO logins VALUES (:c, :at)": [
+                {"c": c, "at": "2021-01-01T00:30:00+01:00"} for c in customers
+            ]
+        },
+    )
+    OwnTargets(distributed, tmp_path).write(
+        "          - table: logins\n"
+        "            key: customer_id\n"
+        "            columns: {at: year}\n",
+        "logins",
+    )
+    seed_store(distributed, shop.data.events)
+    due = {int(s.split(":")[1]) for s, a in shop.due() if a == "crm.customers"}
+    swept = shop.purge_approved(NOW)
+    assert swept["status"] == "done" and swept["failed"] == 0 and due
+    engine = shop.engine()
+    with engine.connect() as connection:
+        connection.execute(sa.text("SET TIME ZONE 'Europe/Paris'"))
+        query = "SELECT customer_id, to_char(at, 'YYYY-MM-DD HH24:MI') FROM logins"
+        logins = dict(connection.execute(sa.text(query)).all())
+    engine.dispose()
+    assert {logins[c] for c in due} == {"2021-01-01 00:00"}
+    assert {v for c, v in logins.items() if c not in due} == {"2021-01-01 00:30"}
