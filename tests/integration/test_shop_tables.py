@@ -4,6 +4,7 @@ sweep writes what each column's type means."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -207,3 +208,47 @@ def test_a_moment_with_a_time_zone_keeps_the_year_it_had_in_the_registers_zone(
     engine.dispose()
     assert {logins[c] for c in due} == {"2021-01-01 00:00"}
     assert {v for c, v in logins.items() if c not in due} == {"2021-01-01 00:30"}
+
+
+def test_a_value_its_column_cannot_read_fails_that_person_alone_and_quotes_nothing(
+    embedded: Lethe, request, tmp_path
+):
+    # SQLite keeps any text in a DATE column: the check cannot read it, the sweep cannot
+    # take its year; neither may print it, and the other people are erased all the same.
+    odd = "le 3 mars 1985"
+    shop = _shop_with(
+        embedded,
+        request,
+        [
+            "CREATE TABLE profiles (customer_id INTEGER PRIMARY KEY, "
+            "born DATE CONSTRAINT born_after_1900 CHECK (born > '1900-01-01'))"
+        ],
+        lambda customers: {
+            "INSERT INTO profiles VALUES (:c, :born)": [
+                {"c": c, "born": odd if c == customers[-1] else "1985-03-03"} for c in customers
+            ]
+        },
+    )
+    OwnTargets(embedded, tmp_path).write(
+        "          - table: profiles\n"
+        "            key: customer_id\n"
+        "            columns: {born: year}\n",
+        "profiles",
+    )
+    checked = embedded.run("shop", "check")
+    assert odd not in checked.stdout + checked.stderr
+    seed_store(embedded, shop.data.events)
+    due = {int(s.split(":")[1]) for s, a in shop.due() if a == "crm.customers"}
+    odd_one = max(c["id"] for c in shop.data.rows["customers"])
+    assert odd_one in due, "the test needs the odd row among the due"
+    swept = shop.purge_approved(NOW)
+    assert swept["status"] == "done" and swept["erased"] > 0 and swept["failed"] > 0
+    engine = shop.engine()
+    with engine.connect() as connection:
+        born = dict(connection.execute(sa.text("SELECT customer_id, born FROM profiles")).all())
+    engine.dispose()
+    assert born[odd_one] == odd
+    assert {born[c] for c in due if c != odd_one} == {"1985-01-01"}
+    failed = [r for r in shop.audit() if r["outcome"] == "failed"]
+    assert failed and all(r["strategy"].endswith("(failed: ValueError)") for r in failed)
+    assert odd not in json.dumps(shop.audit())
