@@ -123,7 +123,7 @@ def broken_checks(
     relevant = [c for c in checks if c.columns & strategies.keys()]
     if not relevant:
         return []
-    order = [c.desc() for c in table.primary_key.columns] or [table.c[key].desc()]
+    order = [c.desc() for c in table.primary_key.columns]  # tried only with one
     written = [table.c[c].isnot(None) for c in strategies]
     query = sa.select(table).where(sa.or_(*written)).order_by(*order).limit(TRIAL_ROWS)
     broken: dict[int, Check] = {}
