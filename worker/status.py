@@ -85,12 +85,17 @@ def broker_check(settings: Settings, timeout: float = 5.0) -> Check:
 
 
 def _queue_length(connection, queue: str) -> int | None:
+    channel = connection.default_channel
+    if connection.transport.driver_type == "redis":
+        # kombu's passive declare looks for the queue's key without the install's
+        # global_keyprefix, so it never found it (and always said 0): count the list itself.
+        # An emptied list has no key, and counts 0.
+        return int(channel.client.llen(queue))
     try:
-        _, count, _ = connection.default_channel.queue_declare(queue=queue, passive=True)
+        _, count, _ = channel.queue_declare(queue=queue, passive=True)
         return int(count)
     except Exception:
-        # Redis drops an empty list's key, which a passive declare reports as missing.
-        return 0 if connection.transport_cls == "redis" else None
+        return None
 
 
 def database_check(settings: Settings) -> Check:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import signal
 from pathlib import Path
 
@@ -17,6 +18,12 @@ def _lines(path: Path) -> list[str]:
 
 def _unique_ids(path: Path) -> int:
     return len({json.loads(line)["id"] for line in _lines(path)})
+
+
+def _waiting(lethe: Lethe) -> int | None:
+    """The queue depth `lethe status` reports, if it reports one."""
+    found = re.search(r"(\d+) message\(s\) waiting", lethe.run("status", check=False).stdout)
+    return int(found.group(1)) if found else None
 
 
 def test_emitted_file_gives_the_deadlines_simulate_computes(lethe: Lethe, samples: Path):
@@ -254,6 +261,7 @@ def test_worker_killed_mid_batch_stores_every_event_once_after_restart(
     # Queued before the worker starts: sending takes about as long as ingesting, so a
     # worker already running could store everything before the kill.
     lethe.run("emit", "--file", str(events))
+    assert _waiting(lethe) == 12  # batches of 500
     lethe.start_worker()
     wait_for(lambda: lethe.store_count("events") > 0, 60, "the first batch", lethe.logs)
     lethe.kill_workers(signal.SIGKILL)
@@ -265,3 +273,4 @@ def test_worker_killed_mid_batch_stores_every_event_once_after_restart(
     wait_for(lambda: lethe.store_count("lifecycles") == len(expected), 60, "lifecycles", lethe.logs)
     assert lethe.store_count("events") == 6000
     assert lethe.deadlines() == expected
+    wait_for(lambda: _waiting(lethe) == 0, 30, "an empty queue", lethe.logs)
