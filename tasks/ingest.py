@@ -28,8 +28,9 @@ from worker.settings import current_settings, whole_number
 from worker.spool import release
 from worker.store import now_utc, transaction
 
-# Longest wait between two retries while the database is down; stays below the
-# broker's visibility timeout (worker/app.py) so a waiting retry is not redelivered.
+# Longest wait between two retries while the database is down; stays below Redis's
+# visibility timeout and RabbitMQ's consumer_timeout (worker/app.py), as a worker holds
+# the waiting retry unacknowledged, so that it is not delivered again meanwhile.
 RETRY_BACKOFF_MAX = 600
 STORE_ERRORS = (OperationalError, InterfaceError)
 

@@ -38,8 +38,11 @@ from worker.sweep import (
 
 SCHEDULES = frozenset({NIGHTLY_SWEEP})
 
-# The run waits at most this long between two attempts at an unreachable shop.
-RETRY_BACKOFF_MAX = 1800
+# The run waits at most this long between two attempts at an unreachable shop. The
+# waiting task is held unacknowledged by a worker, so this stays below the brokers' limits
+# for that (worker/app.py): Redis's visibility timeout, and RabbitMQ's consumer_timeout
+# (30 minutes), with ten minutes to spare for the retried sweep to run.
+RETRY_BACKOFF_MAX = 1200
 MAX_RETRIES = 12
 
 

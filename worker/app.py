@@ -26,9 +26,19 @@ NOOP_TASK = "lethe.noop"
 
 # Redis redelivers a task that stays unacknowledged (running, or waiting for a
 # retry's countdown) longer than this; it must exceed the longest task and the
-# longest retry delay (RETRY_BACKOFF_MAX in tasks/ingest.py).
+# longest retry delay (RETRY_BACKOFF_MAX in tasks/ingest.py and tasks/sweep.py).
 DEFAULT_VISIBILITY_TIMEOUT = 3600
-REDIS_TIMEOUT = 10
+# RabbitMQ's own limit (its `consumer_timeout`, 30 minutes by default): a delivery left
+# unacknowledged longer closes the worker's channel and the message is delivered again.
+# A task waiting for its retry's countdown is such a delivery (the worker holds it until
+# it runs), so every retry delay stays well below: ingestion waits at most 10 minutes
+# and a sweep 20 (RETRY_BACKOFF_MAX), which leaves the retried task time to run.
+RABBITMQ_CONSUMER_TIMEOUT = 1800
+# How long a broker that accepts a connection but does not answer is waited for.
+BROKER_TIMEOUT = 10
+# Connecting to RabbitMQ includes its handshake, so this also bounds the wait on a server
+# that accepts connections and never answers (Celery's own default, made explicit).
+AMQP_CONNECT_TIMEOUT = 4
 
 
 def events_queue(settings: Settings) -> str:
@@ -39,6 +49,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     visibility = whole_number("LETHE_VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT)
     transport_options: dict[str, Any] = {}
     transport = None
+    broker: dict[str, Any] = {}
     if settings.embedded:
         transport = TRANSPORT
         folder = settings.broker_folder
@@ -67,13 +78,17 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             # A server that accepts but never answers (stuck, or a half-open link)
             # must fail a shop's emit() with BrokerUnavailable, not hang it for good;
             # kept well above the workers' 1 s blocking reads.
-            "socket_connect_timeout": REDIS_TIMEOUT,
-            "socket_timeout": REDIS_TIMEOUT,
+            "socket_connect_timeout": BROKER_TIMEOUT,
+            "socket_timeout": BROKER_TIMEOUT,
         }
+    elif is_amqp(settings.broker_url):
+        broker = amqp_config(settings)
+        transport_options = broker.pop("broker_transport_options")
     return {
         "broker_url": settings.broker_url,
         "broker_transport": transport,
         "broker_transport_options": transport_options,
+        **broker,
         "broker_connection_retry_on_startup": True,
         "task_default_queue": events_queue(settings),
         "task_serializer": "json",
@@ -94,6 +109,42 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "timezone": "Europe/Paris",
         "enable_utc": True,
         "broker_pool_limit": 10,
+    }
+
+
+def is_amqp(url: str) -> bool:
+    return url.startswith(("amqp://", "amqps://", "pyamqp://"))
+
+
+def amqp_config(settings: Settings) -> dict[str, Any]:
+    """RabbitMQ: what makes a message that left the shop survive a broker crash, and keeps
+    an install's names its own.
+
+    Queues are durable and messages persistent (Celery's defaults, kept); the server
+    confirms each publish once it holds the message (publisher confirms), so emit()
+    returns only then, and a message the server refuses raises instead of vanishing.
+    No visibility timeout: a worker's unacknowledged messages go back to the queue the
+    moment its connection closes (see RABBITMQ_CONSUMER_TIMEOUT for the one limit).
+    """
+    prefix = settings.queue_prefix
+    return {
+        "broker_transport_options": {
+            "confirm_publish": True,
+            # As Redis's socket_timeout: a server that stops answering once connected (a
+            # memory or disk alarm blocks publishers; a half-open link) fails a read or a
+            # write after this long, instead of holding the shop's emit() for good.
+            "read_timeout": BROKER_TIMEOUT,
+            "write_timeout": BROKER_TIMEOUT,
+        },
+        "broker_connection_timeout": AMQP_CONNECT_TIMEOUT,
+        # The events queue and its exchange are named by task_default_queue; these are
+        # the other names Celery declares (remote control, mingle, gossip: `celery.pidbox`
+        # and `celeryev` by default). Shared by the installs (or test runs) of one server,
+        # they would let one install's `celery inspect`, or a worker's start-up sync,
+        # reach another's workers. On Redis, global_keyprefix does the same.
+        "control_exchange": f"{prefix}.celery",
+        "event_exchange": f"{prefix}.celeryev",
+        "event_queue_prefix": f"{prefix}.celeryev",
     }
 
 

@@ -318,6 +318,8 @@ def _strings(value: Any, path: str, depth: int) -> Iterator[tuple[str, str, str]
 
 
 def _publish(messages: list[dict[str, Any]], one: bool = False) -> None:
+    from amqp.exceptions import MessageNacked
+
     from worker.app import INGEST_ONE_TASK, INGEST_TASK
     from worker.spool import spooled
 
@@ -333,6 +335,12 @@ def _publish(messages: list[dict[str, Any]], one: bool = False) -> None:
                 retry=True,
                 retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
             )
+    except MessageNacked:
+        # RabbitMQ said it could not keep the message (publisher confirms)
+        raise BrokerUnavailable(
+            f"the broker at {safe_url(settings.broker_url)} refused the event(s) and did not "
+            "queue them: send them again (an event id sent twice is stored once)"
+        ) from None
     except (OSError, KombuError) as exc:
         if settings.embedded:
             # the embedded queue is a folder: nothing to start, a folder to fix
@@ -341,9 +349,11 @@ def _publish(messages: list[dict[str, Any]], one: bool = False) -> None:
                 f"({getattr(exc, 'strerror', None) or exc}): "
                 "make LETHE_HOME writable"
             ) from None
+        # kombu's error may carry no text of its own (a read that timed out): name its cause
+        reason = str(exc) or type(exc.__cause__ or exc.__context__ or exc).__name__
         raise BrokerUnavailable(
             f"cannot reach the broker at {safe_url(settings.broker_url)} "
-            f"({type(exc).__name__}: {exc}); start it or fix LETHE_BROKER_URL"
+            f"({type(exc).__name__}: {reason}); start it or fix LETHE_BROKER_URL"
         ) from None
 
 

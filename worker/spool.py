@@ -4,7 +4,8 @@ kombu's filesystem transport removes a message file when a worker takes it,
 before the task runs: a worker killed mid-task would lose it. So in embedded
 mode each published batch is also written here first, removed once ingested,
 and `lethe worker` re-publishes what is left at start. Re-ingesting is harmless
-(event ids). With Redis the broker itself redelivers, and nothing is spooled.
+(event ids). With Redis or RabbitMQ the broker itself redelivers, and nothing is
+spooled.
 """
 
 from __future__ import annotations

@@ -94,8 +94,9 @@ def _queue_length(connection, queue: str) -> int | None:
     try:
         _, count, _ = channel.queue_declare(queue=queue, passive=True)
         return int(count)
-    except Exception:
-        return None
+    except Exception as exc:
+        # RabbitMQ answers 404 for a queue that no worker or client has declared yet
+        return 0 if getattr(exc, "code", None) == 404 else None
 
 
 def database_check(settings: Settings) -> Check:

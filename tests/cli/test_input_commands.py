@@ -402,8 +402,13 @@ def test_status_masks_a_database_password_whatever_it_holds(lethe) -> None:
     assert "Se/cr3t" not in result.stdout + result.stderr and "cr3t" not in result.stdout
 
 
+@pytest.mark.parametrize(
+    "scheme, shown",
+    [("redis", "redis://127.0.0.1:"), ("amqp", "amqp://guest:***@127.0.0.1:")],
+    ids=["redis", "rabbitmq"],
+)
 def test_emit_to_a_broker_that_accepts_but_never_answers_fails_instead_of_hanging(
-    lethe,
+    lethe, scheme: str, shown: str
 ) -> None:
     import socket
     import threading
@@ -421,13 +426,16 @@ def test_emit_to_a_broker_that_accepts_but_never_answers_fails_instead_of_hangin
             "contact.made",
             "--subject",
             "customer:1",
-            LETHE_BROKER_URL=f"redis://127.0.0.1:{server.getsockname()[1]}/0",
+            LETHE_BROKER_URL={
+                "redis": f"redis://127.0.0.1:{server.getsockname()[1]}/0",
+                "amqp": f"amqp://guest:guest@127.0.0.1:{server.getsockname()[1]}//",
+            }[scheme],
             LETHE_SECRET="a-secret-of-some-length",
         )
     finally:
         server.close()
     assert_clean_failure(result, 1)
-    assert "cannot reach the broker at redis://127.0.0.1:" in result.stderr
+    assert f"cannot reach the broker at {shown}" in result.stderr
 
 
 def test_a_bad_broker_setting_is_refused_in_one_line_naming_it(lethe) -> None:

@@ -1,5 +1,5 @@
-"""Real services for integration tests: a PostgreSQL database and a Redis key prefix per run,
-and real `lethe` / `celery` processes started as a user would.
+"""Real services for integration tests: a PostgreSQL database and a Redis key prefix (or a
+RabbitMQ queue prefix) per run, and real `lethe` / `celery` processes started as a user would.
 
 Nothing here assumes an empty server: every run makes its own database and prefix
 and removes them afterwards.
@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import BIN, POSTGRES_URL, REDIS_URL, ROOT, Lethe
+from harness import BIN, POSTGRES_URL, RABBITMQ_URL, REDIS_URL, ROOT, Lethe
 
 REQUIRED = os.environ.get("LETHE_REQUIRE_SERVICES") == "1"
 
@@ -76,6 +76,36 @@ def redis_prefix(redis_server: str) -> Iterator[str]:
         client.delete(key)
 
 
+@pytest.fixture(scope="session")
+def rabbitmq_server() -> str:
+    from kombu import Connection
+
+    try:
+        with Connection(RABBITMQ_URL, connect_timeout=2) as connection:
+            connection.ensure_connection(max_retries=1)
+    except Exception as exc:
+        _unavailable("RabbitMQ", exc)
+    return RABBITMQ_URL
+
+
+def _delete_rabbitmq_names(url: str, env: dict[str, str]) -> None:
+    """Delete the queues and exchanges of one install: those its settings name (the
+    workers' own remote-control and gossip queues expire with them)."""
+    from kombu import Connection
+
+    from worker.app import celery_config
+    from worker.settings import load_settings
+
+    config = celery_config(load_settings(env))
+    queue, control = config["task_default_queue"], config["control_exchange"]
+    exchanges = [queue, f"{control}.pidbox", f"reply.{control}.pidbox", config["event_exchange"]]
+    with Connection(url, connect_timeout=5) as connection:
+        channel = connection.channel()
+        channel.queue_delete(queue)  # RabbitMQ deletes what does not exist without a word
+        for exchange in exchanges:
+            channel.exchange_delete(exchange)
+
+
 def _base_env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("LETHE_")}
     env.update(
@@ -115,9 +145,30 @@ def distributed(tmp_path: Path, postgres_url: str, redis_prefix: str) -> Iterato
     lethe.kill_workers()  # SIGKILL: a warm shutdown waited seconds per test, for nothing
 
 
+@pytest.fixture
+def rabbitmq(tmp_path: Path, postgres_url: str, rabbitmq_server: str) -> Iterator[Lethe]:
+    """RabbitMQ broker and PostgreSQL store; the queue and exchanges carry a prefix of their
+    own, and are deleted afterwards."""
+    env = _base_env(tmp_path)
+    env.update(
+        {
+            "LETHE_BROKER_URL": rabbitmq_server,
+            "LETHE_DATABASE_URL": postgres_url,
+            "LETHE_SECRET": f"test-secret-{uuid.uuid4().hex}",
+            "LETHE_QUEUE_PREFIX": f"lethe-test-{uuid.uuid4().hex[:10]}",
+        }
+    )
+    lethe = Lethe(tmp_path, env)
+    lethe.run("db", "upgrade")
+    yield lethe
+    lethe.kill_workers()
+    _delete_rabbitmq_names(rabbitmq_server, env)
+
+
 @pytest.fixture(params=["embedded", "distributed"])
 def lethe(request: pytest.FixtureRequest) -> Lethe:
-    """Each pipeline test runs on the embedded default and on Redis + PostgreSQL."""
+    """Each pipeline test runs on the embedded default and on Redis + PostgreSQL (and a few
+    on RabbitMQ + PostgreSQL too: `ON_EVERY_BROKER` in test_pipeline.py)."""
     return request.getfixturevalue(request.param)
 
 

@@ -17,6 +17,7 @@ LETHE = str(BIN / "lethe")
 CELERY = str(BIN / "celery")
 NOW = "2026-11-26T00:00:00+01:00"
 REDIS_URL = os.environ.get("LETHE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+RABBITMQ_URL = os.environ.get("LETHE_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
 POSTGRES_URL = os.environ.get(
     "LETHE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )

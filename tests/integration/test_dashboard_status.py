@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from harness import Lethe
 
@@ -17,10 +18,13 @@ def _execute(lethe: Lethe, statement: str) -> None:
     engine.dispose()
 
 
-def test_a_healthy_install_exits_0(distributed: Lethe):
-    result = distributed.run("status", check=False)
+@pytest.mark.parametrize("lethe", ["distributed", "rabbitmq"], indirect=True)
+def test_a_healthy_install_exits_0(lethe: Lethe):
+    result = lethe.run("status", check=False)
     assert result.returncode == 0, result.stdout
     assert "OK: the register is being enforced" in result.stdout
+    # no queue declared yet (no worker, nothing sent): nothing waits
+    assert "answers, 0 message(s) waiting" in result.stdout
     for line in ("broker", "database", "last sweep", "overdue", "dead letters"):
         assert line in result.stdout
 

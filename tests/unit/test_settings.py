@@ -80,3 +80,37 @@ def test_the_default_visibility_timeout_outlasts_every_retry_delay():
 
     assert DEFAULT_VISIBILITY_TIMEOUT > tasks.sweep.RETRY_BACKOFF_MAX
     assert DEFAULT_VISIBILITY_TIMEOUT > tasks.ingest.RETRY_BACKOFF_MAX
+
+
+def test_every_retry_delay_ends_well_before_rabbitmq_gives_the_task_back():
+    # a worker holds a task waiting for its retry unacknowledged; past RabbitMQ's
+    # consumer_timeout the server closes its channel and delivers the task again
+    import tasks.ingest
+    import tasks.sweep
+    from worker.app import RABBITMQ_CONSUMER_TIMEOUT
+
+    for delay in (tasks.sweep.RETRY_BACKOFF_MAX, tasks.ingest.RETRY_BACKOFF_MAX):
+        assert delay + 600 <= RABBITMQ_CONSUMER_TIMEOUT
+
+
+@pytest.mark.parametrize("url", ["amqp://guest:guest@rabbit:5672//", "amqps://u:p@rabbit//"])
+def test_rabbitmq_confirms_each_publish_and_every_name_carries_the_queue_prefix(
+    url: str, tmp_path: Path
+):
+    from worker.app import celery_config
+
+    settings = load_settings(
+        {
+            "LETHE_HOME": str(tmp_path),
+            "LETHE_BROKER_URL": url,
+            "LETHE_SECRET": "s" * 32,
+            "LETHE_QUEUE_PREFIX": "shop-a",
+        }
+    )
+    config = celery_config(settings)
+    options = config["broker_transport_options"]
+    assert options["confirm_publish"] is True
+    assert "visibility_timeout" not in options and "global_keyprefix" not in options
+    assert config["task_acks_late"] and config["task_reject_on_worker_lost"]
+    for name in ("task_default_queue", "control_exchange", "event_exchange", "event_queue_prefix"):
+        assert config[name].startswith("shop-a."), name
