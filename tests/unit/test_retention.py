@@ -852,12 +852,10 @@ SALES_RULE = """      - clock: [order.closed]
 
 
 def register_with_second_sales_rule(rule: str):
+    # after the sales rule and its targets, the last lines of the register
     text = default_register_path().read_text(encoding="utf-8")
-    assert SALES_RULE in text
-    return parse_register(
-        text.replace(SALES_RULE, SALES_RULE + "        source: test\n" + rule),
-        "two-rules.yaml",
-    )
+    assert SALES_RULE in text and text.endswith("gift_message: null\n")
+    return parse_register(text + rule + "        source: test\n", "two-rules.yaml")
 
 
 def test_with_two_rules_the_longer_one_decides(event):
