@@ -1,10 +1,10 @@
-"""Ingest benchmark: events through Redis into PostgreSQL, against no-op Celery tasks.
+"""Ingest benchmark: events through Redis or RabbitMQ into PostgreSQL, against no-op tasks.
 
-    .venv/bin/python bench/ingest.py [--events 100000] [--concurrency 2]
+    .venv/bin/python bench/ingest.py [--events 100000] [--concurrency 2] [--broker redis|rabbitmq]
 
 In one run, on one machine, with the same broker, worker and settings:
   1. baseline: N no-op tasks (`lethe.noop`), one message per event, timed until
-     the queue is drained;
+     every one has been processed (none left in the queue, none unacknowledged);
   2. `emit`: N events, one message each, timed until all are stored;
   3. `emit_many`: the same N events in batches, timed until all are stored.
 Prints events/s for each and the ratios against the baseline.
@@ -22,12 +22,12 @@ import time
 import uuid
 from pathlib import Path
 
-import redis
 import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 REDIS_URL = os.environ.get("LETHE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+RABBITMQ_URL = os.environ.get("LETHE_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
 POSTGRES_URL = os.environ.get(
     "LETHE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
@@ -85,19 +85,93 @@ def realistic_events(count: int, seed: int = 42) -> list[dict]:
     return events
 
 
-class Setup:
-    """A database and a Redis prefix of the benchmark's own, and a real worker on them."""
+class RedisBroker:
+    """The events queue is a list, the messages workers hold an `unacked` hash."""
 
-    def __init__(self, concurrency: int):
+    label = "Redis"
+    url = REDIS_URL
+
+    def __init__(self, prefix: str):
+        import redis
+
+        self.prefix = prefix
+        self.client = redis.Redis.from_url(self.url)
+
+    def processed(self) -> bool:
+        queued = self.client.llen(f"{self.prefix}:{self.prefix}.events")
+        unacked = self.client.hlen(f"{self.prefix}:unacked")
+        return queued == 0 and unacked == 0
+
+    def delete(self) -> None:
+        for key in self.client.scan_iter(match=f"{self.prefix}*", count=1000):
+            self.client.delete(key)
+
+
+class RabbitMQBroker:
+    """The events queue, and the exchanges the app names, all under the run's prefix."""
+
+    label = "RabbitMQ"
+    url = RABBITMQ_URL
+
+    def __init__(self, prefix: str):
+        from kombu import Connection
+
+        self.queue = f"{prefix}.events"
+        self.connection = Connection(self.url, connect_timeout=5)
+
+    def processed(self) -> bool:
+        # A passive queue_declare counts only ready messages: not those the worker's
+        # processes prefetched (64 each) and acknowledge only once run (acks_late), so
+        # it says 0 up to 128 tasks early. `rabbitmqctl list_queues ... messages` counts
+        # ready + unacknowledged, asked of the queue process itself (not sampled
+        # statistics), but starts a CLI VM (about 0.3 s, on the two cores being
+        # measured): so it is asked only once the cheap count has reached 0.
+        ready = self.connection.default_channel.queue_declare(self.queue, passive=True)
+        if ready.message_count:
+            return False
+        listing = subprocess.run(
+            ["rabbitmqctl", "--quiet", "list_queues", "--no-table-headers", "name", "messages"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        counts = dict(line.split("\t") for line in listing.splitlines() if "\t" in line)
+        return int(counts[self.queue]) == 0
+
+    def delete(self) -> None:
+        """The names worker/app.py gives (the worker's own remote-control queue expires)."""
+        from worker.app import app
+
+        control = app.conf.control_exchange
+        channel = self.connection.default_channel
+        channel.queue_delete(self.queue)  # RabbitMQ deletes what does not exist without a word
+        for exchange in (
+            self.queue,
+            f"{control}.pidbox",
+            f"reply.{control}.pidbox",
+            app.conf.event_exchange,
+        ):
+            channel.exchange_delete(exchange)
+        self.connection.release()
+
+
+BROKERS = {"redis": RedisBroker, "rabbitmq": RabbitMQBroker}
+
+
+class Setup:
+    """A database and a broker prefix of the benchmark's own, and a real worker on them."""
+
+    def __init__(self, concurrency: int, broker: str):
         self.name = f"lethe_bench_{uuid.uuid4().hex[:8]}"
         self.prefix = f"lethe-bench-{uuid.uuid4().hex[:8]}"
+        self.broker = BROKERS[broker](self.prefix)
         self.admin = sa.create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
         with self.admin.connect() as c:
             c.execute(sa.text(f'CREATE DATABASE "{self.name}"'))
         self.url = f"{POSTGRES_URL.rsplit('/', 1)[0]}/{self.name}"
         self.env = {
             **os.environ,
-            "LETHE_BROKER_URL": REDIS_URL,
+            "LETHE_BROKER_URL": self.broker.url,
             "LETHE_DATABASE_URL": self.url,
             "LETHE_SECRET": uuid.uuid4().hex * 2,
             "LETHE_QUEUE_PREFIX": self.prefix,
@@ -109,7 +183,6 @@ class Setup:
             [str(BIN / "lethe"), "db", "upgrade"], env=self.env, check=True, capture_output=True
         )
         self.concurrency = concurrency
-        self.redis = redis.Redis.from_url(REDIS_URL)
         self.store = sa.create_engine(self.url)
         self.worker: subprocess.Popen | None = None
 
@@ -140,11 +213,6 @@ class Setup:
             self.worker.terminate()
             self.worker.wait(60)
 
-    def queue_empty(self) -> bool:
-        queued = self.redis.llen(f"{self.prefix}:{self.prefix}.events")
-        unacked = self.redis.hlen(f"{self.prefix}:unacked")
-        return queued == 0 and unacked == 0
-
     def stored(self) -> int:
         with self.store.connect() as c:
             return c.execute(sa.text("select count(*) from events")).scalar_one()
@@ -156,8 +224,7 @@ class Setup:
     def close(self) -> None:
         self.stop_worker()
         self.store.dispose()
-        for key in self.redis.scan_iter(match=f"{self.prefix}*", count=1000):
-            self.redis.delete(key)
+        self.broker.delete()
         with self.admin.connect() as c:
             c.execute(sa.text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
 
@@ -181,8 +248,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--broker", choices=sorted(BROKERS), default="redis")
     args = parser.parse_args()
-    setup = Setup(args.concurrency)
+    setup = Setup(args.concurrency, args.broker)
     try:
         from worker.app import NOOP_TASK, app
         from worker.client import emit, emit_many
@@ -191,7 +259,8 @@ def main() -> None:
         print(
             f"{args.events} events, {len({e['subject'] for e in events})} subjects; "
             f"worker: prefork concurrency {args.concurrency}, prefetch "
-            f"{app.conf.worker_prefetch_multiplier}, acks_late; broker Redis, store PostgreSQL"
+            f"{app.conf.worker_prefetch_multiplier}, acks_late; "
+            f"broker {setup.broker.label}, store PostgreSQL"
         )
         setup.start_worker()
 
@@ -199,7 +268,9 @@ def main() -> None:
             for event in events:
                 app.send_task(NOOP_TASK, args=[event])
 
-        baseline = timed("no-op task, one per event", send_noop, setup.queue_empty, len(events))
+        baseline = timed(
+            "no-op task, one per event", send_noop, setup.broker.processed, len(events)
+        )
 
         def send_single() -> None:
             for event in events:
@@ -231,6 +302,7 @@ def main() -> None:
                     "emit_per_s": round(single),
                     "emit_many_per_s": round(batched),
                     "concurrency": args.concurrency,
+                    "broker": args.broker,
                 }
             )
         )
