@@ -16,8 +16,10 @@ import argparse
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -169,6 +171,8 @@ class Setup:
         with self.admin.connect() as c:
             c.execute(sa.text(f'CREATE DATABASE "{self.name}"'))
         self.url = f"{POSTGRES_URL.rsplit('/', 1)[0]}/{self.name}"
+        # the worker's home and log; kept only when the run fails, for its log
+        self.folder = Path(tempfile.mkdtemp(prefix=f"{self.prefix}-"))
         self.env = {
             **os.environ,
             "LETHE_BROKER_URL": self.broker.url,
@@ -176,7 +180,7 @@ class Setup:
             "LETHE_SECRET": uuid.uuid4().hex * 2,
             "LETHE_QUEUE_PREFIX": self.prefix,
             "LETHE_LOG_FORMAT": "json",
-            "LETHE_HOME": f"/tmp/{self.prefix}",
+            "LETHE_HOME": str(self.folder / "home"),
         }
         os.environ.update(self.env)
         subprocess.run(
@@ -187,7 +191,7 @@ class Setup:
         self.worker: subprocess.Popen | None = None
 
     def start_worker(self) -> None:
-        self.log = open(f"/tmp/{self.prefix}-worker.log", "w")  # noqa: SIM115
+        self.log = open(self.folder / "worker.log", "w")  # noqa: SIM115
         self.worker = subprocess.Popen(
             [
                 str(BIN / "celery"),
@@ -221,12 +225,16 @@ class Setup:
         with self.store.begin() as c:
             c.execute(sa.text("truncate events, lifecycles, dead_letters"))
 
-    def close(self) -> None:
+    def close(self, failed: bool) -> None:
         self.stop_worker()
         self.store.dispose()
         self.broker.delete()
         with self.admin.connect() as c:
             c.execute(sa.text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+        if failed:
+            print(f"the worker's log: {self.folder / 'worker.log'}", file=sys.stderr)
+        else:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def timed(label: str, send, done, total: int) -> float:
@@ -251,6 +259,7 @@ def main() -> None:
     parser.add_argument("--broker", choices=sorted(BROKERS), default="redis")
     args = parser.parse_args()
     setup = Setup(args.concurrency, args.broker)
+    failed = True
     try:
         from worker.app import NOOP_TASK, app
         from worker.client import emit, emit_many
@@ -306,8 +315,9 @@ def main() -> None:
                 }
             )
         )
+        failed = False
     finally:
-        setup.close()
+        setup.close(failed)
 
 
 if __name__ == "__main__":
