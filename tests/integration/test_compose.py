@@ -16,9 +16,16 @@ import yaml
 from harness import ROOT
 
 COMPOSE_FILE = ROOT / "docker-compose.yml"
+RABBITMQ_FILE = ROOT / "docker-compose.rabbitmq.yml"  # an override: RabbitMQ as the broker
 ENV_EXAMPLE = ROOT / ".env.example"
 LETHE_SERVICES = {"migrate", "worker", "beat", "flower", "dashboard"}
-SECRETS = ("LETHE_SECRET", "LETHE_DASHBOARD_TOKEN", "POSTGRES_PASSWORD", "FLOWER_BASIC_AUTH")
+SECRETS = (
+    "LETHE_SECRET",
+    "LETHE_DASHBOARD_TOKEN",
+    "POSTGRES_PASSWORD",
+    "FLOWER_BASIC_AUTH",
+    "RABBITMQ_PASSWORD",
+)
 
 
 def _compose() -> str:
@@ -31,11 +38,14 @@ def _compose() -> str:
     return found
 
 
-def compose(*args: str, env_file: Path = ENV_EXAMPLE) -> subprocess.CompletedProcess:
+def compose(
+    *args: str, env_file: Path = ENV_EXAMPLE, files: tuple[Path, ...] = (COMPOSE_FILE,)
+) -> subprocess.CompletedProcess:
     # Only the env file may supply values: the test's own environment must not.
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG")}
+    named = [arg for file in files for arg in ("-f", str(file))]
     return subprocess.run(
-        [_compose(), "--env-file", str(env_file), "-f", str(COMPOSE_FILE), *args],
+        [_compose(), "--env-file", str(env_file), *named, *args],
         capture_output=True,
         text=True,
         env=env,
@@ -93,7 +103,7 @@ def test_workers_scale_and_beat_is_single(stack: dict):
 
 
 def test_no_secret_is_baked_in():
-    text = COMPOSE_FILE.read_text()
+    text = COMPOSE_FILE.read_text() + RABBITMQ_FILE.read_text()
     for name in SECRETS:
         # every secret is interpolated, and compose refuses to run without it
         for use in re.findall(rf"\$\{{{name}[^}}]*\}}", text):
@@ -165,3 +175,22 @@ def test_settings_set_in_the_env_file_reach_every_lethe_service(tmp_path: Path):
         assert env["LETHE_SUPPRESSION_DAYS"] == "2000", name
         assert env["LETHE_SWEEP_PARTS"] == "4", name
         assert env["LETHE_FORGET_AFTER_DAYS"] in ("", None), name  # unset: Lethe's default
+
+
+def test_the_rabbitmq_override_moves_every_lethe_service_to_rabbitmq():
+    result = compose("config", files=(COMPOSE_FILE, RABBITMQ_FILE))
+    assert result.returncode == 0, result.stderr
+    stack = yaml.safe_load(result.stdout)
+    rabbitmq = stack["services"]["rabbitmq"]
+    assert "healthcheck" in rabbitmq
+    # durable queues and persistent messages outlive a restart only on a volume
+    assert "rabbitmq-data:/var/lib/rabbitmq" in _volumes(rabbitmq)
+    for name in LETHE_SERVICES:
+        service = stack["services"][name]
+        env = service["environment"]
+        assert env["LETHE_BROKER_URL"].startswith("amqp://lethe:CHANGE-ME"), name
+        assert env["LETHE_BROKER_URL"].endswith("@rabbitmq:5672/lethe"), name
+        assert service["depends_on"]["rabbitmq"]["condition"] == "service_healthy", name
+        # the rest of the settings are the base file's
+        assert env["LETHE_DATABASE_URL"].endswith("@postgres:5432/lethe"), name
+        assert env["LETHE_SECRET"] and env["LETHE_LOG_FORMAT"] == "json", name
