@@ -326,6 +326,27 @@ def test_a_held_subject_is_untouched_until_the_hold_is_lifted(distributed: Lethe
     assert {r["activity"] for r in trail} >= {"crm.customers"}
 
 
+def test_a_lifecycle_left_active_under_an_open_hold_is_not_erased(lethe: Lethe, request):
+    # An ingestion that read the holds just before `hold place` committed writes the
+    # lifecycle as active: the sweep's claim reads the holds itself too.
+    shop = _ready(lethe, request, people=80)
+    subject = next(s for s, a in sorted(_due(shop)) if a == "crm.customers")
+    lethe.run("hold", "place", subject, "--reason", "case LIT-2026-9")
+    engine = sa.create_engine(store_url(lethe))
+    with engine.begin() as connection:
+        raced = connection.execute(
+            sa.text("UPDATE lifecycles SET state = 'active' WHERE subject = :s AND state = 'held'"),
+            {"s": subject},
+        ).rowcount
+    engine.dispose()
+    assert raced > 0 and subject in {s for s, _ in _due(shop)}
+    swept = shop.purge("--now", NOW)
+    assert swept["status"] == "done" and swept["erased"] > 0
+    cid = int(subject.split(":")[1])
+    assert shop.rows("customers")[cid]["email"] == shop.data.emails[subject]
+    assert json.loads(lethe.run("audit", "--subject", subject, "--format", "json").stdout) == []
+
+
 def test_a_hold_placed_before_any_event_covers_the_lifecycles_the_events_open(
     lethe: Lethe, request
 ):
