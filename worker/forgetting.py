@@ -30,7 +30,6 @@ from sqlalchemy.orm import Session
 
 from worker.events import Event
 from worker.holds import held_by_hand
-from worker.ingest import lock_subjects
 from worker.register import Register
 from worker.retention import is_held
 from worker.store import (
@@ -40,6 +39,7 @@ from worker.store import (
     StoredLifecycle,
     chunks,
     keyset_after,
+    lock_subjects,
     one_of,
     transaction,
 )

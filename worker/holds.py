@@ -20,7 +20,16 @@ from worker.events import EventRefused, check_subject
 from worker.hashing import subject_ref
 from worker.register import Register
 from worker.retention import is_held
-from worker.store import ONE_OF_CHUNK, Hold, StoredLifecycle, chunks, now_utc, one_of, transaction
+from worker.store import (
+    ONE_OF_CHUNK,
+    Hold,
+    StoredLifecycle,
+    chunks,
+    lock_subjects,
+    now_utc,
+    one_of,
+    transaction,
+)
 
 
 class HoldError(ValueError):
@@ -45,6 +54,7 @@ def place(
     _check_reason(reason, subject)
     now = now_utc()
     with transaction(url) as session:
+        lock_subjects(session, [subject])  # beside ingestion, which reads the holds
         hold = Hold(subject=subject, reason=reason, placed_at=now)
         session.add(hold)
         session.execute(
@@ -74,6 +84,8 @@ def lift(url: str, subject: str, reason: str, register: Register) -> int:
     _check_reason(reason, subject)
     now = now_utc()
     with transaction(url) as session:
+        # beside ingestion: a dispute's event, or a lifecycle written back as held
+        lock_subjects(session, [subject])
         open_holds = list(
             session.scalars(select(Hold).where(Hold.subject == subject, Hold.lifted_at.is_(None)))
         )

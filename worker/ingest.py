@@ -29,6 +29,7 @@ from worker.store import (
     StoredLifecycle,
     UTCDateTime,
     chunks,
+    lock_subjects,
     one_of,
     require_aware,
 )
@@ -152,24 +153,6 @@ def _insert_json(session: Session, chunk: list[Event], now: pendulum.DateTime) -
                 "received_at": UTCDateTime().process_bind_param(now, session.get_bind().dialect),
             },
         )
-    )
-
-
-def lock_subjects(session: Session, subjects: list[str]) -> None:
-    """Hold these subjects until the transaction ends (ingestion, and a sweep forgetting them)."""
-    # Two workers ingesting events of one subject must not each compute its
-    # lifecycles from half of the events, nor a sweep delete a subject's log while
-    # a new event's lifecycle is computed from it. Locks are taken in hash order, so two
-    # batches never wait on each other in a cycle. SQLite serialises writers
-    # already (BEGIN IMMEDIATE, see store.py).
-    if session.get_bind().dialect.name != "postgresql":
-        return
-    session.execute(
-        text(
-            "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended(s, 0) AS h "
-            "FROM unnest(CAST(:subjects AS text[])) AS s) AS keys ORDER BY h"
-        ),
-        {"subjects": subjects},
     )
 
 

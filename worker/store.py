@@ -388,3 +388,23 @@ def reading(url: str) -> Iterator[Session]:
 
 def now_utc() -> pendulum.DateTime:
     return pendulum.now("UTC")
+
+
+def lock_subjects(session: Session, subjects: list[str]) -> None:
+    """Hold these subjects until the transaction ends (ingestion, holds placed or lifted by
+    hand, and a sweep forgetting them)."""
+    # Two workers ingesting events of one subject must not each compute its
+    # lifecycles from half of the events, nor a sweep delete a subject's log while
+    # a new event's lifecycle is computed from it, nor an ingestion that read no hold
+    # write a lifecycle back as active over one `lethe hold place` just set. Locks are
+    # taken in hash order, so two batches never wait on each other in a cycle. SQLite
+    # serialises writers already (BEGIN IMMEDIATE, _sqlite_serialised_writes).
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    session.execute(
+        sa.text(
+            "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended(s, 0) AS h "
+            "FROM unnest(CAST(:subjects AS text[])) AS s) AS keys ORDER BY h"
+        ),
+        {"subjects": subjects},
+    )

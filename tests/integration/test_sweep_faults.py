@@ -327,8 +327,9 @@ def test_a_held_subject_is_untouched_until_the_hold_is_lifted(distributed: Lethe
 
 
 def test_a_lifecycle_left_active_under_an_open_hold_is_not_erased(lethe: Lethe, request):
-    # An ingestion that read the holds just before `hold place` committed writes the
-    # lifecycle as active: the sweep's claim reads the holds itself too.
+    # However a lifecycle came to be active under an open hold (before holds took the
+    # subject's lock, an ingestion racing `hold place` wrote it back so), the sweep's claim
+    # reads the holds itself.
     shop = _ready(lethe, request, people=80)
     subject = next(s for s, a in sorted(_due(shop)) if a == "crm.customers")
     lethe.run("hold", "place", subject, "--reason", "case LIT-2026-9")
@@ -345,6 +346,37 @@ def test_a_lifecycle_left_active_under_an_open_hold_is_not_erased(lethe: Lethe, 
     cid = int(subject.split(":")[1])
     assert shop.rows("customers")[cid]["email"] == shop.data.emails[subject]
     assert json.loads(lethe.run("audit", "--subject", subject, "--format", "json").stdout) == []
+
+
+@pytest.mark.parametrize("command", ["place", "lift"])
+def test_placing_or_lifting_a_hold_waits_for_an_ingestion_of_that_subject(
+    distributed: Lethe, request, command: str
+):
+    # An ingestion holds the subject's lock from reading the holds to writing the
+    # lifecycles; a hold placed (or lifted) meanwhile would be overwritten by its write.
+    shop = _ready(distributed, request, people=80)
+    subject = next(s for s, a in sorted(_due(shop)) if a == "crm.customers")
+    if command == "lift":
+        distributed.run("hold", "place", subject, "--reason", "case LIT-2026-4")
+    engine = sa.create_engine(store_url(distributed))
+    with engine.begin() as ingestion:
+        ingestion.execute(
+            sa.text("SELECT pg_advisory_xact_lock(hashtextextended(:s, 0))"), {"s": subject}
+        )
+        hold = subprocess.Popen(
+            [LETHE, "hold", command, subject, "--reason", "case LIT-2026-4"],
+            env=distributed.env,
+            cwd=distributed.home,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        with pytest.raises(subprocess.TimeoutExpired):
+            hold.wait(timeout=3)  # waits for the ingestion's commit
+    engine.dispose()
+    assert hold.wait(timeout=30) == 0, hold.communicate()[1]
+    states = {r["state"] for (s, _), r in shop.lifecycles().items() if s == subject}
+    assert ("held" in states) == (command == "place"), states
 
 
 def test_a_hold_placed_before_any_event_covers_the_lifecycles_the_events_open(
