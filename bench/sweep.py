@@ -14,7 +14,7 @@ what is due as the store grows.
    for bulk SQL). Prints rows/s for both and the ratio.
 2. Scaling. Time to find 1,000 due lifecycles (the sweep's own query) among
    10,000 and among 1,000,000 stored ones (the rest erased or not yet due), and to
-   claim them as a batch does (found, locked and marked erased in one statement).
+   claim them as a batch does (found and locked, then marked erased).
 """
 
 from __future__ import annotations
@@ -307,8 +307,8 @@ def run_bookkeeping_sql(store: str) -> float:
 
 def claim_time(stored: int, due: int = 1_000, repeats: int = 15) -> tuple[float, float]:
     """Median seconds to find `due` due lifecycles among `stored` (the sweep's query, rows
-    locked), and to claim them as a sweep's batch does (found, locked and marked erased in
-    one statement); each attempt rolled back."""
+    locked), and to claim them as a sweep's batch does (found and locked, then marked
+    erased); each attempt rolled back."""
     import pendulum
     from sqlalchemy.orm import Session
 

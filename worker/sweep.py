@@ -4,12 +4,13 @@ The one sweep beat, `lethe purge` and `lethe demo` run. A run is a row of
 `purge_runs`; it plans (and may stop for a DPO's approval), then one or more
 parts page through due lifecycles in batches:
 
-    store transaction:  claim a batch by marking it erased
+    store transaction:  claim a batch: lock it, mark it erased as of the run's clock
                         (the rows chosen FOR UPDATE SKIP LOCKED on PostgreSQL)
       shop transaction: apply the strategies of every claimed lifecycle
                         receipts committed for deleted rows (worker/receipts.py)
                         commit
-      audit rows, suppression hashes, failures set back to active, payloads dropped
+      audit rows, suppression hashes, failures set back to active (and to their
+      earlier erasure time), payloads dropped
     commit; receipts dropped
 
 A lifecycle whose erasure failed is due again for the next run, never for the run
@@ -24,7 +25,7 @@ suppression hashes from the receipts.
 
 SQLite: SQLAlchemy renders no FOR UPDATE there. Its guard is the database's
 single writer: every store transaction that writes begins IMMEDIATE (worker/store.py),
-and a claim is one UPDATE whose read and marking happen under that lock, so a
+and a claim's read and marking happen in one transaction under that lock, so a
 second sweep only ever sees the first one's batches committed.
 """
 
@@ -39,7 +40,7 @@ from itertools import groupby
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import any_, delete, exists, func, select, update
+from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
@@ -634,6 +635,7 @@ def due_in_claim_order(now: datetime) -> sa.Select:
             StoredLifecycle.activity,
             StoredLifecycle.anchor_at,
             StoredLifecycle.deadline_at,
+            StoredLifecycle.erased_at,
         )
         .where(*_due(now))
         .order_by(StoredLifecycle.deadline_at, StoredLifecycle.id)
@@ -767,30 +769,28 @@ class _ReceiptKeeper:
 def claim_batch(
     session: Session, run_id: int, now: datetime, after: tuple[datetime, int] | None, limit: int
 ) -> list[DueLifecycle]:
-    """Claim a batch by marking it erased at once: the mark is this transaction's until
-    commit (a crash rolls it back), and each row is written once instead of locked and
-    then written. Lifecycles whose erasure fails are set back to active before commit,
-    marked with the run that failed them."""
-    chosen = claim_statement(run_id, now, after, limit).with_only_columns(StoredLifecycle.id)
-    if session.get_bind().dialect.name == "postgresql":
-        # `id = ANY(ARRAY(subquery))`: the subquery runs once and the rows are fetched by
-        # primary key. With `IN (subquery)` PostgreSQL hash-joins it against a sequential
-        # scan of every stored lifecycle, once per batch.
-        which = StoredLifecycle.id == any_(func.array(chosen.scalar_subquery()))
-    else:
-        which = StoredLifecycle.id.in_(chosen)
-    lc = StoredLifecycle.__table__.c
-    # Core, not the ORM's bulk update: no session objects are involved, and its
-    # bookkeeping per returned row cost a second a sweep of 180,000.
-    statement = (
-        update(StoredLifecycle.__table__)
-        .where(which)
-        .values(state="erased", updated_at=now_utc())
-        .returning(lc.id, lc.subject, lc.activity, lc.anchor_at, lc.deadline_at)
-    )
-    rows = session.connection().execute(statement).all()
+    """Claim a batch: lock it (FOR UPDATE SKIP LOCKED on PostgreSQL) and mark it erased, as
+    of the run's clock, in one write per lifecycle. The mark is this transaction's until
+    commit (a crash rolls it back). Lifecycles whose erasure fails are set back to active,
+    with their earlier erasure time, before commit, marked with the run that failed them."""
+    rows = session.execute(claim_statement(run_id, now, after, limit)).all()
     claimed = [DueLifecycle(*row) for row in rows]
-    return sorted(claimed, key=lambda lc: (lc.deadline_at, lc.id))
+    lc = StoredLifecycle.__table__.c
+    # Locked and read first, then written once: `erased_at` is set here, not after the
+    # shop's commit, so each lifecycle gets one new row version instead of two (that
+    # second `UPDATE` per batch cost more than the claim: 3.9 s of claim and erased_at
+    # together against 2.0 s for lock and one write, 180,000 lifecycles, /tmp script).
+    # `erased_at` on the run's clock, as the events' (a demo's is simulated). Core, not
+    # the ORM's bulk update: no session objects are involved.
+    marked_at = now_utc()
+    for chunk in chunks([c.id for c in claimed], ONE_OF_CHUNK):
+        session.connection().execute(
+            update(StoredLifecycle.__table__)
+            .where(one_of(lc.id, chunk, session.get_bind()))
+            .values(state="erased", erased_at=now, updated_at=marked_at)
+        )
+    # in claim order, whatever order the locking returned them in
+    return sorted(claimed, key=lambda c: (c.deadline_at, c.id))
 
 
 def _heartbeat(session: Session, run_id: int) -> None:
@@ -933,27 +933,30 @@ def _record(
     run_now: datetime,
 ) -> None:
     now = now_utc()
-    if outcome.erased_ids:
-        # Not set by the claim: a failed erasure must keep the time of the last one
-        # that succeeded. The run's clock, as the events' (a demo's is simulated).
-        session.execute(
-            update(StoredLifecycle)
-            .where(one_of(StoredLifecycle.id, outcome.erased_ids, session.get_bind()))
-            .values(erased_at=run_now)
-            .execution_options(synchronize_session=False)
-        )
     if outcome.audit:
         _append_audit(session, [{**row, "run_id": run_id} for row in outcome.audit])
     suppression.record(
         session, _oppositions(session, register, claimed, outcome, events, run_now), now
     )
     if outcome.failed_ids:
-        # Claimed as erased; they stay due for the next run, not for this one's parts.
-        session.execute(
-            update(StoredLifecycle)
-            .where(one_of(StoredLifecycle.id, outcome.failed_ids, session.get_bind()))
-            .values(state="active", failed_run_id=run_id, updated_at=now)
-            .execution_options(synchronize_session=False)
+        # Claimed as erased; they stay due for the next run, not for this one's parts, and
+        # keep the time of the last erasure that succeeded (the claim set the run's).
+        failed = set(outcome.failed_ids)
+        lc = StoredLifecycle.__table__.c
+        session.connection().execute(
+            update(StoredLifecycle.__table__)
+            .where(lc.id == sa.bindparam("lifecycle_id"))
+            .values(
+                state="active",
+                failed_run_id=run_id,
+                updated_at=now,
+                erased_at=sa.bindparam("erased_before"),
+            ),
+            [
+                {"lifecycle_id": c.id, "erased_before": c.erased_at}
+                for c in claimed
+                if c.id in failed
+            ],
         )
     drop_erased_payloads(session, register, sorted({lc.subject for lc in claimed}), events)
     session.execute(

@@ -29,6 +29,9 @@ class DueLifecycle:
     activity: str
     anchor_at: datetime | None
     deadline_at: datetime
+    # Its last erasure's time, for a lifecycle that came back after one (None for most):
+    # a claim sets the run's, and a failed erasure puts this one back.
+    erased_at: datetime | None = None
 
     @property
     def kind(self) -> str:

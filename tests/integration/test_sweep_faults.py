@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
@@ -52,6 +53,21 @@ def _audited(shop: Shop) -> int:
 
 def _due(shop: Shop) -> set[tuple[str, str]]:
     return shop.due()
+
+
+def _erased_at(lethe: Lethe, subject: str, activity: str, value: datetime | None = None):
+    """A lifecycle's erased_at; set to `value` first when one is given."""
+    from worker.store import StoredLifecycle as lc
+
+    which = (lc.subject == subject, lc.activity == activity)
+    engine = sa.create_engine(store_url(lethe))
+    try:
+        with engine.begin() as connection:
+            if value is not None:
+                connection.execute(sa.update(lc).where(*which).values(erased_at=value))
+            return connection.scalar(sa.select(lc.erased_at).where(*which))
+    finally:
+        engine.dispose()
 
 
 def _anonymised_whole_or_untouched(shop: Shop) -> None:
@@ -598,10 +614,17 @@ def test_a_failed_erasure_names_the_shop_constraint_that_refused_it_and_nothing_
     person = shop.rows("customers")[customer]
     # A rule of the shop's that the register cannot know: this customer keeps an address.
     _check_customers(shop, "email_has_at", f"id <> {customer} OR email LIKE '%@%'")
+    # As if erased once before and back since: the claim sets the run's time, and the
+    # failed erasure must put this one back.
+    before = datetime(2021, 3, 4, 5, 6, 7, tzinfo=UTC)
+    _erased_at(lethe, subject, "crm.customers", before)
 
     swept = shop.purge_approved(NOW)
     assert (swept["status"], swept["erased"], swept["failed"]) == ("done", len(due) - 1, 1)
     assert _due(shop) == {(subject, "crm.customers")}
+    assert _erased_at(lethe, subject, "crm.customers") == before
+    other = min(s for s, a in due if a == "crm.customers" and s != subject)
+    assert _erased_at(lethe, other, "crm.customers") == datetime.fromisoformat(NOW)
     customers = shop.rows("customers")
     assert customers[customer] == person
     others = [int(s.split(":")[1]) for s, a in due if a == "crm.customers" and s != subject]

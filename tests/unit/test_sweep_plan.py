@@ -189,7 +189,7 @@ def test_sqlalchemy_drops_skip_locked_on_sqlite_so_the_sweep_has_its_own_guard()
     on_postgres = str(statement.compile(dialect=postgresql.dialect()))
     on_sqlite = str(statement.compile(dialect=sqlite.dialect()))
     assert "FOR UPDATE OF lifecycles SKIP LOCKED" in on_postgres
-    # Silently gone: on SQLite the claim is one UPDATE in a transaction begun IMMEDIATE,
+    # Silently gone: on SQLite the claim reads and marks in a transaction begun IMMEDIATE,
     # under the database's one write lock (worker/sweep.py, worker/store.py).
     assert "FOR UPDATE" not in on_sqlite and "SKIP LOCKED" not in on_sqlite
 
