@@ -261,7 +261,8 @@ def bind_targets(
                         )
                 if missing:
                     continue
-                one_row = Unique(frozenset({target.key})) in unique[target.table]
+                # the key alone unique on every row: a partial or expression index is not
+                one_row = any(u.whole and u.columns == {target.key} for u in unique[target.table])
                 fit = True
                 for column, strategy in target.columns.items():
                     why = column_problem(strategy, facts[column], one_row)
@@ -460,7 +461,7 @@ def apply_targets(
         bound, keys = step.bound, step.keys
         for subject in step.subjects:
             applied.rows[(subject, bound.activity, bound.name)] += 0
-        for chunk in chunks(list(keys), ONE_OF_CHUNK):
+        for chunk in chunks(keys, ONE_OF_CHUNK):
             if bound.target.delete_rows:
                 _delete(connection, bound, chunk, keys, secret, applied)
             elif bound.target.columns and postgres and bound.sql_update(secret) is not None:
@@ -603,7 +604,7 @@ def count_rows(
     totals: dict[tuple[str, str], int] = {}
     for step in plan_steps(work, removed):
         totals.setdefault((step.bound.activity, step.bound.name), 0)
-        for chunk in chunks(list(step.keys), ONE_OF_CHUNK):
+        for chunk in chunks(step.keys, ONE_OF_CHUNK):
             _count(connection, step.bound, chunk, step.keys, applied)
     for (_, activity, target), rows in applied.rows.items():
         totals[(activity, target)] += rows
