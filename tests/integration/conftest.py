@@ -126,21 +126,34 @@ def embedded(tmp_path: Path) -> Iterator[Lethe]:
     lethe.kill_workers()  # SIGKILL: a warm shutdown waited seconds per test, for nothing
 
 
-@pytest.fixture
-def distributed(tmp_path: Path, postgres_url: str, redis_prefix: str) -> Iterator[Lethe]:
-    """Redis broker and PostgreSQL store, migrated as ops would (`lethe db upgrade`)."""
+def _served(tmp_path: Path, postgres_url: str, settings: dict[str, str]) -> Lethe:
+    """A broker server and a PostgreSQL store (with `settings`), migrated as ops would
+    (`lethe db upgrade`)."""
     env = _base_env(tmp_path)
     env.update(
         {
-            "LETHE_BROKER_URL": REDIS_URL,
             "LETHE_DATABASE_URL": postgres_url,
             "LETHE_SECRET": f"test-secret-{uuid.uuid4().hex}",
-            "LETHE_QUEUE_PREFIX": redis_prefix,
-            "LETHE_VISIBILITY_TIMEOUT": "5",
+            **settings,
         }
     )
     lethe = Lethe(tmp_path, env)
     lethe.run("db", "upgrade")
+    return lethe
+
+
+@pytest.fixture
+def distributed(tmp_path: Path, postgres_url: str, redis_prefix: str) -> Iterator[Lethe]:
+    """Redis broker and PostgreSQL store."""
+    lethe = _served(
+        tmp_path,
+        postgres_url,
+        {
+            "LETHE_BROKER_URL": REDIS_URL,
+            "LETHE_QUEUE_PREFIX": redis_prefix,
+            "LETHE_VISIBILITY_TIMEOUT": "5",
+        },
+    )
     yield lethe
     lethe.kill_workers()  # SIGKILL: a warm shutdown waited seconds per test, for nothing
 
@@ -149,20 +162,17 @@ def distributed(tmp_path: Path, postgres_url: str, redis_prefix: str) -> Iterato
 def rabbitmq(tmp_path: Path, postgres_url: str, rabbitmq_server: str) -> Iterator[Lethe]:
     """RabbitMQ broker and PostgreSQL store; the queue and exchanges carry a prefix of their
     own, and are deleted afterwards."""
-    env = _base_env(tmp_path)
-    env.update(
+    lethe = _served(
+        tmp_path,
+        postgres_url,
         {
             "LETHE_BROKER_URL": rabbitmq_server,
-            "LETHE_DATABASE_URL": postgres_url,
-            "LETHE_SECRET": f"test-secret-{uuid.uuid4().hex}",
             "LETHE_QUEUE_PREFIX": f"lethe-test-{uuid.uuid4().hex[:10]}",
-        }
+        },
     )
-    lethe = Lethe(tmp_path, env)
-    lethe.run("db", "upgrade")
     yield lethe
     lethe.kill_workers()
-    _delete_rabbitmq_names(rabbitmq_server, env)
+    _delete_rabbitmq_names(rabbitmq_server, lethe.env)
 
 
 @pytest.fixture(params=["embedded", "distributed"])
