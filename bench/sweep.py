@@ -196,7 +196,8 @@ def run_lethe_sweep(store: str, shop: str, batch: int, parts: int) -> tuple[int,
     import pendulum
 
     from worker.register import default_register_path, load_register
-    from worker.sweep import approve, load_run, open_run, run_sweep
+    from worker.runs import load_run
+    from worker.sweep import approve, open_run, run_sweep
 
     settings = settings_for(store, shop, batch, parts)
     register = load_register(default_register_path())
@@ -228,9 +229,11 @@ def _part(store: str, shop: str, batch: int, run_id: int) -> None:
     import logging
 
     logging.disable(logging.WARNING)
+    from worker.erasure import run_part
     from worker.register import default_register_path, load_register
+    from worker.runs import load_run
     from worker.shop import bind_targets, shop_engine
-    from worker.sweep import finish_part, load_run, run_part
+    from worker.sweep import finish_part
 
     settings = settings_for(store, shop, batch)
     register = load_register(default_register_path())
@@ -312,7 +315,7 @@ def claim_time(stored: int, due: int = 1_000, repeats: int = 15) -> tuple[float,
     import pendulum
     from sqlalchemy.orm import Session
 
-    from worker.sweep import claim_batch, claim_statement
+    from worker.claims import claim_batch, claim_statement
 
     with database(f"scale{stored}") as url:
         from worker.migrate import upgrade

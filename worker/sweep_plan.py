@@ -1,8 +1,10 @@
 """Sweep planning, pure: which targets a due lifecycle touches, how the audit names its rule,
 whether a sweep may run without a DPO's approval, and what falls due when.
 
-No database, no Celery: the sweep (worker/sweep.py) feeds these functions
-rows it read and acts on what they return.
+No database, no Celery: the plan (worker/planning.py) and the erasure
+(worker/erasure.py) feed these functions rows they read and act on what they
+return. A bound target (worker/shop.py) is only named in annotations, never
+imported at run time, so this module stays free of the database.
 """
 
 from __future__ import annotations
@@ -13,11 +15,14 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pendulum
 
 from worker.register import Activity, Register, Target
+
+if TYPE_CHECKING:
+    from worker.shop import BoundTarget
 
 ART17 = "erasure.requested"
 
@@ -49,6 +54,21 @@ class LoggedEvent:
 def targets_for(activity: Activity, kind: str) -> list[Target]:
     """The targets of an activity that hold data of this subject kind."""
     return [t for rule in activity.retention for t in rule.targets if t.applies_to(kind)]
+
+
+def targets_of(
+    claimed: Sequence[DueLifecycle], bound: dict[str, list[BoundTarget]]
+) -> list[tuple[DueLifecycle, list[BoundTarget]]]:
+    """Each lifecycle of a batch with the targets holding its kind's data, in batch order."""
+    return [
+        (lc, [b for b in bound.get(lc.activity, []) if b.target.applies_to(lc.kind)])
+        for lc in claimed
+    ]
+
+
+def work(items: list[tuple[DueLifecycle, list[BoundTarget]]]) -> list[tuple[str, BoundTarget]]:
+    """The (subject, target) pairs `apply_targets` and `count_rows` take, in batch order."""
+    return [(lc.subject, b) for lc, targets in items for b in targets]
 
 
 def rule_text(
@@ -139,7 +159,7 @@ def approval_reasons(
 
 def table_kinds(register: Register) -> list[tuple[str, str, str]]:
     """(table, activity, subject kind) for every kind whose rows an activity's targets change
-    in a table: what the sweep's plan counts due subjects per table by (worker/sweep.py)."""
+    in a table: what the sweep's plan counts due subjects per table by (worker/planning.py)."""
     return sorted(
         {
             (target.table, activity.id, kind)

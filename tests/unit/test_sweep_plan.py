@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy.dialects import postgresql, sqlite
 
 from schedules.beat import CLOCK_SKEW, slot_for
+from worker.claims import claim_statement
 from worker.register import RegisterError, parse_register
-from worker.sweep import claim_statement
 from worker.sweep_plan import (
     ApprovalLimits,
     DueLifecycle,
@@ -190,7 +190,7 @@ def test_sqlalchemy_drops_skip_locked_on_sqlite_so_the_sweep_has_its_own_guard()
     on_sqlite = str(statement.compile(dialect=sqlite.dialect()))
     assert "FOR UPDATE OF lifecycles SKIP LOCKED" in on_postgres
     # Silently gone: on SQLite the claim reads and marks in a transaction begun IMMEDIATE,
-    # under the database's one write lock (worker/sweep.py, worker/store.py).
+    # under the database's one write lock (worker/claims.py, worker/store.py).
     assert "FOR UPDATE" not in on_sqlite and "SKIP LOCKED" not in on_sqlite
 
 

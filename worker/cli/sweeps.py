@@ -42,9 +42,10 @@ def purge(dry_run: bool, now_text: str | None, approve_run: int | None, fmt: str
     Exits 4 when the sweep stopped for approval (first sweep on a register, far
     more than usual): check with --dry-run, then `lethe purge --approve RUN`.
     """
+    from worker.runs import SweepRefused
     from worker.runtime import runtime
     from worker.shop import ShopMismatch, ShopUnavailable
-    from worker.sweep import SweepRefused, approve, fail_run, open_run, run_sweep
+    from worker.sweep import approve, fail_run, open_run, run_sweep
 
     if approve_run is not None and (dry_run or now_text):
         raise click.UsageError("--approve runs the stopped run as planned: no --dry-run or --now")
@@ -105,7 +106,7 @@ STORE_FAILURES = (sa.exc.DBAPIError, psycopg.Error, sqlite3.Error)
 def _refuse_a_future_clock(moment: Any, dry_run: bool) -> None:
     """A `--now` in the future would erase people before their deadline (a typo in a year
     is enough), so only a dry run may look ahead."""
-    from worker.sweep import ahead_of_the_clock
+    from worker.runs import ahead_of_the_clock
 
     ahead = ahead_of_the_clock(moment)
     if not dry_run and ahead:

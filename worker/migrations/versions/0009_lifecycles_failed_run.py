@@ -3,7 +3,7 @@
 A failed erasure sets the lifecycle back to due for the next run. The run's other
 parts (LETHE_SWEEP_PARTS), and the run itself when its task is retried after the
 shop went down, would otherwise claim it again and fail again, or erase it after the
-run had audited it failed (worker/sweep.py, claim_statement).
+run had audited it failed (worker/claims.py, claim_statement).
 
 Revision ID: 0009
 Revises: 0008
