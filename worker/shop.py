@@ -23,9 +23,24 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from worker.hashing import value_hash
+from worker.logs import log
 from worker.register import Register, RegisterProblem, Target, register_line
 from worker.settings import safe_url, sqlite_file
-from worker.shop_constraints import Check, Unique, broken_checks, check_constraints, unique_sets
+from worker.shop_constraints import (
+    TRIGGER_REMEDY,
+    Check,
+    Domain,
+    FiredTriggers,
+    Trigger,
+    Unique,
+    broken_checks,
+    check_constraints,
+    column_domains,
+    domain_base,
+    operable_domains,
+    table_triggers,
+    unique_sets,
+)
 from worker.sql_strategies import HmacKey, SqlContext, sql_form
 from worker.store import ONE_OF_CHUNK, POSTGRES_CONNECT_ARGS, chunks, one_of
 from worker.strategies import ColumnFacts, Context, apply, column_problem, is_anonymised
@@ -52,6 +67,8 @@ class BoundTarget:
     table: sa.Table
     facts: dict[str, ColumnFacts]
     primary_key: tuple[str, ...]
+    # the shop's triggers on the table that this target's write fires (warned, not refused)
+    triggers: tuple[str, ...] = ()
     # the set-based UPDATE per secret, built once (sql_update)
     _sql: dict[bytes, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -176,13 +193,23 @@ def dispose_engines() -> None:
 
 
 def bind_targets(
-    register: Register, register_path: str | Path, engine: Engine, secret: bytes
+    register: Register,
+    register_path: str | Path,
+    engine: Engine,
+    secret: bytes,
+    *,
+    log_triggers: bool = True,
 ) -> dict[str, list[BoundTarget]]:
     """Every activity's targets, checked against the shop schema; raises ShopMismatch.
 
     Checks tables, key columns and columns exist, that each strategy's output fits the
-    column's type, length, NOT NULL and UNIQUE constraints, and that the table's CHECK
-    constraints accept it on a few of its rows (worker/shop_constraints.py).
+    column's type, length, NOT NULL and UNIQUE constraints (a PostgreSQL domain's
+    included), and that the table's and the domains' CHECK constraints accept it on a
+    few of its rows (worker/shop_constraints.py).
+
+    The shop's triggers that a target's write would fire are only named (BoundTarget.
+    triggers, fired_triggers) and, with `log_triggers`, logged as a warning once per
+    process: a sweep calls this at every start, `lethe shop check` prints them instead.
     """
     try:
         inspector = sa.inspect(engine)
@@ -200,8 +227,12 @@ def bind_targets(
     )
     metadata = sa.MetaData()
     metadata.reflect(engine, only=wanted)
+    for name in wanted:
+        operable_domains(metadata.tables[name])
     unique = {name: unique_sets(inspector, name) for name in wanted}
-    checks = {name: check_constraints(inspector, name) for name in wanted}
+    domains = {name: column_domains(inspector, name) for name in wanted}
+    checks = {name: check_constraints(inspector, name, domains[name]) for name in wanted}
+    triggers = {name: table_triggers(inspector, name) for name in wanted}
     referenced = _referenced_without_cascade(inspector, tables, set(wanted))
     problems: list[RegisterProblem] = []
     bound: dict[str, list[BoundTarget]] = {}
@@ -239,8 +270,15 @@ def bind_targets(
                     )
                     continue
                 table = metadata.tables[target.table]
+                domain = domains[target.table]
                 facts = {
-                    c.name: _facts(c, unique[target.table], engine.dialect.name, register.timezone)
+                    c.name: _facts(
+                        c,
+                        unique[target.table],
+                        engine.dialect.name,
+                        register.timezone,
+                        domain.get(c.name),
+                    )
                     for c in table.columns
                 }
                 columns = [
@@ -271,7 +309,7 @@ def bind_targets(
                         problem((*where, "columns", column), f"{label}: {why}")
                 pk = tuple(c.name for c in table.primary_key.columns)
                 if fit and pk and target.columns and not target.delete_rows:
-                    for check in _broken(engine, table, target, facts, checks, secret):
+                    for check in _broken(engine, table, target, facts, checks, domains, secret):
                         written = [c for c in target.columns if c in check.columns]
                         problem(
                             (*where, "columns", written[0]),
@@ -294,10 +332,60 @@ def bind_targets(
                         f"{label}: table {target.table!r} has no primary key, so its rows "
                         "cannot be updated one by one: add one, or use delete_rows",
                     )
-                bound[activity.id].append(BoundTarget(activity.id, target, table, facts, pk))
+                fired = _fired_by(write_of(target), triggers[target.table])
+                bound[activity.id].append(BoundTarget(activity.id, target, table, facts, pk, fired))
     if problems:
         raise ShopMismatch(problems)
+    if log_triggers:
+        _log_once(fired_triggers(bound))
     return bound
+
+
+def write_of(target: Target) -> str | None:
+    """The statement a target runs on its table's rows: DELETE, UPDATE, or none (a target
+    that only keeps columns is counted)."""
+    if target.delete_rows:
+        return "DELETE"
+    return "UPDATE" if target.columns else None
+
+
+def _fired_by(write: str | None, triggers: list[Trigger]) -> tuple[str, ...]:
+    return tuple(t.name for t in triggers if write in t.events)
+
+
+def fired_triggers(bound: dict[str, list[BoundTarget]]) -> list[FiredTriggers]:
+    """Per table, the shop's triggers that the sweep's writes would fire, by table name."""
+    names: dict[str, dict[str, None]] = defaultdict(dict)
+    writes: dict[str, set[str]] = defaultdict(set)
+    for target in (t for targets in bound.values() for t in targets if t.triggers):
+        names[target.table.name].update(dict.fromkeys(target.triggers))
+        writes[target.table.name].add(str(write_of(target.target)))
+    return [
+        FiredTriggers(
+            table, tuple(sorted(names[table])), tuple(sorted(writes[table], reverse=True))
+        )
+        for table in sorted(names)
+    ]
+
+
+# What this process has logged already: a worker binds at every sweep, and the same
+# warning every night would bury the others; a new trigger is a new warning.
+_logged: set[FiredTriggers] = set()
+
+
+def _log_once(fired: list[FiredTriggers]) -> None:
+    for found in fired:
+        if found in _logged:
+            continue
+        _logged.add(found)
+        # names from the shop's catalog only, never a row's value
+        log.warning(
+            "a sweep's writes fire the shop's own triggers, which Lethe cannot see into",
+            table=found.table,
+            triggers=list(found.triggers),
+            writes=list(found.writes),
+            remedy=TRIGGER_REMEDY,
+        )
 
 
 def _broken(
@@ -306,11 +394,19 @@ def _broken(
     target: Target,
     facts: dict[str, ColumnFacts],
     checks: dict[str, list[Check]],
+    domains: dict[str, dict[str, Domain]],
     secret: bytes,
 ) -> list[Check]:
     try:
         return broken_checks(
-            engine, table, target.key, target.columns, facts, checks[target.table], secret
+            engine,
+            table,
+            target.key,
+            target.columns,
+            facts,
+            checks[target.table],
+            secret,
+            domains[target.table],
         )
     except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
         raise ShopUnavailable(_unreachable(engine, exc)) from None
@@ -324,20 +420,29 @@ def _unreachable(engine: Engine, exc: Exception) -> str:
     )
 
 
-def _facts(column: sa.Column, unique: list[Unique], dialect: str, zone: str) -> ColumnFacts:
-    kind, length = _kind(column.type)
-    aware = kind == "datetime" and bool(getattr(column.type, "timezone", False))
+def _facts(
+    column: sa.Column, unique: list[Unique], dialect: str, zone: str, domain: Domain | None
+) -> ColumnFacts:
+    # a domain column is what its base type is, with the length the catalog gives
+    stored = domain_base(column.type)
+    kind, length = _kind(stored)
+    if domain is not None and kind == "text":
+        length = domain.length
+    aware = kind == "datetime" and bool(getattr(stored, "timezone", False))
     return ColumnFacts(
         name=column.name,
         kind=kind,
         length=length,
-        integer_bits=_integer_bits(column.type, dialect) if kind == "integer" else None,
-        nullable=bool(column.nullable) and not column.primary_key,
+        integer_bits=_integer_bits(stored, dialect) if kind == "integer" else None,
+        # a domain over a NOT NULL domain refuses NULL too, which reflection misses
+        nullable=bool(column.nullable)
+        and not column.primary_key
+        and not (domain is not None and domain.not_null),
         # in UNIQUE (customer_id, label) too: a person's two labels redacted would be one
         unique=any(column.name in u.columns for u in unique),
         primary_key=column.primary_key,
         foreign_key=bool(column.foreign_keys),
-        padded=isinstance(column.type, sa.CHAR),
+        padded=isinstance(stored, sa.CHAR),
         zone=zone if aware else None,
     )
 

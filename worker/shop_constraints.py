@@ -6,16 +6,22 @@ expression (`lower(email)`) or on some rows only (`WHERE active`) also refuses
 two redacted addresses, and a CHECK constraint (`email LIKE '%@%'`) may refuse
 what a strategy writes. Either way the anonymised row would be rolled back and
 the person fail again at every sweep, so worker/shop.py checks these at start.
+
+A PostgreSQL domain (`CREATE DOMAIN pc AS varchar(5) NOT NULL CHECK (...)`) carries
+constraints of its own, which reflection half loses: they are read from the catalog
+here and tried like the table's. Triggers are only read: what one does with the old
+values cannot be seen, so worker/shop.py warns about those a sweep would fire.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import DOMAIN
 from sqlalchemy.engine import Engine
 
 from worker.strategies import ColumnFacts, Context, StrategyError, apply
@@ -40,10 +46,35 @@ class Check:
     name: str | None
     sqltext: str
     columns: frozenset[str]
+    domain: str | None = None  # the PostgreSQL domain that declares it, not the table
 
     def __str__(self) -> str:
         named = f"{self.name} " if self.name else ""
-        return f"CHECK constraint {named}({self.sqltext})"
+        on = f" on domain {self.domain}" if self.domain else ""
+        return f"CHECK constraint {named}({self.sqltext}){on}"
+
+
+@dataclass(frozen=True)
+class Domain:
+    """The PostgreSQL domain a column is declared with, unwrapped down to what it stores.
+
+    Reflection keeps the base type's kind but not its length (`varchar(5)` comes back
+    as VARCHAR()), nor a NOT NULL or the CHECKs of a domain the domain is based on.
+    """
+
+    name: str  # as PostgreSQL spells it: `pc`, or `crm.pc` outside the search path
+    base: str  # the base type with its modifiers: `character varying(5)`
+    length: int | None  # characters a varchar or char base holds
+    not_null: bool  # on this domain or on one it is based on
+    checks: tuple[tuple[str, str, str], ...] = ()  # (constraint, its domain, text with VALUE)
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """A trigger of the shop's on a table, and the writes that fire it."""
+
+    name: str
+    events: frozenset[str]  # of INSERT, UPDATE, DELETE
 
 
 def unique_sets(inspector: sa.Inspector, table: str) -> list[Unique]:
@@ -86,12 +117,203 @@ def _sqlite_expression_indexes(
     return found
 
 
-def check_constraints(inspector: sa.Inspector, table: str) -> list[Check]:
+def check_constraints(
+    inspector: sa.Inspector, table: str, domains: Mapping[str, Domain] | None = None
+) -> list[Check]:
+    """The table's CHECK constraints, and those of the domains its columns are declared
+    with (`domains`, from column_domains), each written on its column as a table's is."""
     names = [c["name"] for c in inspector.get_columns(table)]
-    return [
+    found = [
         Check(c.get("name"), c["sqltext"], frozenset(named_in(c["sqltext"], names)))
         for c in inspector.get_check_constraints(table)
     ]
+    quote = inspector.bind.dialect.identifier_preparer.quote
+    for column, domain in (domains or {}).items():
+        for name, declared_on, text in domain.checks:
+            sqltext = outer_parentheses_off(value_as(text, quote(column)))
+            found.append(Check(name, sqltext, frozenset({column}), declared_on))
+    return found
+
+
+# PostgreSQL's own rendering of a domain's CHECK: string literals with their quotes
+# doubled, identifiers double-quoted, and the checked value as the bare keyword VALUE.
+_LITERAL = r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\""
+_VALUE = re.compile(rf"(?P<literal>{_LITERAL})|(?<![\w$.])VALUE(?![\w$])")
+
+
+def value_as(check: str, column: str) -> str:
+    """A domain's CHECK as it reads on one column: each VALUE keyword replaced by the
+    column's (quoted) name, and nothing inside a string literal or a quoted identifier
+    (`VALUE <> 'VALUE'`), nor within a longer name (`value_ok(VALUE)`), touched."""
+    return _VALUE.sub(lambda m: m["literal"] or column, check)
+
+
+def outer_parentheses_off(text: str) -> str:
+    """`(a AND b)` as `a AND b`, as the table CHECKs read; `(a) AND (b)` stays whole."""
+    stripped = re.sub(_LITERAL, lambda m: "_" * len(m[0]), text)  # no parenthesis counted
+    while stripped.startswith("(") and stripped.endswith(")"):
+        depth = 0
+        for i, char in enumerate(stripped):
+            depth += {"(": 1, ")": -1}.get(char, 0)
+            if depth == 0 and i < len(stripped) - 1:
+                return text  # the first parenthesis closes before the end
+        text, stripped = text[1:-1], stripped[1:-1]
+    return text
+
+
+def domain_base(column_type: sa.types.TypeEngine) -> sa.types.TypeEngine:
+    """The type a domain (or a domain over a domain) stores, as reflection knows it:
+    the right kind, without its length (Domain.length has that)."""
+    while isinstance(column_type, DOMAIN):
+        column_type = column_type.data_type
+    return column_type
+
+
+class OperableDomain(DOMAIN):
+    """A reflected domain that compares as its base type does. SQLAlchemy 2.1's DOMAIN
+    declares no operator classes, so every `IS NULL` or `>=` a sweep builds on a domain
+    column warns that it will be an error in a later release."""
+
+    @property
+    def operator_classes(self) -> Any:
+        return domain_base(self.data_type).operator_classes
+
+
+def operable_domains(table: sa.Table) -> None:
+    """The reflected table's domain columns typed as OperableDomain: the same name in a
+    CAST, so PostgreSQL still applies the domain's constraints."""
+    for column in table.columns:
+        if isinstance(column.type, DOMAIN) and not isinstance(column.type, OperableDomain):
+            column.type = column.type.adapt(OperableDomain)
+
+
+# Every level of a column's domain, the outermost first, with its CHECKs. A level's
+# typtypmod is the base type's (varchar's length + 4); a domain over a domain has none.
+_DOMAIN_LEVELS = sa.text(
+    """
+    WITH RECURSIVE levels AS (
+        SELECT a.attname AS column_name, a.atttypid AS type_oid, 0 AS depth
+        FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+        WHERE a.attrelid = to_regclass(format('%I.%I', current_schema(), CAST(:table AS text)))
+          AND a.attnum > 0 AND NOT a.attisdropped AND t.typtype = 'd'
+      UNION ALL
+        SELECT l.column_name, t.typbasetype, l.depth + 1
+        FROM levels l JOIN pg_type t ON t.oid = l.type_oid JOIN pg_type b ON b.oid = t.typbasetype
+        WHERE b.typtype = 'd'
+    )
+    SELECT l.column_name, format_type(t.oid, NULL) AS domain_name, t.typnotnull AS not_null,
+           format_type(t.typbasetype, t.typtypmod) AS base,
+           CASE WHEN t.typbasetype IN ('varchar'::regtype, 'bpchar'::regtype)
+                 AND t.typtypmod >= 4 THEN t.typtypmod - 4 END AS length,
+           c.conname, pg_get_expr(c.conbin, 0) AS check_text
+    FROM levels l JOIN pg_type t ON t.oid = l.type_oid
+    LEFT JOIN pg_constraint c ON c.contypid = t.oid AND c.contype = 'c'
+    ORDER BY l.column_name, l.depth, c.conname
+    """
+)
+
+
+def column_domains(inspector: sa.Inspector, table: str) -> dict[str, Domain]:
+    """The table's columns declared with a domain, by column name (PostgreSQL only)."""
+    if inspector.bind.dialect.name != "postgresql":
+        return {}
+    with inspector.bind.connect() as connection:
+        rows = connection.execute(_DOMAIN_LEVELS, {"table": table}).mappings().all()
+    levels: dict[str, list[Any]] = {}
+    for row in rows:
+        levels.setdefault(row["column_name"], []).append(row)
+    return {column: _domain(found) for column, found in levels.items()}
+
+
+def _domain(levels: list[Any]) -> Domain:
+    # the outermost level names it, the innermost holds the base type; each level's
+    # NOT NULL and CHECKs bind the column too
+    innermost = levels[-1]
+    return Domain(
+        name=levels[0]["domain_name"],
+        base=innermost["base"],
+        length=innermost["length"],
+        not_null=any(level["not_null"] for level in levels),
+        checks=tuple(
+            (level["conname"], level["domain_name"], level["check_text"])
+            for level in levels
+            if level["conname"] is not None
+        ),
+    )
+
+
+# PostgreSQL's pg_trigger.tgtype bits for the events (src/include/catalog/pg_trigger.h)
+_TGTYPE_EVENTS = {4: "INSERT", 8: "DELETE", 16: "UPDATE"}
+_POSTGRES_TRIGGERS = sa.text(
+    # tgisinternal: a foreign key's own triggers; a disabled trigger copies nothing
+    "SELECT tgname, tgtype FROM pg_trigger "
+    "WHERE tgrelid = to_regclass(format('%I.%I', current_schema(), CAST(:table AS text))) "
+    "AND NOT tgisinternal AND tgenabled <> 'D' ORDER BY tgname"
+)
+_SQLITE_TRIGGERS = sa.text(
+    # SQLite's names are case-insensitive: `ON CUSTOMERS` is on customers
+    "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
+    "AND tbl_name = :table COLLATE NOCASE ORDER BY name"
+)
+
+
+def table_triggers(inspector: sa.Inspector, table: str) -> list[Trigger]:
+    """The shop's own triggers on a table (PostgreSQL and SQLite; none read elsewhere)."""
+    dialect = inspector.bind.dialect.name
+    if dialect not in ("postgresql", "sqlite"):
+        return []
+    query = _POSTGRES_TRIGGERS if dialect == "postgresql" else _SQLITE_TRIGGERS
+    with inspector.bind.connect() as connection:
+        rows = connection.execute(query, {"table": table}).all()
+    if dialect == "postgresql":
+        return [
+            Trigger(name, frozenset(e for bit, e in _TGTYPE_EVENTS.items() if tgtype & bit))
+            for name, tgtype in rows
+        ]
+    return [Trigger(name, sqlite_trigger_events(sql or "")) for name, sql in rows]
+
+
+_SQLITE_NAME = r"(?:\"(?:[^\"]|\"\")*\"|`(?:[^`]|``)*`|\[[^\]]*\]|'(?:[^']|'')*'|[\w$]+)"
+_SQLITE_TRIGGER = re.compile(
+    rf"\s*CREATE\s+(?:TEMP(?:ORARY)?\s+)?TRIGGER\s+(?:IF\s+NOT\s+EXISTS\s+)?"
+    rf"(?:{_SQLITE_NAME}\s*\.\s*)?{_SQLITE_NAME}\s*"
+    rf"(?:(?:BEFORE|AFTER|INSTEAD\s+OF)\s+)?(?P<event>DELETE|INSERT|UPDATE)\b",
+    re.IGNORECASE,
+)
+
+
+def sqlite_trigger_events(sql: str) -> frozenset[str]:
+    """The event a SQLite trigger fires on, read from its CREATE TRIGGER; one that cannot
+    be read counts as firing on UPDATE and DELETE, so it is warned about rather than missed."""
+    found = _SQLITE_TRIGGER.match(sql)
+    if found is None:
+        return frozenset({"UPDATE", "DELETE"})
+    return frozenset({found["event"].upper()})
+
+
+@dataclass(frozen=True)
+class FiredTriggers:
+    """A table whose own triggers a sweep's writes would fire: only warned about, since
+    what a trigger does with the old values (an audit copy in customers_history, say)
+    cannot be seen from its catalog entry."""
+
+    table: str
+    triggers: tuple[str, ...]
+    writes: tuple[str, ...]  # UPDATE (anonymising targets), DELETE (delete_rows)
+
+    def __str__(self) -> str:
+        verbs = " and ".join({"UPDATE": "updates", "DELETE": "deletes"}[w] for w in self.writes)
+        return (
+            f"warning: table {self.table!r} has triggers that run when a sweep {verbs} its "
+            f"rows ({', '.join(self.triggers)}): Lethe cannot see what a trigger does; "
+            f"{TRIGGER_REMEDY}"
+        )
+
+
+TRIGGER_REMEDY = (
+    "if one copies old values elsewhere (an audit or history table), that table needs "
+    "a target of its own"
+)
 
 
 def named_in(expression: str, columns: Iterable[str]) -> set[str]:
@@ -112,6 +334,7 @@ def broken_checks(
     facts: dict[str, ColumnFacts],
     checks: list[Check],
     secret: bytes,
+    domains: Mapping[str, Domain] | None = None,
 ) -> list[Check]:
     """The checks that the strategies' outputs break on some of the table's rows.
 
@@ -145,7 +368,7 @@ def broken_checks(
             if after is None:
                 continue
             try:
-                statement = _verdicts(table, relevant, after, engine.dialect.name)
+                statement = _verdicts(table, relevant, after, engine.dialect.name, domains or {})
                 verdicts = connection.execute(statement).one()
             except (sa.exc.OperationalError, sa.exc.InterfaceError):
                 raise  # the shop went away: the caller says so
@@ -171,10 +394,19 @@ def _after(
     return values
 
 
-def _verdicts(table: sa.Table, checks: list[Check], values: dict[str, Any], dialect: str) -> Any:
+def _verdicts(
+    table: sa.Table,
+    checks: list[Check],
+    values: dict[str, Any],
+    dialect: str,
+    domains: Mapping[str, Domain],
+) -> Any:
     # The row as one derived table under the table's own name, so the check's text reads
     # its columns (and `customers.email`, had it been written so) as it does in the shop.
-    columns = [_value(i, c, values[c.name], dialect) for i, c in enumerate(table.columns)]
+    columns = [
+        _value(i, c, values[c.name], dialect, domains.get(c.name))
+        for i, c in enumerate(table.columns)
+    ]
     row = sa.select(*columns).subquery(table.name)
     # literal_column: the check is the shop's own SQL, read from its catalog; `IS FALSE`
     # because a check whose result is NULL lets the row through.
@@ -183,13 +415,31 @@ def _verdicts(table: sa.Table, checks: list[Check], values: dict[str, Any], dial
     )
 
 
-def _value(i: int, column: sa.Column, value: Any, dialect: str) -> Any:
+def _value(i: int, column: sa.Column, value: Any, dialect: str, domain: Domain | None) -> Any:
+    if domain is not None:
+        # A CAST to the domain would itself raise on the check to be named (and say nothing
+        # of which): the value goes in as the base type, and the domain's checks are tried
+        # as expressions (check_constraints) like the table's.
+        bound = sa.bindparam(f"v{i}", value, type_=domain_base(column.type))
+        return sa.cast(bound, _Spelled(domain.base)).label(column.name)
     bound = sa.bindparam(f"v{i}", value, type_=column.type)
     if dialect == "sqlite" or isinstance(column.type, sa.types.NullType):
         # SQLite keeps what it is given (a CAST to DATE there would make 2020 of
         # '2020-05-04'); a type SQLAlchemy does not know cannot be named in a CAST
         return bound.label(column.name)
     return sa.cast(bound, column.type).label(column.name)  # as the UPDATE would store it
+
+
+class _Spelled(sa.types.UserDefinedType):
+    """A type named as PostgreSQL's format_type spells it (`character varying(5)`)."""
+
+    cache_ok = True
+
+    def __init__(self, spelling: str):
+        self.spelling = spelling
+
+    def get_col_spec(self, **_: Any) -> str:
+        return self.spelling
 
 
 def failure_text(exc: BaseException) -> str:

@@ -252,3 +252,176 @@ def test_a_value_its_column_cannot_read_fails_that_person_alone_and_quotes_nothi
     failed = [r for r in shop.audit() if r["outcome"] == "failed"]
     assert failed and all(r["strategy"].endswith("(failed: ValueError)") for r in failed)
     assert odd not in json.dumps(shop.audit())
+
+
+# PostgreSQL domains, as a shop declares them: reflection keeps their kind, not their
+# length, nor a NOT NULL on the domain underneath, nor (but the first) their CHECKs.
+SHOP_DOMAINS = [
+    "CREATE DOMAIN postcode_fr AS varchar(5) NOT NULL "
+    "CONSTRAINT postcode_fr_digits CHECK (VALUE ~ '^[0-9]{5}$')",
+    "CREATE DOMAIN area AS varchar(5) NOT NULL "
+    "CONSTRAINT area_digits CHECK (VALUE ~ '^([0-9]{2,5}|2[AB])$')",
+    "CREATE DOMAIN home_area AS area",  # NOT NULL, and area_digits, from area
+    "CREATE DOMAIN mail AS varchar(40) CONSTRAINT mail_or_hash "
+    "CHECK (VALUE LIKE '%@%' OR VALUE LIKE 'h:%')",
+    "CREATE DOMAIN remark AS text",  # NULL allowed
+    "CREATE DOMAIN band AS varchar(12)",
+    "CREATE TABLE deliveries (id INTEGER PRIMARY KEY, customer_id INTEGER NOT NULL, "
+    "postcode postcode_fr, area home_area, email mail, remark remark)",
+    "CREATE TABLE baskets (customer_id INTEGER PRIMARY KEY, spent band, email mail)",
+]
+
+
+def _domain_rows(customers: list[int]) -> dict[str, list[dict]]:
+    codes = ["75008", "20090", "97110"]
+    return {
+        "INSERT INTO deliveries VALUES (:c, :c, :p, :a, :e, 'ring twice')": [
+            {"c": c, "p": codes[c % 3], "a": codes[c % 3], "e": f"client{c}@example.org"}
+            for c in customers
+        ],
+        "INSERT INTO baskets VALUES (:c, '1234.50', :e)": [
+            {"c": c, "e": f"client{c}@example.org"} for c in customers
+        ],
+    }
+
+
+def test_a_domain_column_is_checked_by_its_domains_length_not_null_and_checks(
+    distributed: Lethe, request, tmp_path
+):
+    _shop_with(distributed, request, SHOP_DOMAINS, _domain_rows)
+    register = OwnTargets(distributed, tmp_path)
+
+    def deliveries(columns: str) -> str:
+        return register.write(
+            "          - table: deliveries\n"
+            "            key: customer_id\n"
+            f"            columns: {{{columns}}}\n",
+            "deliveries",
+        )
+
+    refusals = [
+        # "75" is no postcode: every one of these people's erasures would be rolled back
+        (
+            "postcode: department",
+            "the shop's CHECK constraint postcode_fr_digits ((postcode)::text ~ "
+            "'^[0-9]{5}$'::text) on domain postcode_fr refuses postcode as the strategies "
+            "leave it",
+        ),
+        ("postcode: redact", "column 'postcode' holds 5 characters, redact writes 10"),
+        ("area: null", "column 'area' is NOT NULL"),  # from area, under home_area
+        ("email: redact", "the shop's CHECK constraint mail_or_hash ("),
+    ]
+    for columns, why in refusals:
+        where = deliveries(columns)
+        result = distributed.run("shop", "check", check=False)
+        assert result.returncode == 1, columns
+        assert f"{where}{why}" in result.stderr, result.stderr
+        assert "is of type other" not in result.stderr
+        assert "example.org" not in result.stderr
+
+    deliveries("area: department, email: keyed_hash, remark: null")
+    distributed.run("shop", "check")
+
+
+def test_a_sweep_anonymises_domain_columns_in_sql_and_in_python(
+    distributed: Lethe, request, tmp_path
+):
+    # deliveries' strategies all have an SQL form (one UPDATE computes them); a text
+    # amount_range has none, so baskets go through Python and an UPDATE ... unnest()
+    shop = _shop_with(distributed, request, SHOP_DOMAINS, _domain_rows)
+    OwnTargets(distributed, tmp_path).write(
+        "          - table: deliveries\n"
+        "            key: customer_id\n"
+        "            columns: {area: department, email: keyed_hash, remark: null}\n"
+        "          - table: baskets\n"
+        "            key: customer_id\n"
+        "            columns: {spent: amount_range, email: keyed_hash}\n",
+        "baskets",
+    )
+    engine = shop.engine()
+
+    def read(query: str) -> dict[int, tuple]:
+        with engine.connect() as connection:
+            return {r[0]: tuple(r[1:]) for r in connection.execute(sa.text(query))}
+
+    deliveries_query = "SELECT customer_id, postcode, area, email, remark FROM deliveries"
+    before = read(deliveries_query)
+    seed_store(distributed, shop.data.events)
+    due = {int(s.split(":")[1]) for s, a in shop.due() if a == "crm.customers"}
+    swept = shop.purge_approved(NOW)
+    assert swept["status"] == "done" and swept["failed"] == 0 and due
+    after = read(deliveries_query)
+    baskets = read("SELECT customer_id, spent, email FROM baskets")
+    engine.dispose()
+    departments = {"75008": "75", "20090": "2A", "97110": "971"}
+    for c in due:
+        postcode, _, email, remark = after[c]
+        # the hash cut to mail's 40 characters, which reflection does not know
+        assert after[c] == (postcode, departments[postcode], email, None)
+        assert postcode == before[c][0] and email.startswith("h:") and len(email) == 40
+        assert baskets[c][0] == "1000-2500" and len(baskets[c][1]) == 40
+        assert baskets[c][1].startswith("h:")
+    assert all(after[c] == before[c] for c in after if c not in due)
+
+
+# A trigger on each of the shop's tables that a sweep writes: the audit copy of an
+# address (the data would stay in customers_history) is warned about, never refused.
+SQLITE_TRIGGERS = [
+    "CREATE TRIGGER customers_audit AFTER UPDATE ON customers BEGIN "
+    "INSERT INTO customers_history VALUES (OLD.email, datetime('now')); END",
+    "CREATE TRIGGER customers_welcome AFTER INSERT ON customers BEGIN SELECT 1; END",
+    'CREATE TRIGGER "unsubscribed log" BEFORE DELETE ON newsletter_subscribers BEGIN '
+    "INSERT INTO customers_history VALUES (OLD.email, datetime('now')); END",
+    # newsletter_subscribers' rows are deleted, never updated: this one does not fire
+    "CREATE TRIGGER subscribers_touch UPDATE OF email ON newsletter_subscribers BEGIN "
+    "SELECT 1; END",
+]
+POSTGRES_TRIGGERS = [
+    "CREATE FUNCTION keep_old_email() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+    "INSERT INTO customers_history VALUES (OLD.email, now()); RETURN OLD; END $$",
+    "CREATE TRIGGER customers_audit AFTER UPDATE ON customers FOR EACH ROW "
+    "EXECUTE FUNCTION keep_old_email()",
+    "CREATE TRIGGER customers_welcome AFTER INSERT ON customers FOR EACH ROW "
+    "EXECUTE FUNCTION keep_old_email()",
+    'CREATE TRIGGER "unsubscribed log" BEFORE DELETE ON newsletter_subscribers FOR EACH ROW '
+    "EXECUTE FUNCTION keep_old_email()",
+    "CREATE TRIGGER subscribers_touch AFTER UPDATE OF email ON newsletter_subscribers "
+    "FOR EACH ROW EXECUTE FUNCTION keep_old_email()",
+]
+
+
+def test_triggers_a_sweep_fires_are_warned_about_by_the_check_and_the_sweep(
+    lethe: Lethe, request, tmp_path
+):
+    history = "CREATE TABLE customers_history (email VARCHAR(254), changed_at TIMESTAMP)"
+    triggers = SQLITE_TRIGGERS if lethe.embedded else POSTGRES_TRIGGERS
+    shop = _shop_with(lethe, request, [history, *triggers], lambda customers: {})
+
+    checked = lethe.run("shop", "check")  # exit 0: a warning, not a refusal
+    warnings = [line for line in checked.stderr.splitlines() if line.startswith("warning:")]
+    remedy = (
+        "Lethe cannot see what a trigger does; if one copies old values elsewhere (an audit "
+        "or history table), that table needs a target of its own"
+    )
+    assert warnings == [
+        "warning: table 'customers' has triggers that run when a sweep updates its rows "
+        f"(customers_audit): {remedy}",
+        "warning: table 'newsletter_subscribers' has triggers that run when a sweep deletes "
+        f"its rows (unsubscribed log): {remedy}",
+    ]
+    assert "fit the shop schema" in checked.stderr
+
+    # a sweep logs the same once as it starts (a dry run starts as a sweep does)
+    seed_store(lethe, shop.data.events)
+    dry = shop.purge("--dry-run", "--now", NOW)
+    assert dry["exit"] == 0
+    records = [json.loads(line) for line in dry["stderr"].splitlines() if line.startswith("{")]
+    fired = [
+        (r["level"], r["table"], r["triggers"], r["writes"]) for r in records if "triggers" in r
+    ]
+    assert fired == [
+        ("warning", "customers", ["customers_audit"], ["UPDATE"]),
+        ("warning", "newsletter_subscribers", ["unsubscribed log"], ["DELETE"]),
+    ]
+    emails = [c["email"] for c in shop.data.rows["newsletter_subscribers"]]
+    assert emails and not any(e in dry["stderr"] for e in emails), "names only, never values"

@@ -326,8 +326,18 @@ def shop() -> None:
 
 @shop.command("check")
 def shop_check() -> None:
-    """Check every target against the shop schema: exit 0, or 1 with `file:line: message`."""
-    from worker.shop import ShopMismatch, ShopUnavailable, bind_targets, shop_engine
+    """Check every target against the shop schema: exit 0, or 1 with `file:line: message`.
+
+    The shop's triggers that a sweep's writes would fire are warned about, on stderr,
+    without changing the exit status: what a trigger does cannot be checked.
+    """
+    from worker.shop import (
+        ShopMismatch,
+        ShopUnavailable,
+        bind_targets,
+        fired_triggers,
+        shop_engine,
+    )
 
     settings = settings_or_exit()
     register = configured_register()
@@ -337,6 +347,7 @@ def shop_check() -> None:
             settings.register_path,
             shop_engine(settings.shop_database_url),
             settings.secret,
+            log_triggers=False,  # said below as plain lines, not as a log record
         )
     except ShopMismatch as exc:
         for problem in exc.problems:
@@ -344,6 +355,8 @@ def shop_check() -> None:
         raise SystemExit(1) from None
     except ShopUnavailable as exc:
         raise click.ClickException(str(exc)) from None
+    for fired in fired_triggers(bound):
+        click.echo(str(fired), err=True)
     targets = sum(len(b) for b in bound.values())
     tables = len({t.table.name for b in bound.values() for t in b})
     click.echo(f"{targets} targets over {tables} tables fit the shop schema", err=True)
