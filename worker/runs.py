@@ -57,5 +57,10 @@ def load_run(settings: Settings, run_id: int) -> PurgeRun:
         return run
 
 
+# A running part beats at every batch; silent this long, its worker is presumed lost: the
+# run is closed as interrupted and what it had not erased stays due for a later run.
+HEARTBEAT_LOST_AFTER = timedelta(minutes=30)
+
+
 def heartbeat(session: Session, run_id: int) -> None:
     session.execute(update(PurgeRun).where(PurgeRun.id == run_id).values(heartbeat_at=now_utc()))

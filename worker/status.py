@@ -8,7 +8,7 @@ same store checks.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import IntEnum
 from pathlib import Path
 
@@ -24,10 +24,8 @@ from worker.dashboard.figures import (
     overdue_cutoff,
 )
 from worker.durations import Duration
+from worker.runs import HEARTBEAT_LOST_AFTER
 from worker.settings import Settings, safe_url, sqlite_file
-
-# A running sweep writes a heartbeat; silent this long, its worker is presumed lost.
-STALE_HEARTBEAT = timedelta(minutes=30)
 
 
 class Level(IntEnum):
@@ -171,7 +169,7 @@ def sweep_check(
     if sweep.status == "running":
         # a long sweep is fine while its worker writes heartbeats
         alive_at = sweep.heartbeat_at or sweep.started_at
-        if now - alive_at > STALE_HEARTBEAT and sweep.finished_at is None:
+        if now - alive_at > HEARTBEAT_LOST_AFTER and sweep.finished_at is None:
             return Check(
                 "last sweep",
                 Level.attention,

@@ -30,7 +30,7 @@ from worker.erasure import Progress, run_part
 from worker.logs import log
 from worker.planning import plan_sweep
 from worker.register import Register
-from worker.runs import SweepRefused, SweepResult, load_run
+from worker.runs import HEARTBEAT_LOST_AFTER, SweepRefused, SweepResult, load_run
 from worker.settings import Settings
 from worker.shop import bind_targets, shop_engine
 from worker.store import DeadLetter, PurgeRun, now_utc, transaction
@@ -123,23 +123,20 @@ def _forget_erased_subjects(settings: Settings, register: Register, clock: datet
         )
 
 
-# A run whose heartbeat is this old lost its worker: what it left stays due for the next run.
-ABANDONED_AFTER = timedelta(minutes=30)
-
-
 def _close_abandoned_runs(settings: Settings, moment: datetime) -> None:
+    minutes = int(HEARTBEAT_LOST_AFTER.total_seconds() // 60)
     with transaction(settings.database_url) as session:
         session.execute(
             update(PurgeRun)
             .where(
                 PurgeRun.status == "running",
-                PurgeRun.heartbeat_at < moment - ABANDONED_AFTER,
+                PurgeRun.heartbeat_at < moment - HEARTBEAT_LOST_AFTER,
             )
             .values(
                 status="failed",
                 finished_at=moment,
-                note="interrupted: no heartbeat for 30 minutes (worker lost); what it had not "
-                "erased stayed due and is swept by a later run",
+                note=f"interrupted: no heartbeat for {minutes} minutes (worker lost); what it had "
+                "not erased stayed due and is swept by a later run",
             )
         )
 
