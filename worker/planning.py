@@ -33,7 +33,7 @@ from worker.shop import (
     shop_engine,
     table_sizes,
 )
-from worker.store import PurgeRun, StoredLifecycle, transaction
+from worker.store import PurgeRun, StoredLifecycle, reading
 from worker.sweep_plan import (
     ApprovalLimits,
     DueLifecycle,
@@ -62,7 +62,7 @@ def plan_sweep(
 ) -> SweepResult:
     """What the run would erase, and why it may need approval; `count` adds shop row counts."""
     now = run.now_at
-    with transaction(settings.database_url) as session:
+    with reading(settings.database_url) as session:
         per_activity, per_table = _due_counts(session, now, register)
         held = session.scalar(
             select(func.count())
@@ -141,7 +141,7 @@ def _due_rows(
     batch, too: a new register's first sweep may find millions due, too many to hold."""
     totals: Counter[tuple[str, str]] = Counter()
     removed = RemovedRows.for_targets(b for targets in bound.values() for b in targets)
-    with transaction(settings.database_url) as session:
+    with reading(settings.database_url) as session:
         due = session.execute(
             claims.due_in_claim_order(now).execution_options(yield_per=settings.sweep.batch)
         )

@@ -16,7 +16,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from worker.settings import Settings
-from worker.store import PurgeRun, now_utc, transaction
+from worker.store import PurgeRun, now_utc, reading
 
 
 class SweepRefused(RuntimeError):
@@ -49,7 +49,7 @@ class SweepResult:
 
 
 def load_run(settings: Settings, run_id: int) -> PurgeRun:
-    with transaction(settings.database_url) as session:
+    with reading(settings.database_url) as session:
         run = session.get(PurgeRun, run_id)
         if run is None:
             raise SweepRefused(f"there is no run {run_id}")

@@ -33,7 +33,7 @@ from worker.register import Register
 from worker.runs import HEARTBEAT_LOST_AFTER, SweepRefused, SweepResult, load_run
 from worker.settings import Settings
 from worker.shop import bind_targets, shop_engine
-from worker.store import DeadLetter, PurgeRun, now_utc, transaction
+from worker.store import DeadLetter, PurgeRun, now_utc, reading, transaction
 from worker.sweep_plan import register_digest
 
 
@@ -143,7 +143,7 @@ def _close_abandoned_runs(settings: Settings, moment: datetime) -> None:
 
 def resumable_run(settings: Settings, schedule: str, slot_at: datetime) -> int | None:
     """The run that claimed this slot, if it is still running (its worker was lost)."""
-    with transaction(settings.database_url) as session:
+    with reading(settings.database_url) as session:
         return session.scalar(
             select(PurgeRun.id).where(
                 PurgeRun.schedule == schedule,

@@ -4,12 +4,14 @@ them, and whichever falls due first decides what the other still finds."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections import Counter
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from harness import Lethe
 from sweeping import (
     NOW,
@@ -137,3 +139,42 @@ def test_the_dry_run_counts_invoices_once_when_they_are_deleted_before_being_ano
     assert would[("crm.customers", "customers")] == sum(
         1 for cid, row in customers.items() if row["email"] != f"client{cid}@example.org"
     )
+
+
+def test_a_dry_run_on_the_embedded_store_leaves_its_write_lock_to_ingestion(
+    embedded: Lethe, request: pytest.FixtureRequest
+):
+    # A dry run walks every due lifecycle against the shop, which a new register's backlog
+    # makes long; meanwhile the embedded worker must go on storing the shop's events.
+    from worker.register import load_register
+    from worker.settings import load_settings
+    from worker.shop import shop_engine
+    from worker.sweep import open_run, run_sweep
+
+    shop = _small_shop(embedded, request)
+    settings = load_settings(embedded.env)
+    store_file = settings.database_url.removeprefix("sqlite:///")
+    writes: list[str] = []
+
+    def write_to_the_store(*_: Any) -> None:
+        # what a worker storing an event does first, from another connection
+        other = sqlite3.connect(store_file, timeout=1, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+            writes.append("written")
+        except sqlite3.OperationalError as exc:
+            writes.append(str(exc))
+        finally:
+            other.close()
+
+    engine = shop_engine(shop.url)
+    sa.event.listen(engine, "before_cursor_execute", write_to_the_store)
+    try:
+        register = load_register(settings.register_path)
+        run_id = open_run(settings, register, now=datetime.fromisoformat(NOW), status="dry_run")
+        result = run_sweep(settings, register, run_id)
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", write_to_the_store)
+    assert result.status == "dry_run" and result.due > 0
+    assert writes and set(writes) == {"written"}
