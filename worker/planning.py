@@ -21,7 +21,6 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 
 from worker import claims
-from worker.erasure import shop_down
 from worker.register import Register
 from worker.runs import SweepResult
 from worker.settings import Settings
@@ -32,6 +31,7 @@ from worker.shop import (
     count_rows,
     shop_engine,
     table_sizes,
+    unreachable,
 )
 from worker.store import PurgeRun, StoredLifecycle, reading
 from worker.sweep_plan import (
@@ -98,7 +98,7 @@ def plan_sweep(
             sizes = table_sizes(connection, [tables[t] for t in per_table if t in tables])
             rows = _due_rows(settings, now, bound, connection) if count else Counter()
     except (OperationalError, InterfaceError) as exc:
-        raise ShopUnavailable(shop_down(exc)) from None
+        raise ShopUnavailable(unreachable(engine, exc)) from None
     due_total = sum(per_activity.values())
     reasons = approval_reasons(
         due=due_total,

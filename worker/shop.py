@@ -215,7 +215,7 @@ def bind_targets(
         inspector = sa.inspect(engine)
         tables = set(inspector.get_table_names())
     except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
-        raise ShopUnavailable(_unreachable(engine, exc)) from None
+        raise ShopUnavailable(unreachable(engine, exc)) from None
     wanted = sorted(
         {
             t.table
@@ -409,10 +409,11 @@ def _broken(
             domains[target.table],
         )
     except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
-        raise ShopUnavailable(_unreachable(engine, exc)) from None
+        raise ShopUnavailable(unreachable(engine, exc)) from None
 
 
-def _unreachable(engine: Engine, exc: Exception) -> str:
+def unreachable(engine: Engine, exc: Exception) -> str:
+    """Why the shop cannot be reached, what stays as it was, and what to do."""
     return (
         f"the shop database at {safe_url(engine.url.render_as_string(hide_password=True))} "
         f"is unreachable ({type(exc).__name__}); due lifecycles stay due and the next sweep "
