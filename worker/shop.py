@@ -314,8 +314,9 @@ def bind_targets(
                         problem(
                             (*where, "columns", written[0]),
                             f"{label}: the shop's {check} refuses {', '.join(written)} as the "
-                            "strategies leave it, on rows the table has now, so a sweep would "
-                            "fail those people every time: choose strategies whose output the "
+                            "strategies leave it (tried on the table's newest rows, or on a "
+                            "sample row when it has none), so a sweep would fail those people "
+                            "every time: choose strategies whose output the "
                             "constraint accepts, or change the constraint",
                         )
                 if target.delete_rows and target.table in referenced:

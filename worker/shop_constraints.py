@@ -15,9 +15,12 @@ values cannot be seen, so worker/shop.py warns about those a sweep would fire.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -29,6 +32,18 @@ from worker.strategies import ColumnFacts, Context, StrategyError, apply
 # Rows a CHECK constraint is tried on: enough to meet the usual shapes of a column's values,
 # few enough to cost a start nothing.
 TRIAL_ROWS = 20
+
+# What a strategy is given on a table with no row to try (a shop installed with Lethe):
+# most outputs do not depend on the input (redact, keyed hash, pseudonym, null), and
+# these are values the others read (a postcode for generalise, a date, an amount).
+SAMPLE_INPUTS: dict[str, Any] = {
+    "text": "75002",
+    "integer": 1500,
+    "numeric": Decimal("1500"),
+    "date": date(2020, 5, 4),
+    "datetime": datetime(2020, 5, 4, 12, 0),
+}
+SAMPLE_SUBJECT = "lethe-trial"
 
 
 @dataclass(frozen=True)
@@ -342,6 +357,9 @@ def broken_checks(
     the database evaluate each check on them as the strategies would leave them, in a
     SELECT: nothing is written. A check met by these rows may still refuse another
     row's output; the sweep then fails that person alone and its audit names the check.
+    A table with no such row is tried on a sample row: the strategies' outputs of
+    SAMPLE_INPUTS, every other column NULL (so a check on other columns too is unknown,
+    which lets the row through: only what the strategies write can be refused).
     """
     relevant = [c for c in checks if c.columns & strategies.keys()]
     if not relevant:
@@ -363,8 +381,10 @@ def broken_checks(
             # column), and whose message would quote it: nothing to try the checks on.
             # The sweep fails that person alone, and its audit says why.
             return []
-        for row in rows:
-            after = _after(row, key, strategies, facts, secret)
+        trials = [_after(row, key, strategies, facts, secret) for row in rows] or [
+            _sample(table, strategies, facts, secret)
+        ]
+        for after in trials:
             if after is None:
                 continue
             try:
@@ -391,6 +411,22 @@ def _after(
             values[column] = apply(strategy, row[column], Context(secret, subject, facts[column]))
     except StrategyError:
         return None  # a value no strategy reads: the sweep fails that person and says so
+    return values
+
+
+def _sample(
+    table: sa.Table, strategies: dict[str, str], facts: dict[str, ColumnFacts], secret: bytes
+) -> dict[str, Any]:
+    values: dict[str, Any] = dict.fromkeys(table.columns.keys())
+    for column, strategy in strategies.items():
+        given = SAMPLE_INPUTS.get(facts[column].kind)
+        if given is None:
+            continue
+        if facts[column].length is not None and isinstance(given, str):
+            given = given[: facts[column].length]
+        # no output to try: left NULL, which no check refuses
+        with contextlib.suppress(StrategyError):
+            values[column] = apply(strategy, given, Context(secret, SAMPLE_SUBJECT, facts[column]))
     return values
 
 

@@ -175,6 +175,48 @@ def test_a_check_constraint_and_an_expression_index_are_checked_before_any_sweep
     engine.dispose()
 
 
+def test_a_check_constraint_is_tried_on_a_sample_row_while_the_table_is_empty(
+    lethe: Lethe, request, tmp_path
+):
+    # A shop that sets Lethe up with a new table has no rows to try a CHECK on; left
+    # untried, every erasure of its first customers would be refused by it, night after night.
+    _shop_with(
+        lethe,
+        request,
+        [
+            "CREATE TABLE contacts (id INTEGER PRIMARY KEY, customer_id INTEGER NOT NULL, "
+            "email VARCHAR(120) CONSTRAINT email_has_at CHECK (email LIKE '%@%'), "
+            "postcode VARCHAR(5) CONSTRAINT postcode_or_area "
+            "CHECK (length(postcode) IN (2, 5)), "
+            "opted_in_at DATE, CONSTRAINT opted_in_has_email "
+            "CHECK (opted_in_at IS NULL OR email IS NOT NULL))",
+        ],
+        lambda customers: {},
+    )
+    register = OwnTargets(lethe, tmp_path)
+
+    def contacts_target(email: str) -> str:
+        return register.write(
+            "          - table: contacts\n"
+            "            key: customer_id\n"
+            f"            columns: {{email: {email}, postcode: department}}\n",
+            "contacts",
+        )
+
+    where = contacts_target("keyed_hash")
+    refused = lethe.run("shop", "check", check=False)
+    assert refused.returncode == 1
+    assert f"{where}the shop's CHECK constraint email_has_at (" in refused.stderr
+    assert "sample row" in refused.stderr
+    # the department (2 characters) meets postcode_or_area; opted_in_has_email names a
+    # column the strategies leave alone, NULL in the sample, so it cannot refuse it
+    assert "postcode_or_area" not in refused.stderr
+    assert "opted_in_has_email" not in refused.stderr
+
+    contacts_target("null")
+    lethe.run("shop", "check")
+
+
 def test_a_moment_with_a_time_zone_keeps_the_year_it_had_in_the_registers_zone(
     distributed: Lethe, request, tmp_path
 ):
