@@ -227,11 +227,11 @@ def approve(settings: Settings, register: Register, run_id: int) -> None:
         run.status = "running"
         run.approved_at = now_utc()
         run.heartbeat_at = now_utc()
-        run.plan = None
         # the note said what to approve; once approved it would mislead the dashboard
-        if run.note:
-            why = run.note.removeprefix("waiting for approval: ").split(". Check with")[0]
-            run.note = f"approved by a DPO after it stopped: {why}"
+        reasons = json.loads(run.plan).get("reasons") if run.plan else None
+        if reasons:
+            run.note = f"approved by a DPO after it stopped: {'; '.join(reasons)}"
+        run.plan = None
 
 
 def finish_part(settings: Settings, run_id: int) -> SweepResult:

@@ -46,6 +46,9 @@ def test_a_sweep_erases_what_is_due_once_and_keeps_what_the_law_keeps(
 
     done = shop.purge("--approve", str(first["run"]))
     assert (done["status"], done["erased"], done["failed"]) == ("done", len(due), 0)
+    [(note,)] = shop.store(f"SELECT note FROM purge_runs WHERE id = {first['run']}")
+    assert note.startswith("approved by a DPO after it stopped: first sweep with this register")
+    assert "lethe purge --approve" not in note, "the run says to approve what was approved"
 
     after = shop.lifecycles()
     assert {k for k, r in after.items() if r["state"] == "erased"} == due
