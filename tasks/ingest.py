@@ -151,9 +151,27 @@ def ingest_events(self: Any, *args: Any, **kwargs: Any) -> dict[str, int]:
         structlog.contextvars.unbind_contextvars("task_id")
 
 
+class Gathering(Batches):
+    """celery-batches' Batches, whose flush timer is started again when the worker reconnects.
+
+    On a lost broker connection Celery restarts its consumer, clears the timer that
+    held Batches' periodic flush, and builds each task's strategy anew. Batches still
+    believed its timer ran (`_tref` set), so it flushed only at every `flush_every`-th
+    message; with fewer prefetched than that the worker held them unacknowledged and
+    ingested nothing more until restarted (celery-batches issue 107, fixed upstream
+    after 0.11). Forgetting the old timer here makes the next message start a new one.
+    """
+
+    def Strategy(self, task: Any, app: Any, consumer: Any) -> Any:  # noqa: N802 (Celery's name)
+        if self._tref is not None:
+            self._tref.cancel()
+            self._tref = None
+        return super().Strategy(task, app, consumer)
+
+
 @app.task(
     name=INGEST_ONE_TASK,
-    base=Batches,
+    base=Gathering,
     flush_every=whole_number("LETHE_GATHER", 200),
     flush_interval=0.05,
 )

@@ -11,9 +11,19 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
-from harness import BIN, POSTGRES_URL, RABBITMQ_URL, REDIS_URL, ROOT, Lethe
+from harness import (
+    BIN,
+    POSTGRES_URL,
+    RABBITMQ_URL,
+    RABBITMQCTL,
+    REDIS_URL,
+    ROOT,
+    Lethe,
+    rabbitmqctl,
+)
 
 REQUIRED = os.environ.get("LETHE_REQUIRE_SERVICES") == "1"
 
@@ -173,6 +183,39 @@ def rabbitmq(tmp_path: Path, postgres_url: str, rabbitmq_server: str) -> Iterato
     yield lethe
     lethe.kill_workers()
     _delete_rabbitmq_names(rabbitmq_server, lethe.env)
+
+
+@pytest.fixture
+def rabbitmq_vhost(rabbitmq_server: str) -> Iterator[str]:
+    """A vhost of our own, deleted afterwards with whatever it holds: a test may then close
+    every connection in it without touching the other tests on the shared server."""
+    if not RABBITMQCTL:
+        _unavailable("rabbitmqctl", FileNotFoundError("not on PATH"))
+    name = f"lethe-test-{uuid.uuid4().hex[:10]}"
+    rabbitmqctl("add_vhost", name)
+    try:
+        rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+        yield name
+    finally:
+        rabbitmqctl("delete_vhost", name)
+
+
+@pytest.fixture
+def rabbitmq_alone(
+    tmp_path: Path, postgres_url: str, rabbitmq_server: str, rabbitmq_vhost: str
+) -> Iterator[Lethe]:
+    """RabbitMQ broker in a vhost of its own (`rabbitmq_vhost`) and a PostgreSQL store."""
+    url = urlsplit(rabbitmq_server)._replace(path=f"/{quote(rabbitmq_vhost, safe='')}")
+    lethe = _served(
+        tmp_path,
+        postgres_url,
+        {
+            "LETHE_BROKER_URL": urlunsplit(url),
+            "LETHE_QUEUE_PREFIX": "lethe",  # the default, named: the vhost keeps it ours
+        },
+    )
+    yield lethe
+    lethe.kill_workers()  # before the vhost goes, so that no worker retries against it
 
 
 @pytest.fixture(params=["embedded", "distributed"])

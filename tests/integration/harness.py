@@ -21,6 +21,8 @@ RABBITMQ_URL = os.environ.get("LETHE_TEST_RABBITMQ_URL", "amqp://guest:guest@127
 POSTGRES_URL = os.environ.get(
     "LETHE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
+# The fault tests close RabbitMQ connections with it, so it must run on the server's machine.
+RABBITMQCTL = shutil.which("rabbitmqctl")
 
 
 class Lethe:
@@ -145,6 +147,19 @@ class Lethe:
             f"{events} events in the store",
             self.logs,
         )
+
+
+def rabbitmqctl(*args: str) -> str:
+    """Run rabbitmqctl on the local node, the shared test server: the fault tests close
+    connections with it, only ever those of a vhost of their own."""
+    result = subprocess.run(
+        [RABBITMQCTL or "rabbitmqctl", "--quiet", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, f"rabbitmqctl {' '.join(args)}: {result.stderr}"
+    return result.stdout
 
 
 def wait_for(

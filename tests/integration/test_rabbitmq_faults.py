@@ -1,0 +1,99 @@
+"""RabbitMQ under faults, as ops meet them: the broker drops a connection (a node restarted
+or put in maintenance, a connection closed from the management UI, a load balancer's cut),
+or is not there at all when the shop emits.
+
+Real worker processes, a real RabbitMQ and a real PostgreSQL store. Each test that closes
+connections has a vhost of its own (`rabbitmq_alone`), and closes only connections in it:
+the server is shared with the other tests running meanwhile.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from harness import RABBITMQCTL, Lethe, rabbitmqctl, wait_for
+
+
+def _connections(vhost: str) -> list[str]:
+    """The broker's ids of the connections open in this vhost."""
+    rows = rabbitmqctl("list_connections", "--silent", "vhost", "pid").splitlines()
+    return [row.split("\t")[1] for row in rows if row.split("\t")[0] == vhost]
+
+
+def _close(connections: list[str], reason: str) -> None:
+    """Close these connections from the broker's side, all at once, as a node going down
+    does (one rabbitmqctl each, run side by side: each takes most of a second)."""
+    closing = [
+        subprocess.Popen([RABBITMQCTL, "--quiet", "close_connection", pid, reason])
+        for pid in connections
+    ]
+    assert all(process.wait(timeout=60) == 0 for process in closing)
+
+
+def _shop(lethe: Lethe, code: str, *args: str) -> subprocess.Popen:
+    """Shop code in a process of its own that the test talks to through stdin and stdout."""
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        env=lethe.env,
+        cwd=lethe.home,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+# Sends one event about every 5 ms until the stop file appears, and writes each event to
+# the sent file once emit() has returned: what the shop may count on being stored.
+STREAM = """
+import json, os, sys, time
+from worker.client import emit
+stop, sent = sys.argv[1], open(sys.argv[2], "w")
+i = 0
+while not os.path.exists(stop):
+    event = dict(
+        type="order.closed" if i % 3 else "contact.made",
+        subject=f"customer:{i % 40}",
+        id=f"s-{i}",
+        occurred_at=f"2024-{1 + i % 12:02d}-{1 + i % 28:02d}T10:00:00+01:00",
+    )
+    emit(**event)
+    sent.write(json.dumps(event) + "\\n")
+    sent.flush()
+    i += 1
+    time.sleep(0.005)
+"""
+
+
+def test_worker_cut_off_by_the_broker_reconnects_and_stores_every_event_once(
+    rabbitmq_alone: Lethe, rabbitmq_vhost: str, tmp_path: Path
+):
+    lethe = rabbitmq_alone
+    worker = lethe.start_worker()
+    # The shop has not connected yet: every connection in our vhost is the worker's.
+    workers_connections = _connections(rabbitmq_vhost)
+    assert workers_connections
+    stop, sent = tmp_path / "stop", tmp_path / "sent.jsonl"
+    shop = _shop(lethe, STREAM, str(stop), str(sent))
+    try:
+        wait_for(lambda: lethe.store_count("events") >= 20, 30, "the stream flowing", lethe.logs)
+        _close(workers_connections, "test: the worker's connection is lost")
+        # Published once the cut was done (the sent file is written after each emit()
+        # returns): stored only if the worker consumes again on a new connection.
+        after_the_cut = f"s-{len(sent.read_text().splitlines()) + 1}"
+        lethe.wait_event(after_the_cut, timeout=30)
+    finally:
+        stop.touch()
+        output = shop.communicate(timeout=60)[0]
+    assert shop.returncode == 0, f"the shop's emit failed, not the worker:\n{output}"
+    assert worker.poll() is None, "the worker died instead of reconnecting"
+
+    total = len(sent.read_text().splitlines())
+    lethe.wait_stored(total)
+    # Messages the worker held unacknowledged when cut off are delivered again: stored
+    # once (event ids), and each lifecycle computed from its events once, not twice.
+    assert lethe.store_count("events") == total
+    assert lethe.store_count("dead_letters") == 0
+    assert lethe.deadlines() == lethe.simulate(sent)
