@@ -318,7 +318,7 @@ def _strings(value: Any, path: str, depth: int) -> Iterator[tuple[str, str, str]
 
 
 def _publish(messages: list[dict[str, Any]], one: bool = False) -> None:
-    from amqp.exceptions import MessageNacked
+    from amqp.exceptions import AMQPError, MessageNacked
 
     from worker.app import INGEST_ONE_TASK, INGEST_TASK
     from worker.spool import spooled
@@ -341,7 +341,9 @@ def _publish(messages: list[dict[str, Any]], one: bool = False) -> None:
             f"the broker at {safe_url(settings.broker_url)} refused the event(s) and did not "
             "queue them: send them again (an event id sent twice is stored once)"
         ) from None
-    except (OSError, KombuError) as exc:
+    # AMQPError: RabbitMQ refused the login (AccessRefused) or the vhost (NotAllowed);
+    # py-amqp's errors are neither OSError nor KombuError, and escaped as tracebacks
+    except (OSError, KombuError, AMQPError) as exc:
         if settings.embedded:
             # the embedded queue is a folder: nothing to start, a folder to fix
             raise BrokerUnavailable(

@@ -9,11 +9,16 @@ the server is shared with the other tests running meanwhile.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import pytest
 from harness import RABBITMQCTL, Lethe, rabbitmqctl, wait_for
+
+from worker.app import AMQP_CONNECT_TIMEOUT
 
 
 def _connections(vhost: str) -> list[str]:
@@ -97,3 +102,56 @@ def test_worker_cut_off_by_the_broker_reconnects_and_stores_every_event_once(
     assert lethe.store_count("events") == total
     assert lethe.store_count("dead_letters") == 0
     assert lethe.deadlines() == lethe.simulate(sent)
+
+
+def _port_nobody_listens_on() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+EMIT_ONCE = """
+import time
+from worker.client import BrokerUnavailable, emit
+start = time.monotonic()
+try:
+    emit("contact.made", subject="customer:1")
+except BrokerUnavailable as exc:
+    print(f"{time.monotonic() - start:.1f}")
+    print(exc)
+"""
+
+
+@pytest.mark.parametrize(
+    "url, shown, why",
+    [
+        (
+            "amqp://guest:guest@127.0.0.1:{port}//",
+            "amqp://guest:***@127.0.0.1:{port}//",
+            "Connection refused",
+        ),
+        ("amqp://guest:wrong@{server}//", "amqp://guest:***@{server}//", "ACCESS_REFUSED"),
+        (
+            "amqp://guest:guest@{server}/no-such-vhost",
+            "amqp://guest:***@{server}/no-such-vhost",
+            "NOT_ALLOWED",
+        ),
+    ],
+    ids=["nothing-listens", "login-refused", "vhost-missing"],
+)
+def test_emit_to_a_rabbitmq_it_cannot_use_raises_broker_unavailable_within_the_connect_timeout(
+    embedded: Lethe, rabbitmq_server: str, url: str, shown: str, why: str
+):
+    # The shop's code catches BrokerUnavailable (a ConnectionError) to keep the event and
+    # send it again: any other exception, or a wait, would break its checkout instead.
+    server = urlsplit(rabbitmq_server)
+    place = {"port": _port_nobody_listens_on(), "server": f"{server.hostname}:{server.port}"}
+    embedded.env["LETHE_BROKER_URL"] = url.format(**place)
+    embedded.env["LETHE_SECRET"] = "a-secret-long-enough-for-tests"
+    result = embedded.python(EMIT_ONCE, check=False)
+    assert result.stdout, f"emit() did not raise BrokerUnavailable:\n{result.stderr}"
+    seconds, message = result.stdout.split("\n", 1)
+    assert float(seconds) < AMQP_CONNECT_TIMEOUT, message
+    assert f"cannot reach the broker at {shown.format(**place)}" in message
+    assert why in message
+    assert "start it or fix LETHE_BROKER_URL" in message
