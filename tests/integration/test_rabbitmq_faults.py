@@ -9,6 +9,8 @@ the server is shared with the other tests running meanwhile.
 
 from __future__ import annotations
 
+import re
+import select
 import socket
 import subprocess
 import sys
@@ -48,6 +50,19 @@ def _shop(lethe: Lethe, code: str, *args: str) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+def _line(shop: subprocess.Popen, timeout: float = 30) -> str:
+    """The shop's next line; a shop stuck in emit() fails the test instead of hanging it."""
+    ready, _, _ = select.select([shop.stdout], [], [], timeout)
+    assert ready, f"the shop said nothing for {timeout} s: stuck in emit()?"
+    return shop.stdout.readline()
+
+
+def _seconds(line: str) -> float:
+    found = re.search(r" in ([0-9.]+)s$", line.strip())
+    assert found, line
+    return float(found.group(1))
 
 
 # Sends one event about every 5 ms until the stop file appears, and writes each event to
@@ -102,6 +117,58 @@ def test_worker_cut_off_by_the_broker_reconnects_and_stores_every_event_once(
     assert lethe.store_count("events") == total
     assert lethe.store_count("dead_letters") == 0
     assert lethe.deadlines() == lethe.simulate(sent)
+
+
+# Sends an event, and another each time the test says the broker dropped its connection.
+BETWEEN_EMITS = """
+import sys, time
+from worker.client import emit, emit_many
+at = "2026-01-05T10:00:00+01:00"
+emit("contact.made", subject="customer:1", id="cut-1", occurred_at=at)
+print("sent cut-1", flush=True)
+sys.stdin.readline()
+start = time.monotonic()
+emit("contact.made", subject="customer:2", id="cut-2", occurred_at=at)
+print(f"sent cut-2 in {time.monotonic() - start:.2f}s", flush=True)
+sys.stdin.readline()
+start = time.monotonic()
+report = emit_many([
+    dict(type="contact.made", subject="customer:3", id="cut-3", occurred_at=at),
+    dict(type="contact.made", subject="customer:4", id="cut-4", occurred_at=at),
+])
+print(f"sent {report.sent} in {time.monotonic() - start:.2f}s", flush=True)
+"""
+
+
+def test_shop_whose_connection_the_broker_dropped_sends_its_next_events_on_a_new_one(
+    rabbitmq_alone: Lethe, rabbitmq_vhost: str
+):
+    lethe = rabbitmq_alone
+    shop = _shop(lethe, BETWEEN_EMITS)
+    try:
+        assert _line(shop) == "sent cut-1\n"
+        # No worker yet: the shop's pooled connection is the only one in our vhost.
+        _close(_connections(rabbitmq_vhost), "test: the shop's connection is lost")
+        shop.stdin.write("go\n")
+        shop.stdin.flush()
+        # The client finds the connection closed when it publishes, and publishes again on
+        # a new one: the shop sees no error, and no event is lost (checked below).
+        sent = _line(shop)
+        assert sent.startswith("sent cut-2"), sent + shop.communicate(timeout=60)[0]
+        _close(_connections(rabbitmq_vhost), "test: the shop's connection is lost again")
+        shop.stdin.write("go\n")
+        shop.stdin.flush()
+        sent_many = _line(shop)
+        assert sent_many.startswith("sent 2"), sent_many + shop.communicate(timeout=60)[0]
+    finally:
+        if shop.poll() is None:
+            shop.kill()
+    # at once: no connect timeout waited out, no retry delay beyond the first
+    assert _seconds(sent) < 1 and _seconds(sent_many) < 1, (sent, sent_many)
+
+    lethe.start_worker()
+    lethe.wait_stored(4)
+    assert lethe.store_count("events") == 4
 
 
 def _port_nobody_listens_on() -> int:
