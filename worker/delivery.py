@@ -41,8 +41,9 @@ def too_many_deliveries(url: str, request: Any, events: list[Any]) -> bool:
         set_aside(
             session,
             events,
-            f"delivered {attempts} times and the worker was lost each time: set aside so "
-            "the queue goes on; replay with `lethe dead-letters --replay`",
+            f"delivered {attempts} times and never acknowledged (its worker was lost, or "
+            "its broker connection dropped, each time): set aside so the queue goes on; "
+            "replay with `lethe dead-letters --replay`",
         )
         session.execute(delete(Delivery).where(Delivery.task_id == request.id))
     return True
