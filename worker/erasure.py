@@ -60,7 +60,7 @@ from worker.store import (
     one_of,
     transaction,
 )
-from worker.sweep_plan import DueLifecycle, LoggedEvent, rule_text, targets_of, work
+from worker.sweep_plan import DueLifecycle, LoggedEvent, rule_text, subject_targets, targets_of
 
 Progress = Callable[[int], None]
 
@@ -198,7 +198,7 @@ def _erase(
     keeper: _ReceiptKeeper,
 ) -> _BatchOutcome:
     items = targets_of(claimed, bound)
-    pairs = work(items)
+    pairs = subject_targets(items)
     outcome = _BatchOutcome()
     try:
         # The whole batch in one shop transaction: each lifecycle is erased whole or

@@ -39,9 +39,9 @@ from worker.sweep_plan import (
     DueLifecycle,
     approval_reasons,
     register_digest,
+    subject_targets,
     table_kinds,
     targets_of,
-    work,
 )
 
 
@@ -147,7 +147,7 @@ def _due_rows(
         )
         for page in due.partitions():
             batch = [DueLifecycle(*row) for row in page]
-            totals.update(count_rows(shop, work(targets_of(batch, bound)), removed))
+            totals.update(count_rows(shop, subject_targets(targets_of(batch, bound)), removed))
     return totals
 
 

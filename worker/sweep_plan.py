@@ -66,7 +66,9 @@ def targets_of(
     ]
 
 
-def work(items: list[tuple[DueLifecycle, list[BoundTarget]]]) -> list[tuple[str, BoundTarget]]:
+def subject_targets(
+    items: list[tuple[DueLifecycle, list[BoundTarget]]],
+) -> list[tuple[str, BoundTarget]]:
     """The (subject, target) pairs `apply_targets` and `count_rows` take, in batch order."""
     return [(lc.subject, b) for lc, targets in items for b in targets]
 
