@@ -1,0 +1,143 @@
+"""Redis under faults, as ops meet them: the server drops a client's connection (a Redis
+restarted or failed over, `CLIENT KILL` by hand, a `timeout` or output-buffer limit, a load
+balancer's cut) under a running worker, or between two of the shop's emits.
+
+Real worker processes, the shared Redis and a real PostgreSQL store. The server is shared
+with the other tests running meanwhile, so a test drops only connections of processes it
+started: found by their local ports (/proc), not by anything the server says about them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import redis
+from harness import REDIS_URL, Lethe, wait_for
+
+# The same shop code as on RabbitMQ: the story is the broker's, not the shop's.
+from test_rabbitmq_faults import BETWEEN_EMITS, STREAM, _line, _seconds, _shop
+
+pytestmark = pytest.mark.skipif(
+    not Path("/proc/net/tcp").exists(), reason="finds a process's connections through /proc"
+)
+
+SERVER = urlsplit(REDIS_URL)
+
+
+def _group(leader: int) -> list[int]:
+    """The processes of a worker (started in a session of its own): the main process and its
+    pool children."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+        except (OSError, ValueError):
+            continue  # not a process, or gone meanwhile
+        # pid (comm) state ppid pgrp ...: comm may hold spaces, so split after its ')'
+        if int(stat.rsplit(")", 1)[1].split()[2]) == leader:
+            pids.append(int(entry.name))
+    return pids
+
+
+def _connections(pids: list[int]) -> list[str]:
+    """The `addr` (ip:port) under which Redis lists each connection these processes hold."""
+    inodes = set()
+    for pid in pids:
+        fds = Path(f"/proc/{pid}/fd")
+        for fd in fds.iterdir() if fds.exists() else ():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                inodes.add(target[8:-1])
+    addrs = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, inode = fields[1], fields[2], fields[9]
+        if inode in inodes and int(remote.split(":")[1], 16) == (SERVER.port or 6379):
+            ip, port = local.split(":")
+            # little-endian hex IPv4, as the kernel prints it
+            addrs.append(f"{'.'.join(str(b) for b in bytes.fromhex(ip)[::-1])}:{int(port, 16)}")
+    return addrs
+
+
+def _kill(addrs: list[str]) -> None:
+    """Close these connections from the server's side, as a Redis going away does."""
+    server = redis.Redis.from_url(REDIS_URL)
+    try:
+        listed = {client["addr"]: client["id"] for client in server.client_list()}
+        ids = [listed[addr] for addr in addrs if addr in listed]
+        assert ids, f"none of {addrs} in CLIENT LIST"
+        for client_id in ids:
+            server.client_kill_filter(_id=client_id)
+    finally:
+        server.close()
+
+
+def test_worker_cut_off_from_redis_reconnects_and_stores_every_event_once(
+    distributed: Lethe, tmp_path: Path
+):
+    lethe = distributed
+    # Redis's default visibility timeout (an hour), not the fixture's few seconds: what the
+    # worker held when cut off must come back without waiting for it.
+    del lethe.env["LETHE_VISIBILITY_TIMEOUT"]
+    worker = lethe.start_worker()
+    stop, sent = tmp_path / "stop", tmp_path / "sent.jsonl"
+    shop = _shop(lethe, STREAM, str(stop), str(sent))
+    try:
+        wait_for(lambda: lethe.store_count("events") >= 20, 30, "the stream flowing", lethe.logs)
+        workers_connections = _connections(_group(worker.pid))
+        assert workers_connections
+        _kill(workers_connections)
+        # Published once the cut was done (the sent file is written after each emit()
+        # returns): stored only if the worker consumes again on a new connection.
+        after_the_cut = f"s-{len(sent.read_text().splitlines()) + 1}"
+        lethe.wait_event(after_the_cut, timeout=30)
+    finally:
+        stop.touch()
+        output = shop.communicate(timeout=60)[0]
+    assert shop.returncode == 0, f"the shop's emit failed, not the worker:\n{output}"
+    assert worker.poll() is None, "the worker died instead of reconnecting"
+
+    total = len(sent.read_text().splitlines())
+    lethe.wait_stored(total, timeout=30)
+    # Messages the worker held unacknowledged when cut off are delivered again: stored
+    # once (event ids), and each lifecycle computed from its events once, not twice.
+    assert lethe.store_count("events") == total
+    assert lethe.store_count("dead_letters") == 0
+    assert lethe.deadlines() == lethe.simulate(sent)
+
+
+def test_shop_whose_connection_redis_dropped_sends_its_next_events_on_a_new_one(
+    distributed: Lethe,
+):
+    lethe = distributed
+    shop = _shop(lethe, BETWEEN_EMITS)
+    try:
+        assert _line(shop) == "sent cut-1\n"
+        _kill(_connections([shop.pid]))
+        shop.stdin.write("go\n")
+        shop.stdin.flush()
+        # redis-py finds its pooled connection closed before it publishes, and publishes on
+        # a new one (kombu's publish retry stands behind it): the shop sees no error, and
+        # no event is lost (checked below).
+        sent = _line(shop)
+        assert sent.startswith("sent cut-2"), sent + shop.communicate(timeout=60)[0]
+        _kill(_connections([shop.pid]))
+        shop.stdin.write("go\n")
+        shop.stdin.flush()
+        sent_many = _line(shop)
+        assert sent_many.startswith("sent 2"), sent_many + shop.communicate(timeout=60)[0]
+    finally:
+        if shop.poll() is None:
+            shop.kill()
+    # at once: no connect timeout waited out, no retry delay beyond the first
+    assert _seconds(sent) < 1 and _seconds(sent_many) < 1, (sent, sent_many)
+
+    lethe.start_worker()
+    lethe.wait_stored(4)
+    assert lethe.store_count("events") == 4
