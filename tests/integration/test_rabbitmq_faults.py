@@ -9,16 +9,14 @@ the server is shared with the other tests running meanwhile.
 
 from __future__ import annotations
 
-import re
-import select
 import socket
 import subprocess
-import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 from harness import RABBITMQCTL, Lethe, rabbitmqctl, wait_for
+from shop_process import BETWEEN_EMITS, STREAM, next_line, seconds_in, shop_process
 
 from worker.app import AMQP_CONNECT_TIMEOUT
 
@@ -39,54 +37,6 @@ def _close(connections: list[str], reason: str) -> None:
     assert all(process.wait(timeout=60) == 0 for process in closing)
 
 
-def _shop(lethe: Lethe, code: str, *args: str) -> subprocess.Popen:
-    """Shop code in a process of its own that the test talks to through stdin and stdout."""
-    return subprocess.Popen(
-        [sys.executable, "-c", code, *args],
-        env=lethe.env,
-        cwd=lethe.home,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-
-
-def _line(shop: subprocess.Popen, timeout: float = 30) -> str:
-    """The shop's next line; a shop stuck in emit() fails the test instead of hanging it."""
-    ready, _, _ = select.select([shop.stdout], [], [], timeout)
-    assert ready, f"the shop said nothing for {timeout} s: stuck in emit()?"
-    return shop.stdout.readline()
-
-
-def _seconds(line: str) -> float:
-    found = re.search(r" in ([0-9.]+)s$", line.strip())
-    assert found, line
-    return float(found.group(1))
-
-
-# Sends one event about every 5 ms until the stop file appears, and writes each event to
-# the sent file once emit() has returned: what the shop may count on being stored.
-STREAM = """
-import json, os, sys, time
-from worker.client import emit
-stop, sent = sys.argv[1], open(sys.argv[2], "w")
-i = 0
-while not os.path.exists(stop):
-    event = dict(
-        type="order.closed" if i % 3 else "contact.made",
-        subject=f"customer:{i % 40}",
-        id=f"s-{i}",
-        occurred_at=f"2024-{1 + i % 12:02d}-{1 + i % 28:02d}T10:00:00+01:00",
-    )
-    emit(**event)
-    sent.write(json.dumps(event) + "\\n")
-    sent.flush()
-    i += 1
-    time.sleep(0.005)
-"""
-
-
 def test_worker_cut_off_by_the_broker_reconnects_and_stores_every_event_once(
     rabbitmq_alone: Lethe, rabbitmq_vhost: str, tmp_path: Path
 ):
@@ -96,7 +46,7 @@ def test_worker_cut_off_by_the_broker_reconnects_and_stores_every_event_once(
     workers_connections = _connections(rabbitmq_vhost)
     assert workers_connections
     stop, sent = tmp_path / "stop", tmp_path / "sent.jsonl"
-    shop = _shop(lethe, STREAM, str(stop), str(sent))
+    shop = shop_process(lethe, STREAM, str(stop), str(sent))
     try:
         wait_for(lambda: lethe.store_count("events") >= 20, 30, "the stream flowing", lethe.logs)
         _close(workers_connections, "test: the worker's connection is lost")
@@ -119,52 +69,31 @@ def test_worker_cut_off_by_the_broker_reconnects_and_stores_every_event_once(
     assert lethe.deadlines() == lethe.simulate(sent)
 
 
-# Sends an event, and another each time the test says the broker dropped its connection.
-BETWEEN_EMITS = """
-import sys, time
-from worker.client import emit, emit_many
-at = "2026-01-05T10:00:00+01:00"
-emit("contact.made", subject="customer:1", id="cut-1", occurred_at=at)
-print("sent cut-1", flush=True)
-sys.stdin.readline()
-start = time.monotonic()
-emit("contact.made", subject="customer:2", id="cut-2", occurred_at=at)
-print(f"sent cut-2 in {time.monotonic() - start:.2f}s", flush=True)
-sys.stdin.readline()
-start = time.monotonic()
-report = emit_many([
-    dict(type="contact.made", subject="customer:3", id="cut-3", occurred_at=at),
-    dict(type="contact.made", subject="customer:4", id="cut-4", occurred_at=at),
-])
-print(f"sent {report.sent} in {time.monotonic() - start:.2f}s", flush=True)
-"""
-
-
 def test_shop_whose_connection_the_broker_dropped_sends_its_next_events_on_a_new_one(
     rabbitmq_alone: Lethe, rabbitmq_vhost: str
 ):
     lethe = rabbitmq_alone
-    shop = _shop(lethe, BETWEEN_EMITS)
+    shop = shop_process(lethe, BETWEEN_EMITS)
     try:
-        assert _line(shop) == "sent cut-1\n"
+        assert next_line(shop) == "sent cut-1\n"
         # No worker yet: the shop's pooled connection is the only one in our vhost.
         _close(_connections(rabbitmq_vhost), "test: the shop's connection is lost")
         shop.stdin.write("go\n")
         shop.stdin.flush()
         # The client finds the connection closed when it publishes, and publishes again on
         # a new one: the shop sees no error, and no event is lost (checked below).
-        sent = _line(shop)
+        sent = next_line(shop)
         assert sent.startswith("sent cut-2"), sent + shop.communicate(timeout=60)[0]
         _close(_connections(rabbitmq_vhost), "test: the shop's connection is lost again")
         shop.stdin.write("go\n")
         shop.stdin.flush()
-        sent_many = _line(shop)
+        sent_many = next_line(shop)
         assert sent_many.startswith("sent 2"), sent_many + shop.communicate(timeout=60)[0]
     finally:
         if shop.poll() is None:
             shop.kill()
     # at once: no connect timeout waited out, no retry delay beyond the first
-    assert _seconds(sent) < 1 and _seconds(sent_many) < 1, (sent, sent_many)
+    assert seconds_in(sent) < 1 and seconds_in(sent_many) < 1, (sent, sent_many)
 
     lethe.start_worker()
     lethe.wait_stored(4)

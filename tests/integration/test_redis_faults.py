@@ -18,7 +18,7 @@ import redis
 from harness import REDIS_URL, Lethe, wait_for
 
 # The same shop code as on RabbitMQ: the story is the broker's, not the shop's.
-from test_rabbitmq_faults import BETWEEN_EMITS, STREAM, _line, _seconds, _shop
+from shop_process import BETWEEN_EMITS, STREAM, next_line, seconds_in, shop_process
 
 pytestmark = pytest.mark.skipif(
     not Path("/proc/net/tcp").exists(), reason="finds a process's connections through /proc"
@@ -87,7 +87,7 @@ def test_worker_cut_off_from_redis_reconnects_and_stores_every_event_once(
     del lethe.env["LETHE_VISIBILITY_TIMEOUT"]
     worker = lethe.start_worker()
     stop, sent = tmp_path / "stop", tmp_path / "sent.jsonl"
-    shop = _shop(lethe, STREAM, str(stop), str(sent))
+    shop = shop_process(lethe, STREAM, str(stop), str(sent))
     try:
         wait_for(lambda: lethe.store_count("events") >= 20, 30, "the stream flowing", lethe.logs)
         workers_connections = _connections(_group(worker.pid))
@@ -116,27 +116,27 @@ def test_shop_whose_connection_redis_dropped_sends_its_next_events_on_a_new_one(
     distributed: Lethe,
 ):
     lethe = distributed
-    shop = _shop(lethe, BETWEEN_EMITS)
+    shop = shop_process(lethe, BETWEEN_EMITS)
     try:
-        assert _line(shop) == "sent cut-1\n"
+        assert next_line(shop) == "sent cut-1\n"
         _kill(_connections([shop.pid]))
         shop.stdin.write("go\n")
         shop.stdin.flush()
         # redis-py finds its pooled connection closed before it publishes, and publishes on
         # a new one (kombu's publish retry stands behind it): the shop sees no error, and
         # no event is lost (checked below).
-        sent = _line(shop)
+        sent = next_line(shop)
         assert sent.startswith("sent cut-2"), sent + shop.communicate(timeout=60)[0]
         _kill(_connections([shop.pid]))
         shop.stdin.write("go\n")
         shop.stdin.flush()
-        sent_many = _line(shop)
+        sent_many = next_line(shop)
         assert sent_many.startswith("sent 2"), sent_many + shop.communicate(timeout=60)[0]
     finally:
         if shop.poll() is None:
             shop.kill()
     # at once: no connect timeout waited out, no retry delay beyond the first
-    assert _seconds(sent) < 1 and _seconds(sent_many) < 1, (sent, sent_many)
+    assert seconds_in(sent) < 1 and seconds_in(sent_many) < 1, (sent, sent_many)
 
     lethe.start_worker()
     lethe.wait_stored(4)

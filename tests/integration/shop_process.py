@@ -1,0 +1,80 @@
+"""Shop code run in a process of its own while a test cuts its broker connections, or its
+worker's (test_rabbitmq_faults.py, test_redis_faults.py): what it sends and when."""
+
+from __future__ import annotations
+
+import re
+import select
+import subprocess
+import sys
+
+from harness import Lethe
+
+
+def shop_process(lethe: Lethe, code: str, *args: str) -> subprocess.Popen:
+    """Shop code in a process of its own that the test talks to through stdin and stdout."""
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        env=lethe.env,
+        cwd=lethe.home,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def next_line(shop: subprocess.Popen, timeout: float = 30) -> str:
+    """The shop's next line; a shop stuck in emit() fails the test instead of hanging it."""
+    ready, _, _ = select.select([shop.stdout], [], [], timeout)
+    assert ready, f"the shop said nothing for {timeout} s: stuck in emit()?"
+    return shop.stdout.readline()
+
+
+def seconds_in(line: str) -> float:
+    found = re.search(r" in ([0-9.]+)s$", line.strip())
+    assert found, line
+    return float(found.group(1))
+
+
+# Sends one event about every 5 ms until the stop file appears, and writes each event to
+# the sent file once emit() has returned: what the shop may count on being stored.
+STREAM = """
+import json, os, sys, time
+from worker.client import emit
+stop, sent = sys.argv[1], open(sys.argv[2], "w")
+i = 0
+while not os.path.exists(stop):
+    event = dict(
+        type="order.closed" if i % 3 else "contact.made",
+        subject=f"customer:{i % 40}",
+        id=f"s-{i}",
+        occurred_at=f"2024-{1 + i % 12:02d}-{1 + i % 28:02d}T10:00:00+01:00",
+    )
+    emit(**event)
+    sent.write(json.dumps(event) + "\\n")
+    sent.flush()
+    i += 1
+    time.sleep(0.005)
+"""
+
+
+# Sends an event, and another each time the test says the broker dropped its connection.
+BETWEEN_EMITS = """
+import sys, time
+from worker.client import emit, emit_many
+at = "2026-01-05T10:00:00+01:00"
+emit("contact.made", subject="customer:1", id="cut-1", occurred_at=at)
+print("sent cut-1", flush=True)
+sys.stdin.readline()
+start = time.monotonic()
+emit("contact.made", subject="customer:2", id="cut-2", occurred_at=at)
+print(f"sent cut-2 in {time.monotonic() - start:.2f}s", flush=True)
+sys.stdin.readline()
+start = time.monotonic()
+report = emit_many([
+    dict(type="contact.made", subject="customer:3", id="cut-3", occurred_at=at),
+    dict(type="contact.made", subject="customer:4", id="cut-4", occurred_at=at),
+])
+print(f"sent {report.sent} in {time.monotonic() - start:.2f}s", flush=True)
+"""
