@@ -27,20 +27,17 @@ from worker.logs import log
 from worker.register import Register, RegisterProblem, Target, register_line
 from worker.settings import safe_url, sqlite_file
 from worker.shop_constraints import (
-    TRIGGER_REMEDY,
     Check,
     Domain,
-    FiredTriggers,
-    Trigger,
     Unique,
     broken_checks,
     check_constraints,
     column_domains,
     domain_base,
     operable_domains,
-    table_triggers,
     unique_sets,
 )
+from worker.shop_triggers import TRIGGER_REMEDY, FiredTriggers, Trigger, table_triggers
 from worker.sql_strategies import HmacKey, SqlContext, sql_form
 from worker.store import ONE_OF_CHUNK, POSTGRES_CONNECT_ARGS, chunks, one_of
 from worker.strategies import ColumnFacts, Context, apply, column_problem, is_anonymised

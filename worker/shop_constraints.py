@@ -9,8 +9,7 @@ the person fail again at every sweep, so worker/shop.py checks these at start.
 
 A PostgreSQL domain (`CREATE DOMAIN pc AS varchar(5) NOT NULL CHECK (...)`) carries
 constraints of its own, which reflection half loses: they are read from the catalog
-here and tried like the table's. Triggers are only read: what one does with the old
-values cannot be seen, so worker/shop.py warns about those a sweep would fire.
+here and tried like the table's. Triggers are not constraints: worker/shop_triggers.py.
 """
 
 from __future__ import annotations
@@ -82,14 +81,6 @@ class Domain:
     length: int | None  # characters a varchar or char base holds
     not_null: bool  # on this domain or on one it is based on
     checks: tuple[tuple[str, str, str], ...] = ()  # (constraint, its domain, text with VALUE)
-
-
-@dataclass(frozen=True)
-class Trigger:
-    """A trigger of the shop's on a table, and the writes that fire it."""
-
-    name: str
-    events: frozenset[str]  # of INSERT, UPDATE, DELETE
 
 
 def unique_sets(inspector: sa.Inspector, table: str) -> list[Unique]:
@@ -255,80 +246,6 @@ def _domain(levels: list[Any]) -> Domain:
             if level["conname"] is not None
         ),
     )
-
-
-# PostgreSQL's pg_trigger.tgtype bits for the events (src/include/catalog/pg_trigger.h)
-_TGTYPE_EVENTS = {4: "INSERT", 8: "DELETE", 16: "UPDATE"}
-_POSTGRES_TRIGGERS = sa.text(
-    # tgisinternal: a foreign key's own triggers; a disabled trigger copies nothing
-    "SELECT tgname, tgtype FROM pg_trigger "
-    "WHERE tgrelid = to_regclass(format('%I.%I', current_schema(), CAST(:table AS text))) "
-    "AND NOT tgisinternal AND tgenabled <> 'D' ORDER BY tgname"
-)
-_SQLITE_TRIGGERS = sa.text(
-    # SQLite's names are case-insensitive: `ON CUSTOMERS` is on customers
-    "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' "
-    "AND tbl_name = :table COLLATE NOCASE ORDER BY name"
-)
-
-
-def table_triggers(inspector: sa.Inspector, table: str) -> list[Trigger]:
-    """The shop's own triggers on a table (PostgreSQL and SQLite; none read elsewhere)."""
-    dialect = inspector.bind.dialect.name
-    if dialect not in ("postgresql", "sqlite"):
-        return []
-    query = _POSTGRES_TRIGGERS if dialect == "postgresql" else _SQLITE_TRIGGERS
-    with inspector.bind.connect() as connection:
-        rows = connection.execute(query, {"table": table}).all()
-    if dialect == "postgresql":
-        return [
-            Trigger(name, frozenset(e for bit, e in _TGTYPE_EVENTS.items() if tgtype & bit))
-            for name, tgtype in rows
-        ]
-    return [Trigger(name, sqlite_trigger_events(sql or "")) for name, sql in rows]
-
-
-_SQLITE_NAME = r"(?:\"(?:[^\"]|\"\")*\"|`(?:[^`]|``)*`|\[[^\]]*\]|'(?:[^']|'')*'|[\w$]+)"
-_SQLITE_TRIGGER = re.compile(
-    rf"\s*CREATE\s+(?:TEMP(?:ORARY)?\s+)?TRIGGER\s+(?:IF\s+NOT\s+EXISTS\s+)?"
-    rf"(?:{_SQLITE_NAME}\s*\.\s*)?{_SQLITE_NAME}\s*"
-    rf"(?:(?:BEFORE|AFTER|INSTEAD\s+OF)\s+)?(?P<event>DELETE|INSERT|UPDATE)\b",
-    re.IGNORECASE,
-)
-
-
-def sqlite_trigger_events(sql: str) -> frozenset[str]:
-    """The event a SQLite trigger fires on, read from its CREATE TRIGGER; one that cannot
-    be read counts as firing on UPDATE and DELETE, so it is warned about rather than missed."""
-    found = _SQLITE_TRIGGER.match(sql)
-    if found is None:
-        return frozenset({"UPDATE", "DELETE"})
-    return frozenset({found["event"].upper()})
-
-
-@dataclass(frozen=True)
-class FiredTriggers:
-    """A table whose own triggers a sweep's writes would fire: only warned about, since
-    what a trigger does with the old values (an audit copy in customers_history, say)
-    cannot be seen from its catalog entry."""
-
-    table: str
-    triggers: tuple[str, ...]
-    writes: tuple[str, ...]  # UPDATE (anonymising targets), DELETE (delete_rows)
-
-    def __str__(self) -> str:
-        verbs = " and ".join({"UPDATE": "updates", "DELETE": "deletes"}[w] for w in self.writes)
-        return (
-            f"warning: table {self.table!r} has triggers that run when a sweep {verbs} its "
-            f"rows ({', '.join(self.triggers)}): Lethe cannot see what a trigger does; "
-            f"{TRIGGER_REMEDY}"
-        )
-
-
-TRIGGER_REMEDY = (
-    "if one copies old values elsewhere (an audit or history table), that table needs "
-    "a target of its own"
-)
 
 
 def named_in(expression: str, columns: Iterable[str]) -> set[str]:
