@@ -7,6 +7,7 @@ import re
 import select
 import subprocess
 import sys
+from collections.abc import Callable
 
 from harness import Lethe
 
@@ -78,3 +79,33 @@ report = emit_many([
 ])
 print(f"sent {report.sent} in {time.monotonic() - start:.2f}s", flush=True)
 """
+
+
+def emits_across_two_cuts(lethe: Lethe, cut: Callable[[subprocess.Popen], None]) -> None:
+    """The shop emits, `cut(shop)` drops its connection, it emits, another cut, it sends a
+    batch: each send returns at once without an error, and a worker then stores all four
+    events. `cut` runs before any worker: the shop's connections are the only ones."""
+    shop = shop_process(lethe, BETWEEN_EMITS)
+    try:
+        assert next_line(shop) == "sent cut-1\n"
+        cut(shop)
+        shop.stdin.write("go\n")
+        shop.stdin.flush()
+        # The client finds its pooled connection closed and publishes again on a new one:
+        # the shop sees no error, and no event is lost (checked below).
+        sent = next_line(shop)
+        assert sent.startswith("sent cut-2"), sent + shop.communicate(timeout=60)[0]
+        cut(shop)
+        shop.stdin.write("go\n")
+        shop.stdin.flush()
+        sent_many = next_line(shop)
+        assert sent_many.startswith("sent 2"), sent_many + shop.communicate(timeout=60)[0]
+    finally:
+        if shop.poll() is None:
+            shop.kill()
+    # at once: no connect timeout waited out, no retry delay beyond the first
+    assert seconds_in(sent) < 1 and seconds_in(sent_many) < 1, (sent, sent_many)
+
+    lethe.start_worker()
+    lethe.wait_stored(4)
+    assert lethe.store_count("events") == 4

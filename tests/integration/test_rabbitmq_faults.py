@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from harness import RABBITMQCTL, Lethe, rabbitmqctl, wait_for
-from shop_process import BETWEEN_EMITS, STREAM, next_line, seconds_in, shop_process
+from shop_process import STREAM, emits_across_two_cuts, shop_process
 
 from worker.app import AMQP_CONNECT_TIMEOUT
 
@@ -72,32 +72,10 @@ def test_worker_cut_off_by_the_broker_reconnects_and_stores_every_event_once(
 def test_shop_whose_connection_the_broker_dropped_sends_its_next_events_on_a_new_one(
     rabbitmq_alone: Lethe, rabbitmq_vhost: str
 ):
-    lethe = rabbitmq_alone
-    shop = shop_process(lethe, BETWEEN_EMITS)
-    try:
-        assert next_line(shop) == "sent cut-1\n"
-        # No worker yet: the shop's pooled connection is the only one in our vhost.
+    def cut(_shop: subprocess.Popen) -> None:
         _close(_connections(rabbitmq_vhost), "test: the shop's connection is lost")
-        shop.stdin.write("go\n")
-        shop.stdin.flush()
-        # The client finds the connection closed when it publishes, and publishes again on
-        # a new one: the shop sees no error, and no event is lost (checked below).
-        sent = next_line(shop)
-        assert sent.startswith("sent cut-2"), sent + shop.communicate(timeout=60)[0]
-        _close(_connections(rabbitmq_vhost), "test: the shop's connection is lost again")
-        shop.stdin.write("go\n")
-        shop.stdin.flush()
-        sent_many = next_line(shop)
-        assert sent_many.startswith("sent 2"), sent_many + shop.communicate(timeout=60)[0]
-    finally:
-        if shop.poll() is None:
-            shop.kill()
-    # at once: no connect timeout waited out, no retry delay beyond the first
-    assert seconds_in(sent) < 1 and seconds_in(sent_many) < 1, (sent, sent_many)
 
-    lethe.start_worker()
-    lethe.wait_stored(4)
-    assert lethe.store_count("events") == 4
+    emits_across_two_cuts(rabbitmq_alone, cut)
 
 
 def _port_nobody_listens_on() -> int:
