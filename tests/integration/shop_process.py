@@ -8,8 +8,9 @@ import select
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
-from harness import Lethe
+from harness import Lethe, wait_for
 
 
 def shop_process(lethe: Lethe, code: str, *args: str) -> subprocess.Popen:
@@ -109,3 +110,32 @@ def emits_across_two_cuts(lethe: Lethe, cut: Callable[[subprocess.Popen], None])
     lethe.start_worker()
     lethe.wait_stored(4)
     assert lethe.store_count("events") == 4
+
+
+def stream_across_a_worker_cut(
+    lethe: Lethe, worker: subprocess.Popen, folder: Path, cut: Callable[[], None]
+) -> None:
+    """The shop streams events (STREAM) while `cut()` drops the worker's broker connections:
+    the worker, the same process, consumes again, and every event sent is stored once."""
+    stop, sent = folder / "stop", folder / "sent.jsonl"
+    shop = shop_process(lethe, STREAM, str(stop), str(sent))
+    try:
+        wait_for(lambda: lethe.store_count("events") >= 20, 30, "the stream flowing", lethe.logs)
+        cut()
+        # Published once the cut was done (the sent file is written after each emit()
+        # returns): stored only if the worker consumes again on a new connection.
+        after_the_cut = f"s-{len(sent.read_text().splitlines()) + 1}"
+        lethe.wait_event(after_the_cut, timeout=30)
+    finally:
+        stop.touch()
+        output = shop.communicate(timeout=60)[0]
+    assert shop.returncode == 0, f"the shop's emit failed, not the worker:\n{output}"
+    assert worker.poll() is None, "the worker died instead of reconnecting"
+
+    total = len(sent.read_text().splitlines())
+    lethe.wait_stored(total, timeout=30)
+    # Messages the worker held unacknowledged when cut off are delivered again: stored
+    # once (event ids), and each lifecycle computed from its events once, not twice.
+    assert lethe.store_count("events") == total
+    assert lethe.store_count("dead_letters") == 0
+    assert lethe.deadlines() == lethe.simulate(sent)

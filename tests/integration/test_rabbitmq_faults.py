@@ -15,8 +15,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from harness import RABBITMQCTL, Lethe, rabbitmqctl, wait_for
-from shop_process import STREAM, emits_across_two_cuts, shop_process
+from harness import RABBITMQCTL, Lethe, rabbitmqctl
+from shop_process import emits_across_two_cuts, stream_across_a_worker_cut
 
 from worker.app import AMQP_CONNECT_TIMEOUT
 
@@ -45,28 +45,12 @@ def test_worker_cut_off_by_the_broker_reconnects_and_stores_every_event_once(
     # The shop has not connected yet: every connection in our vhost is the worker's.
     workers_connections = _connections(rabbitmq_vhost)
     assert workers_connections
-    stop, sent = tmp_path / "stop", tmp_path / "sent.jsonl"
-    shop = shop_process(lethe, STREAM, str(stop), str(sent))
-    try:
-        wait_for(lambda: lethe.store_count("events") >= 20, 30, "the stream flowing", lethe.logs)
-        _close(workers_connections, "test: the worker's connection is lost")
-        # Published once the cut was done (the sent file is written after each emit()
-        # returns): stored only if the worker consumes again on a new connection.
-        after_the_cut = f"s-{len(sent.read_text().splitlines()) + 1}"
-        lethe.wait_event(after_the_cut, timeout=30)
-    finally:
-        stop.touch()
-        output = shop.communicate(timeout=60)[0]
-    assert shop.returncode == 0, f"the shop's emit failed, not the worker:\n{output}"
-    assert worker.poll() is None, "the worker died instead of reconnecting"
-
-    total = len(sent.read_text().splitlines())
-    lethe.wait_stored(total)
-    # Messages the worker held unacknowledged when cut off are delivered again: stored
-    # once (event ids), and each lifecycle computed from its events once, not twice.
-    assert lethe.store_count("events") == total
-    assert lethe.store_count("dead_letters") == 0
-    assert lethe.deadlines() == lethe.simulate(sent)
+    stream_across_a_worker_cut(
+        lethe,
+        worker,
+        tmp_path,
+        lambda: _close(workers_connections, "test: the worker's connection is lost"),
+    )
 
 
 def test_shop_whose_connection_the_broker_dropped_sends_its_next_events_on_a_new_one(

@@ -16,10 +16,10 @@ from urllib.parse import urlsplit
 
 import pytest
 import redis
-from harness import REDIS_URL, Lethe, wait_for
+from harness import REDIS_URL, Lethe
 
 # The same shop code as on RabbitMQ: the story is the broker's, not the shop's.
-from shop_process import STREAM, emits_across_two_cuts, shop_process
+from shop_process import emits_across_two_cuts, stream_across_a_worker_cut
 
 pytestmark = pytest.mark.skipif(
     not Path("/proc/net/tcp").exists(), reason="finds a process's connections through /proc"
@@ -87,30 +87,13 @@ def test_worker_cut_off_from_redis_reconnects_and_stores_every_event_once(
     # worker held when cut off must come back without waiting for it.
     del lethe.env["LETHE_VISIBILITY_TIMEOUT"]
     worker = lethe.start_worker()
-    stop, sent = tmp_path / "stop", tmp_path / "sent.jsonl"
-    shop = shop_process(lethe, STREAM, str(stop), str(sent))
-    try:
-        wait_for(lambda: lethe.store_count("events") >= 20, 30, "the stream flowing", lethe.logs)
+
+    def cut() -> None:
         workers_connections = _connections(_group(worker.pid))
         assert workers_connections
         _kill(workers_connections)
-        # Published once the cut was done (the sent file is written after each emit()
-        # returns): stored only if the worker consumes again on a new connection.
-        after_the_cut = f"s-{len(sent.read_text().splitlines()) + 1}"
-        lethe.wait_event(after_the_cut, timeout=30)
-    finally:
-        stop.touch()
-        output = shop.communicate(timeout=60)[0]
-    assert shop.returncode == 0, f"the shop's emit failed, not the worker:\n{output}"
-    assert worker.poll() is None, "the worker died instead of reconnecting"
 
-    total = len(sent.read_text().splitlines())
-    lethe.wait_stored(total, timeout=30)
-    # Messages the worker held unacknowledged when cut off are delivered again: stored
-    # once (event ids), and each lifecycle computed from its events once, not twice.
-    assert lethe.store_count("events") == total
-    assert lethe.store_count("dead_letters") == 0
-    assert lethe.deadlines() == lethe.simulate(sent)
+    stream_across_a_worker_cut(lethe, worker, tmp_path, cut)
 
 
 def test_shop_whose_connection_redis_dropped_sends_its_next_events_on_a_new_one(
