@@ -120,12 +120,12 @@ def stream_across_a_worker_cut(
     stop, sent = folder / "stop", folder / "sent.jsonl"
     shop = shop_process(lethe, STREAM, str(stop), str(sent))
     try:
-        wait_for(lambda: lethe.store_count("events") >= 20, 30, "the stream flowing", lethe.logs)
+        wait_for(lambda: lethe.store_count("events") >= 20, 60, "the stream flowing", lethe.logs)
         cut()
         # Published once the cut was done (the sent file is written after each emit()
         # returns): stored only if the worker consumes again on a new connection.
         after_the_cut = f"s-{len(sent.read_text().splitlines()) + 1}"
-        lethe.wait_event(after_the_cut, timeout=30)
+        lethe.wait_event(after_the_cut)
     finally:
         stop.touch()
         output = shop.communicate(timeout=60)[0]
@@ -133,7 +133,7 @@ def stream_across_a_worker_cut(
     assert worker.poll() is None, "the worker died instead of reconnecting"
 
     total = len(sent.read_text().splitlines())
-    lethe.wait_stored(total, timeout=30)
+    lethe.wait_stored(total)
     # Messages the worker held unacknowledged when cut off are delivered again: stored
     # once (event ids), and each lifecycle computed from its events once, not twice.
     assert lethe.store_count("events") == total
