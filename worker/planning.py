@@ -50,6 +50,8 @@ def limits_of(settings: Settings) -> ApprovalLimits:
         factor=settings.sweep.max_factor,
         share=settings.sweep.max_share,
         floor=settings.sweep.alarm_floor,
+        history=settings.sweep.history,
+        min_history=settings.sweep.min_history,
     )
 
 

@@ -35,6 +35,8 @@ class SweepSettings:
     max_factor: float = 10.0  # LETHE_SWEEP_MAX_FACTOR: x the median of recent sweeps
     max_share: float = 0.5  # LETHE_SWEEP_MAX_SHARE: of a shop table's rows
     alarm_floor: int = 100  # LETHE_SWEEP_ALARM_FLOOR: smaller sweeps never need approval
+    history: int = 10  # LETHE_SWEEP_HISTORY: recent sweeps whose median max_factor scales
+    min_history: int = 3  # LETHE_SWEEP_MIN_HISTORY: fewer done sweeps, no median compared
     # LETHE_DEAD_LETTER_DAYS: refused events are kept whole for a replay, personal
     # data included; each sweep drops those older than this.
     dead_letter_days: int = 30
@@ -147,6 +149,15 @@ def _sweep_settings(env: dict[str, str], embedded: bool) -> SweepSettings:
             f"LETHE_SWEEP_TIMEZONE={zone!r} is not a known time zone: use an IANA name "
             "such as Europe/Paris"
         ) from None
+    history = number("LETHE_SWEEP_HISTORY", SweepSettings.history, int)
+    min_history = number("LETHE_SWEEP_MIN_HISTORY", SweepSettings.min_history, int)
+    if min_history > history:
+        # the median would never be read, so no sweep would ever stop for its size
+        raise SettingsError(
+            f"LETHE_SWEEP_MIN_HISTORY={min_history} is more than LETHE_SWEEP_HISTORY="
+            f"{history}, the sweeps the median reads: no sweep would ever be compared with "
+            "it; make LETHE_SWEEP_MIN_HISTORY at most LETHE_SWEEP_HISTORY"
+        )
     return SweepSettings(
         at=env.get("LETHE_SWEEP_AT") or SweepSettings.at,
         report_at=env.get("LETHE_REPORT_AT") or SweepSettings.report_at,
@@ -157,6 +168,8 @@ def _sweep_settings(env: dict[str, str], embedded: bool) -> SweepSettings:
         max_factor=number("LETHE_SWEEP_MAX_FACTOR", SweepSettings.max_factor),
         max_share=number("LETHE_SWEEP_MAX_SHARE", SweepSettings.max_share),
         alarm_floor=number("LETHE_SWEEP_ALARM_FLOOR", SweepSettings.alarm_floor, int),
+        history=history,
+        min_history=min_history,
         dead_letter_days=days("LETHE_DEAD_LETTER_DAYS", SweepSettings.dead_letter_days),
         suppression_days=days("LETHE_SUPPRESSION_DAYS", SweepSettings.suppression_days),
         forget_after_days=days("LETHE_FORGET_AFTER_DAYS", SweepSettings.forget_after_days),

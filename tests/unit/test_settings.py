@@ -114,3 +114,27 @@ def test_rabbitmq_confirms_each_publish_and_every_name_carries_the_queue_prefix(
     assert config["task_acks_late"] and config["task_reject_on_worker_lost"]
     for name in ("task_default_queue", "control_exchange", "event_exchange", "event_queue_prefix"):
         assert config[name].startswith("shop-a."), name
+
+
+def test_the_sweeps_the_median_reads_are_settings_the_plan_uses(tmp_path: Path):
+    from worker.planning import limits_of
+    from worker.sweep_plan import approval_reasons
+
+    env = {"LETHE_HOME": str(tmp_path), "LETHE_SWEEP_HISTORY": "4"}
+    limits = limits_of(load_settings({**env, "LETHE_SWEEP_MIN_HISTORY": "4"}))
+    assert (limits.history, limits.min_history) == (4, 4)
+    # three sweeps done of the four it waits for: 1,000 due is not yet compared with them
+    assert approval_reasons(1000, [10, 10, 10], False, {}, {}, limits) == []
+    fewer = limits_of(load_settings({**env, "LETHE_SWEEP_MIN_HISTORY": "3"}))
+    assert "x the median" in approval_reasons(1000, [10, 10, 10], False, {}, {}, fewer)[0]
+
+
+def test_a_median_that_would_never_be_compared_is_refused_at_start(tmp_path: Path):
+    with pytest.raises(SettingsError, match="LETHE_SWEEP_MIN_HISTORY=5 is more than"):
+        load_settings(
+            {
+                "LETHE_HOME": str(tmp_path),
+                "LETHE_SWEEP_HISTORY": "3",
+                "LETHE_SWEEP_MIN_HISTORY": "5",
+            }
+        )
