@@ -194,7 +194,9 @@ def rabbitmq_vhost(rabbitmq_server: str) -> Iterator[str]:
     name = f"lethe-test-{uuid.uuid4().hex[:10]}"
     rabbitmqctl("add_vhost", name)
     try:
-        rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+        # the user LETHE_TEST_RABBITMQ_URL logs in as, not always guest
+        user = urlsplit(rabbitmq_server).username or "guest"
+        rabbitmqctl("set_permissions", "-p", name, user, ".*", ".*", ".*")
         yield name
     finally:
         rabbitmqctl("delete_vhost", name)
