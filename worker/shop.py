@@ -37,7 +37,7 @@ from worker.shop_constraints import (
     operable_domains,
     unique_sets,
 )
-from worker.shop_triggers import TRIGGER_REMEDY, FiredTriggers, Trigger, table_triggers
+from worker.shop_triggers import TRIGGER_REMEDY, FiredTriggers, table_triggers
 from worker.sql_strategies import HmacKey, SqlContext, sql_form
 from worker.store import ONE_OF_CHUNK, POSTGRES_CONNECT_ARGS, chunks, one_of
 from worker.strategies import ColumnFacts, Context, apply, column_problem, is_anonymised
@@ -330,7 +330,11 @@ def bind_targets(
                         f"{label}: table {target.table!r} has no primary key, so its rows "
                         "cannot be updated one by one: add one, or use delete_rows",
                     )
-                fired = _fired_by(write_of(target), triggers[target.table])
+                fired = tuple(
+                    t.name
+                    for t in triggers[target.table]
+                    if t.fired_by(write_of(target), target.columns)
+                )
                 bound[activity.id].append(BoundTarget(activity.id, target, table, facts, pk, fired))
     if problems:
         raise ShopMismatch(problems)
@@ -345,10 +349,6 @@ def write_of(target: Target) -> str | None:
     if target.delete_rows:
         return "DELETE"
     return "UPDATE" if target.columns else None
-
-
-def _fired_by(write: str | None, triggers: list[Trigger]) -> tuple[str, ...]:
-    return tuple(t.name for t in triggers if write in t.events)
 
 
 def fired_triggers(bound: dict[str, list[BoundTarget]]) -> list[FiredTriggers]:

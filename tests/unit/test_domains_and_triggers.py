@@ -4,7 +4,7 @@ SQLite's CREATE TRIGGER text: pure string work, tried here on the awkward cases.
 from __future__ import annotations
 
 from worker.shop_constraints import Check, outer_parentheses_off, value_as
-from worker.shop_triggers import FiredTriggers, sqlite_trigger_events
+from worker.shop_triggers import FiredTriggers, Trigger, sqlite_trigger
 
 
 def test_value_becomes_the_column_where_it_is_the_keyword_alone():
@@ -45,11 +45,27 @@ def test_a_sqlite_triggers_event_is_read_past_its_name():
         "CREATE TRIGGER updates\nAFTER\tDELETE ON t BEGIN SELECT 1; END": "DELETE",
     }
     for sql, event in events.items():
-        assert sqlite_trigger_events(sql) == {event}, sql
+        assert sqlite_trigger("t", sql).events == {event}, sql
 
 
 def test_a_trigger_whose_text_cannot_be_read_is_warned_about_rather_than_missed():
-    assert sqlite_trigger_events("CREATE TRIGGER") == {"UPDATE", "DELETE"}
+    unread = sqlite_trigger("t", "CREATE TRIGGER")
+    assert unread.events == {"UPDATE", "DELETE"} and unread.update_of is None
+    assert unread.fired_by("UPDATE", ["email"]) and unread.fired_by("DELETE")
+
+
+def test_an_update_of_trigger_fires_only_when_a_sweep_writes_one_of_its_columns():
+    sql = 'CREATE TRIGGER t AFTER UPDATE OF "E-mail", [Phone] ,city ON c BEGIN SELECT 1; END'
+    trigger = sqlite_trigger("t", sql)
+    assert trigger.update_of == {"e-mail", "phone", "city"}
+    assert trigger.fired_by("UPDATE", ["PHONE", "street"])
+    assert not trigger.fired_by("UPDATE", ["street", "postcode"])
+    assert not trigger.fired_by("DELETE"), "an UPDATE trigger is not run by a DELETE"
+    quoted = sqlite_trigger("t", "CREATE TRIGGER t UPDATE OF `a``b`, 'c''d' ON x BEGIN END")
+    assert quoted.update_of == {"a`b", "c'd"}
+    # a trigger on any UPDATE, or on a DELETE, fires whatever the columns
+    assert Trigger("any", frozenset({"UPDATE"})).fired_by("UPDATE", ["street"])
+    assert Trigger("gone", frozenset({"DELETE"})).fired_by("DELETE")
 
 
 def test_the_warning_names_table_triggers_writes_and_remedy():
