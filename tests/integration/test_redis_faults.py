@@ -9,17 +9,21 @@ started: found by their local ports (/proc), not by anything the server says abo
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import socket
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 import redis
-from harness import REDIS_URL, Lethe
+from harness import REDIS_URL, Lethe, wait_for
 
 # The same shop code as on RabbitMQ: the story is the broker's, not the shop's.
-from shop_process import emits_across_two_cuts, stream_across_a_worker_cut
+from shop_process import emits_across_two_cuts, shop_process, stream_across_a_worker_cut
 
 pytestmark = pytest.mark.skipif(
     not Path("/proc/net/tcp").exists(), reason="finds a process's connections through /proc"
@@ -105,3 +109,114 @@ def test_shop_whose_connection_redis_dropped_sends_its_next_events_on_a_new_one(
         _kill(_connections([shop.pid]))
 
     emits_across_two_cuts(distributed, cut)
+
+
+class OwnRedis:
+    """A redis-server of the test's own, persisted as docker-compose.yml runs Redis
+    (append-only file, fsync every second), so it can be killed and started again without
+    touching the server the other tests share."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir()
+        with socket.socket() as probe:  # a port free now; the server binds it at once
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        command = [
+            shutil.which("redis-server") or "redis-server",
+            "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
+            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+        ]  # fmt: skip
+        log = (self.folder / "server.log").open("a")
+        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        wait_for(self._answers, 30, "the test's own redis-server")
+
+    def _answers(self) -> bool:
+        try:
+            return redis.Redis.from_url(self.url, socket_timeout=1).ping()
+        except redis.RedisError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, not a shutdown that writes anything on the way out."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    if shutil.which("redis-server") is None:
+        pytest.skip("needs the redis-server program to start a Redis of the test's own")
+    server = OwnRedis(tmp_path / "redis")
+    server.start()
+    yield server
+    if server.process and server.process.poll() is None:
+        server.kill()
+
+
+# The shop streams events as STREAM does, and as a shop must when Redis is gone: an event
+# whose emit() raised BrokerUnavailable is sent again, with the same id, after a pause.
+STREAM_THROUGH_OUTAGES = """
+import json, os, sys, time
+from worker.client import BrokerUnavailable, emit
+stop, sent, refused = sys.argv[1], open(sys.argv[2], "w"), open(sys.argv[3], "w")
+i = 0
+while not os.path.exists(stop):
+    event = dict(
+        type="order.closed" if i % 3 else "contact.made",
+        subject=f"customer:{i % 40}",
+        id=f"s-{i}",
+        occurred_at=f"2024-{1 + i % 12:02d}-{1 + i % 28:02d}T10:00:00+01:00",
+    )
+    try:
+        emit(**event)
+    except BrokerUnavailable as error:
+        refused.write(json.dumps([event["id"], str(error)]) + "\\n")
+        refused.flush()
+        time.sleep(0.2)
+        continue
+    sent.write(json.dumps(event) + "\\n")
+    sent.flush()
+    i += 1
+    time.sleep(0.005)
+"""
+
+
+def test_a_redis_killed_and_started_again_loses_no_event_emit_said_was_sent(
+    distributed: Lethe, own_redis: OwnRedis, tmp_path: Path
+):
+    # README, Delivery guarantees: Redis restarted, the worker reconnects once it is back;
+    # what Redis acknowledged is in its append-only file, so a crash of the server process
+    # loses none of it (a machine crash may lose the last second: see the README).
+    lethe = distributed
+    lethe.env["LETHE_BROKER_URL"] = own_redis.url
+    del lethe.env["LETHE_VISIBILITY_TIMEOUT"]
+    worker = lethe.start_worker()
+    stop, sent, refused = tmp_path / "stop", tmp_path / "sent.jsonl", tmp_path / "refused.jsonl"
+    shop = shop_process(lethe, STREAM_THROUGH_OUTAGES, str(stop), str(sent), str(refused))
+    try:
+        wait_for(lambda: lethe.store_count("events") >= 20, 60, "the stream flowing", lethe.logs)
+        own_redis.kill()
+        # the shop is told, event by event, while Redis is down
+        wait_for(lambda: refused.exists() and refused.read_text(), 30, "an emit refused")
+        own_redis.start()
+        after_the_restart = f"s-{len(sent.read_text().splitlines()) + 1}"
+        lethe.wait_event(after_the_restart)
+    finally:
+        stop.touch()
+        output = shop.communicate(timeout=60)[0]
+    assert shop.returncode == 0, output
+    assert worker.poll() is None, "the worker died instead of waiting for Redis"
+
+    errors = [json.loads(line) for line in refused.read_text().splitlines()]
+    assert errors and all("redis" in text.lower() for _, text in errors), errors
+    total = len(sent.read_text().splitlines())
+    lethe.wait_stored(total)
+    assert lethe.store_count("events") == total
+    assert lethe.store_count("dead_letters") == 0
+    assert lethe.deadlines() == lethe.simulate(sent)
