@@ -9,11 +9,14 @@ started: found by their local ports (/proc), not by anything the server says abo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import socket
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -220,3 +223,117 @@ def test_a_redis_killed_and_started_again_loses_no_event_emit_said_was_sent(
     assert lethe.store_count("events") == total
     assert lethe.store_count("dead_letters") == 0
     assert lethe.deadlines() == lethe.simulate(sent)
+
+
+class VanishingRedis:
+    """A TCP proxy in front of the shared Redis that, once armed, plays a Redis dying just
+    after it answered a worker's BRPOP: it passes that reply on whole, closes every
+    connection through it and turns new ones away for a while. Redis itself stays up,
+    so the message is taken off the queue exactly as a real crash would leave it."""
+
+    def __init__(self, queue_key: bytes, down_for: float = 2.0) -> None:
+        self.queue_key = queue_key
+        self.down_for = down_for
+        self.armed = threading.Event()
+        self.vanished = threading.Event()
+        self.down_until = 0.0
+        self.sockets: set[socket.socket] = set()
+        self.lock = threading.Lock()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"redis://127.0.0.1:{self.listener.getsockname()[1]}/0"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            if time.monotonic() < self.down_until:
+                client.close()  # "Connection closed by server", as when nothing listens
+                continue
+            upstream = socket.create_connection((SERVER.hostname, SERVER.port or 6379))
+            with self.lock:
+                self.sockets |= {client, upstream}
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._replies, args=(upstream, client), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+
+    def _replies(self, upstream: socket.socket, client: socket.socket) -> None:
+        try:
+            while data := upstream.recv(65536):
+                if self.armed.is_set() and data.startswith(b"*2\r\n") and self.queue_key in data:
+                    while len(data) < _brpop_reply_length(data):
+                        data += upstream.recv(65536)
+                    client.sendall(data)
+                    self._vanish()
+                    return
+                client.sendall(data)
+        except OSError:
+            pass
+
+    def _vanish(self) -> None:
+        self.down_until = time.monotonic() + self.down_for
+        with self.lock:
+            for each in self.sockets:
+                with contextlib.suppress(OSError):
+                    each.shutdown(socket.SHUT_RDWR)
+                each.close()
+            self.sockets.clear()
+        self.armed.clear()
+        self.vanished.set()
+
+    def close(self) -> None:
+        self.listener.close()
+        self._vanish()
+
+
+def _brpop_reply_length(data: bytes) -> int:
+    """Bytes in a BRPOP reply, *2 of the key and the message, from its first bytes."""
+    key_length, rest = data[5:].split(b"\r\n", 1)
+    rest = rest[int(key_length) + 2 :]
+    if b"\r\n" not in rest:
+        return len(data) + 1  # the message's length has not arrived yet
+    message_length, _ = rest[1:].split(b"\r\n", 1)
+    header = len(data) - len(rest) + 1 + len(message_length) + 2
+    return header + int(message_length) + 2
+
+
+def test_a_message_redis_hands_over_as_it_goes_away_is_still_stored(distributed: Lethe):
+    # worker/redis_broker.py: BRPOP took the message off the queue; recording it as
+    # unacknowledged then fails, so the worker holds the only copy.
+    lethe = distributed
+    del lethe.env["LETHE_VISIBILITY_TIMEOUT"]  # nothing may come back by a timeout
+    prefix = lethe.env["LETHE_QUEUE_PREFIX"]
+    proxy = VanishingRedis(f"{prefix}:{prefix}.events".encode())
+    at = "2026-01-05T10:00:00+01:00"
+
+    def emit(event_id: str, subject: str) -> None:
+        # the shop reaches Redis directly; only the worker goes through the proxy
+        lethe.python(
+            "from worker.client import emit\n"
+            f"emit('contact.made', subject={subject!r}, id={event_id!r}, occurred_at={at!r})\n"
+        )
+
+    try:
+        lethe.env["LETHE_BROKER_URL"] = proxy.url
+        lethe.start_worker()
+        lethe.env["LETHE_BROKER_URL"] = REDIS_URL
+        emit("before", "customer:1")
+        lethe.wait_event("before")
+        proxy.armed.set()
+        emit("handed-over", "customer:2")
+        wait_for(proxy.vanished.is_set, 30, "the worker's BRPOP answered with the event")
+        lethe.wait_event("handed-over", 30)
+        emit("after", "customer:3")
+        lethe.wait_event("after")
+    finally:
+        proxy.close()
+    assert "Redis went away as it handed over a message" in lethe.logs[0].read_text()
+    assert lethe.store_count("events") == 3 and lethe.store_count("dead_letters") == 0
