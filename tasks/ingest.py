@@ -159,21 +159,14 @@ class Gathering(Batches):
     believed its timer ran (`_tref` set), so it flushed only at every `flush_every`-th
     message; with fewer prefetched than that the worker held them unacknowledged and
     ingested nothing more until restarted (celery-batches issue 107, fixed upstream
-    after 0.11). Forgetting the old timer here makes the next message start a new one,
-    or starts it at once when messages were gathered before the loss.
+    after 0.11). Forgetting the old timer here makes the next message start a new one.
     """
 
     def Strategy(self, task: Any, app: Any, consumer: Any) -> Any:  # noqa: N802 (Celery's name)
         if self._tref is not None:
             self._tref.cancel()
             self._tref = None
-        handler = super().Strategy(task, app, consumer)
-        if self._buffer.qsize():
-            # Gathered before the connection was lost: flushed now, not when the next
-            # message comes. One Redis handed over as it died is held nowhere else
-            # (worker/redis_broker.py).
-            self._tref = consumer.timer.call_repeatedly(self.flush_interval, self._do_flush)
-        return handler
+        return super().Strategy(task, app, consumer)
 
 
 @app.task(
