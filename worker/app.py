@@ -7,6 +7,7 @@ in `tasks/` and is imported by workers alone.
 from __future__ import annotations
 
 import os
+import ssl
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,10 +15,11 @@ from typing import Any
 from celery import Celery
 from celery.signals import beat_embedded_init, worker_init
 
+from worker import embedded_broker, redis_broker
+
 # Imported for its Celery `setup_logging` receiver: worker, beat and Flower then
 # log through Lethe's processors (personal data kept out), not Celery's format.
 from worker import logs as _logs  # noqa: F401
-from worker.embedded_broker import TRANSPORT
 from worker.settings import Settings, SettingsError, current_settings, whole_number
 
 INGEST_TASK = "lethe.ingest"
@@ -51,7 +53,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     transport = None
     broker: dict[str, Any] = {}
     if settings.embedded:
-        transport = TRANSPORT
+        transport = embedded_broker.TRANSPORT
         folder = settings.broker_folder
         for sub in ("out", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
@@ -67,6 +69,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "polling_interval": 0.1,
         }
     elif settings.broker_url.startswith(("redis://", "rediss://")):
+        transport = redis_broker.TRANSPORT
+        broker = redis_tls(settings.broker_url)
         transport_options = {
             "visibility_timeout": visibility,
             # kombu sweeps for expired unacked messages every interval x throttle
@@ -110,6 +114,15 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "enable_utc": True,
         "broker_pool_limit": 10,
     }
+
+
+def redis_tls(url: str) -> dict[str, Any]:
+    """TLS for a rediss:// URL. Naming Lethe's own transport class hides the scheme from
+    kombu, which would then connect without TLS; and where kombu, given no
+    `ssl_cert_reqs` in the URL, trusts any certificate, Lethe checks it."""
+    if not url.startswith("rediss://") or "ssl_cert_reqs=" in url:
+        return {}  # the URL's own ssl_* settings reach kombu as they are
+    return {"broker_use_ssl": {"ssl_cert_reqs": ssl.CERT_REQUIRED}}
 
 
 def is_amqp(url: str) -> bool:

@@ -9,11 +9,14 @@ started: found by their local ports (/proc), not by anything the server says abo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -214,3 +217,133 @@ def test_a_redis_killed_and_started_again_keeps_what_it_acknowledged(
     assert worker.poll() is None, "the worker died instead of waiting for Redis"
     assert "Connection to broker lost" in lethe.logs[0].read_text()
     assert lethe.store_count("events") == 100 and lethe.store_count("dead_letters") == 0
+
+
+class VanishingRedis:
+    """A TCP proxy in front of the shared Redis that, once armed, plays a Redis dying just
+    after it answered a worker's BRPOP: it passes that reply on whole, then passes
+    nothing more either way, closes every connection through it a moment later (once
+    the worker has read the reply) and turns new ones away until `back()`. Redis itself
+    stays up, so the message is off the queue exactly as a real crash would leave it."""
+
+    def __init__(self, queue_key: bytes) -> None:
+        self.queue_key = queue_key
+        self.armed = threading.Event()
+        self.vanished = threading.Event()
+        self.down = False
+        self.silent = False
+        self.sockets: set[socket.socket] = set()
+        self.lock = threading.Lock()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"redis://127.0.0.1:{self.listener.getsockname()[1]}/0"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            if self.down:
+                client.close()  # "Connection closed by server", as when nothing listens
+                continue
+            upstream = socket.create_connection((SERVER.hostname, SERVER.port or 6379))
+            with self.lock:
+                self.sockets |= {client, upstream}
+            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._replies, args=(upstream, client), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                if not self.silent:
+                    sink.sendall(data)
+        except OSError:
+            pass
+
+    def _replies(self, upstream: socket.socket, client: socket.socket) -> None:
+        try:
+            while data := upstream.recv(65536):
+                if self.armed.is_set() and data.startswith(b"*2\r\n") and self.queue_key in data:
+                    while len(data) < _brpop_reply_length(data):
+                        data += upstream.recv(65536)
+                    self.silent = True  # before the reply: nothing the worker sends next passes
+                    client.sendall(data)
+                    time.sleep(2)
+                    self._vanish()
+                    return
+                if not self.silent:
+                    client.sendall(data)
+        except OSError:
+            pass
+
+    def back(self) -> None:
+        self.down = self.silent = False
+
+    def _vanish(self) -> None:
+        self.down = True
+        with self.lock:
+            for each in self.sockets:
+                with contextlib.suppress(OSError):
+                    each.shutdown(socket.SHUT_RDWR)
+                each.close()
+            self.sockets.clear()
+        self.armed.clear()
+        self.vanished.set()
+
+    def close(self) -> None:
+        self.listener.close()
+        self._vanish()
+
+
+def _brpop_reply_length(data: bytes) -> int:
+    """Bytes in a BRPOP reply, *2 of the key and the message, from its first bytes."""
+    key_length, rest = data[5:].split(b"\r\n", 1)
+    rest = rest[int(key_length) + 2 :]
+    if b"\r\n" not in rest:
+        return len(data) + 1  # the message's length has not arrived yet
+    message_length, _ = rest[1:].split(b"\r\n", 1)
+    header = len(data) - len(rest) + 1 + len(message_length) + 2
+    return header + int(message_length) + 2
+
+
+def test_a_message_redis_hands_over_as_it_goes_away_is_still_stored(distributed: Lethe):
+    # worker/redis_broker.py: BRPOP took the message off the queue; recording it as
+    # unacknowledged then fails, so the worker holds the only copy, and gives it back.
+    lethe = distributed
+    del lethe.env["LETHE_VISIBILITY_TIMEOUT"]  # nothing may come back by a timeout
+    prefix = lethe.env["LETHE_QUEUE_PREFIX"]
+    proxy = VanishingRedis(f"{prefix}:{prefix}.events".encode())
+    at = "2026-01-05T10:00:00+01:00"
+
+    def emit(event_id: str, subject: str) -> None:
+        # the shop reaches Redis directly; only the worker goes through the proxy
+        lethe.python(
+            "from worker.client import emit\n"
+            f"emit('contact.made', subject={subject!r}, id={event_id!r}, occurred_at={at!r})\n"
+        )
+
+    try:
+        lethe.env["LETHE_BROKER_URL"] = proxy.url
+        lethe.start_worker()
+        lethe.env["LETHE_BROKER_URL"] = REDIS_URL
+        emit("before", "customer:1")
+        lethe.wait_event("before")
+        proxy.armed.set()
+        emit("handed-over", "customer:2")
+        wait_for(proxy.vanished.is_set, 30, "the worker's BRPOP answered with the event")
+        # Redis stays away until the worker has given up recording the message (redis-py
+        # retries for a few seconds); a Redis back sooner takes the record, and then no
+        # copy is at stake
+        said = "Connection to broker lost"  # Celery's, once the worker has given up
+        wait_for(lambda: said in lethe.logs[0].read_text(), 60, "the worker to give up")
+        proxy.back()
+        lethe.wait_event("handed-over", 60)  # not waiting for a next message to come
+        emit("after", "customer:3")
+        lethe.wait_event("after")
+    finally:
+        proxy.close()
+    assert lethe.store_count("events") == 3 and lethe.store_count("dead_letters") == 0
+    log = lethe.logs[0].read_text()
+    assert "Redis went away as it handed over a message" in log
+    assert "a message held while Redis was away is back on its queue" in log

@@ -3,6 +3,7 @@ with its name, instead of failing every sweep later."""
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,31 @@ def test_a_median_that_would_never_be_compared_is_refused_at_start(tmp_path: Pat
                 "LETHE_SWEEP_MIN_HISTORY": "5",
             }
         )
+
+
+@pytest.mark.parametrize(
+    ("url", "tls"),
+    [
+        ("redis://cache:6379/0", False),
+        # Lethe names its own transport class, so kombu no longer sees the scheme: TLS
+        # must still be on, and the certificate checked unless the URL says otherwise
+        ("rediss://:pw@cache:6380/0", {"ssl_cert_reqs": ssl.CERT_REQUIRED}),
+        ("rediss://cache:6380/0?ssl_cert_reqs=none", {"ssl_cert_reqs": ssl.CERT_NONE}),
+    ],
+)
+def test_a_redis_broker_connects_with_lethes_transport_and_tls_as_its_url_says(
+    url: str, tls: object, tmp_path: Path
+):
+    from celery import Celery
+
+    from worker.app import celery_config
+    from worker.redis_broker import TRANSPORT
+
+    settings = load_settings(
+        {"LETHE_HOME": str(tmp_path), "LETHE_BROKER_URL": url, "LETHE_SECRET": "s" * 32}
+    )
+    app = Celery(set_as_current=False)
+    app.conf.update(celery_config(settings))
+    connection = app.connection_for_write()
+    assert connection.transport_cls == TRANSPORT
+    assert connection.hostname == "cache" and connection.ssl == tls

@@ -1,0 +1,64 @@
+"""The Redis broker: kombu's Redis transport, giving back a message Redis handed over
+just as it went away.
+
+kombu takes a message with BRPOP, which removes it from the queue, and only then
+records it as unacknowledged, in a second round trip. When Redis dies between the
+two (a crash, a restart: killed in the middle of a stream, 2 of 12 tries lost one
+event), that second step fails and kombu dropped the message, whose only copy was
+in the worker. Here the worker keeps it and pushes it back onto its queue as soon
+as it has a connection to Redis again, before it consumes anything; it is then
+delivered as any message is. What this cannot save: the same message if the
+worker also stops before Redis is back, and a BRPOP reply lost on the wire.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from kombu.transport import redis
+
+log = structlog.get_logger("lethe.broker")
+
+# (message, exchange, routing key) taken off a queue and recorded nowhere: in this
+# process only, until a channel of this process reaches Redis again
+_held: list[tuple[dict[str, Any], str, str]] = []
+
+
+class QoS(redis.QoS):
+    def append(self, message: Any, delivery_tag: str) -> None:
+        try:
+            super().append(message, delivery_tag)
+        except self.channel.connection_errors as error:
+            delivery = message.delivery_info
+            _held.append((message._raw, delivery["exchange"], delivery["routing_key"]))
+            log.warning(
+                "Redis went away as it handed over a message: the worker holds it and "
+                "gives it back to its queue once Redis is back",
+                error=type(error).__name__,
+            )
+            raise  # the connection is lost: kombu and Celery reconnect as for any loss
+
+
+class Channel(redis.Channel):
+    QoS = QoS
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # connects, or raises as kombu does
+        self._give_back_held()
+
+    def _give_back_held(self) -> None:
+        while _held:
+            payload, exchange, routing_key = _held[0]
+            with self.conn_or_acquire() as client, client.pipeline() as pipe:
+                self._do_restore_message(payload, exchange, routing_key, pipe)
+                pipe.execute()
+            _held.pop(0)
+            log.warning("a message held while Redis was away is back on its queue")
+
+
+class Transport(redis.Transport):
+    Channel = Channel
+
+
+TRANSPORT = f"{__name__}:{Transport.__name__}"
