@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
-from kombu.transport import redis
+from kombu.transport import TRANSPORT_ALIASES, redis
 
 log = structlog.get_logger("lethe.broker")
 
@@ -61,4 +61,7 @@ class Transport(redis.Transport):
     Channel = Channel
 
 
-TRANSPORT = f"{__name__}:{Transport.__name__}"
+# By a name of its own rather than its class path, so that Celery's log lines read
+# "Connected to lethe-redis://..." (a URL's scheme is the transport's name there)
+TRANSPORT = "lethe-redis"
+TRANSPORT_ALIASES.setdefault(TRANSPORT, f"{__name__}:{Transport.__name__}")
