@@ -9,7 +9,6 @@ started: found by their local ports (/proc), not by anything the server says abo
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import socket
@@ -27,6 +26,7 @@ from harness import REDIS_URL, Lethe, wait_for
 
 # The same shop code as on RabbitMQ: the story is the broker's, not the shop's.
 from shop_process import emits_across_two_cuts, stream_across_a_worker_cut
+from tcp_proxy import TcpProxy
 
 pytestmark = pytest.mark.skipif(
     not Path("/proc/net/tcp").exists(), reason="finds a process's connections through /proc"
@@ -219,81 +219,44 @@ def test_a_redis_killed_and_started_again_keeps_what_it_acknowledged(
     assert lethe.store_count("events") == 100 and lethe.store_count("dead_letters") == 0
 
 
-class VanishingRedis:
-    """A TCP proxy in front of the shared Redis that, once armed, plays a Redis dying just
-    after it answered a worker's BRPOP: it passes that reply on whole, then passes
-    nothing more either way, closes every connection through it a moment later (once
-    the worker has read the reply) and turns new ones away until `back()`. Redis itself
-    stays up, so the message is off the queue exactly as a real crash would leave it."""
+class VanishingRedis(TcpProxy):
+    """A relay in front of the shared Redis that, once armed, plays a Redis dying just
+    after it answered a worker's BRPOP: it passes that answer on whole, then nothing
+    more either way, cuts every connection a moment later (once the worker has read
+    the answer) and refuses new ones until `back()`. Redis itself stays up, so the
+    message is off the queue exactly as a real crash would leave it."""
 
     def __init__(self, queue_key: bytes) -> None:
+        super().__init__(SERVER.port or 6379, SERVER.hostname or "127.0.0.1")
+        self.url = f"redis://127.0.0.1:{self.port}/0"
         self.queue_key = queue_key
         self.armed = threading.Event()
         self.vanished = threading.Event()
-        self.down = False
         self.silent = False
-        self.sockets: set[socket.socket] = set()
-        self.lock = threading.Lock()
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"redis://127.0.0.1:{self.listener.getsockname()[1]}/0"
-        threading.Thread(target=self._accept, daemon=True).start()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return  # closed
-            if self.down:
-                client.close()  # "Connection closed by server", as when nothing listens
-                continue
-            upstream = socket.create_connection((SERVER.hostname, SERVER.port or 6379))
-            with self.lock:
-                self.sockets |= {client, upstream}
-            threading.Thread(target=self._pump, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=self._replies, args=(upstream, client), daemon=True).start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
-        try:
-            while data := source.recv(65536):
-                if not self.silent:
-                    sink.sendall(data)
-        except OSError:
-            pass
-
-    def _replies(self, upstream: socket.socket, client: socket.socket) -> None:
-        try:
-            while data := upstream.recv(65536):
-                if self.armed.is_set() and data.startswith(b"*2\r\n") and self.queue_key in data:
-                    while len(data) < _brpop_reply_length(data):
-                        data += upstream.recv(65536)
-                    self.silent = True  # before the reply: nothing the worker sends next passes
-                    client.sendall(data)
-                    time.sleep(2)
-                    self._vanish()
-                    return
-                if not self.silent:
-                    client.sendall(data)
-        except OSError:
-            pass
+    def relay(
+        self, chunk: bytes, source: socket.socket, sink: socket.socket, answers: bool
+    ) -> None:
+        if (
+            answers
+            and self.armed.is_set()
+            and chunk.startswith(b"*2\r\n")
+            and (self.queue_key in chunk)
+        ):
+            while len(chunk) < _brpop_reply_length(chunk):
+                chunk += source.recv(65536)
+            self.silent = True  # before the answer: nothing the worker sends next passes
+            sink.sendall(chunk)
+            time.sleep(2)
+            self.cut()
+            self.armed.clear()
+            self.vanished.set()
+        elif not self.silent:
+            sink.sendall(chunk)
 
     def back(self) -> None:
-        self.down = self.silent = False
-
-    def _vanish(self) -> None:
-        self.down = True
-        with self.lock:
-            for each in self.sockets:
-                with contextlib.suppress(OSError):
-                    each.shutdown(socket.SHUT_RDWR)
-                each.close()
-            self.sockets.clear()
-        self.armed.clear()
-        self.vanished.set()
-
-    def close(self) -> None:
-        self.listener.close()
-        self._vanish()
+        self.silent = False
+        self.restore()
 
 
 def _brpop_reply_length(data: bytes) -> int:
