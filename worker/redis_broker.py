@@ -3,12 +3,14 @@ just as it went away.
 
 kombu takes a message with BRPOP, which removes it from the queue, and only then
 records it as unacknowledged, in a second round trip. When Redis dies between the
-two (a crash, a restart: killed in the middle of a stream, 2 of 12 tries lost one
+two (a crash, a restart: killed in the middle of a stream, 4 of 32 tries lost one
 event), that second step fails and kombu dropped the message, whose only copy was
 in the worker. Here the worker keeps it and pushes it back onto its queue as soon
 as it has a connection to Redis again, before it consumes anything; it is then
-delivered as any message is. What this cannot save: the same message if the
-worker also stops before Redis is back, and a BRPOP reply lost on the wire.
+delivered as any message is (if the record had in fact reached Redis, the message
+also comes back after the visibility timeout: a duplicate, stored once). What this
+cannot save: the same message if the worker also stops before Redis is back, and
+Redis dying after it took the message off the queue but before its answer left.
 """
 
 from __future__ import annotations
