@@ -37,6 +37,16 @@ class OwnTargets:
         return f"{self.path}:{line}: activity 'crm.customers', target '{table}': "
 
 
+def customer_target(table: str, columns: str) -> str:
+    """A target on a table of the test's own keyed by customer id, as the register's lines
+    under crm.customers write it (`columns`: the inside of its flow mapping)."""
+    return (
+        f"          - table: {table}\n"
+        "            key: customer_id\n"
+        f"            columns: {{{columns}}}\n"
+    )
+
+
 def _shop_with(
     lethe: Lethe,
     request: pytest.FixtureRequest,
@@ -87,12 +97,8 @@ def test_a_unique_label_and_a_real_column_are_checked_by_their_real_constraints(
 
     def label(strategy: str) -> str:
         return register.write(
-            "          - table: loyalty\n"
-            "            key: customer_id\n"
-            "            columns: {points: amount_range}\n"
-            "          - table: addresses\n"
-            "            key: customer_id\n"
-            f"            columns: {{label: {strategy}}}\n",
+            customer_target("loyalty", "points: amount_range")
+            + customer_target("addresses", f"label: {strategy}"),
             "addresses",
         )
 
@@ -141,9 +147,7 @@ def test_a_check_constraint_and_an_expression_index_are_checked_before_any_sweep
 
     def contacts_target(email: str, nickname: str) -> str:
         return register.write(
-            "          - table: contacts\n"
-            "            key: customer_id\n"
-            f"            columns: {{email: {email}, nickname: {nickname}}}\n",
+            customer_target("contacts", f"email: {email}, nickname: {nickname}"),
             "contacts",
         )
 
@@ -201,9 +205,7 @@ def test_a_check_constraint_is_tried_on_a_sample_row_while_the_table_is_empty(
 
     def contacts_target(email: str) -> str:
         return register.write(
-            "          - table: contacts\n"
-            "            key: customer_id\n"
-            f"            columns: {{email: {email}, postcode: department}}\n",
+            customer_target("contacts", f"email: {email}, postcode: department"),
             "contacts",
         )
 
@@ -236,9 +238,7 @@ def test_a_moment_with_a_time_zone_keeps_the_year_it_had_in_the_registers_zone(
         },
     )
     OwnTargets(distributed, tmp_path).write(
-        "          - table: logins\n"
-        "            key: customer_id\n"
-        "            columns: {at: year}\n",
+        customer_target("logins", "at: year"),
         "logins",
     )
     seed_store(distributed, shop.data.events)
@@ -275,9 +275,7 @@ def test_a_value_its_column_cannot_read_fails_that_person_alone_and_quotes_nothi
         },
     )
     OwnTargets(embedded, tmp_path).write(
-        "          - table: profiles\n"
-        "            key: customer_id\n"
-        "            columns: {born: year}\n",
+        customer_target("profiles", "born: year"),
         "profiles",
     )
     checked = embedded.run("shop", "check")
@@ -338,9 +336,7 @@ def test_a_domain_column_is_checked_by_its_domains_length_not_null_and_checks(
 
     def deliveries(columns: str) -> str:
         return register.write(
-            "          - table: deliveries\n"
-            "            key: customer_id\n"
-            f"            columns: {{{columns}}}\n",
+            customer_target("deliveries", columns),
             "deliveries",
         )
 
@@ -374,12 +370,8 @@ def test_a_sweep_anonymises_domain_columns_in_sql_and_in_python(
     # amount_range has none, so baskets go through Python and an UPDATE ... unnest()
     shop = _shop_with(distributed, request, SHOP_DOMAINS, _domain_rows)
     OwnTargets(distributed, tmp_path).write(
-        "          - table: deliveries\n"
-        "            key: customer_id\n"
-        "            columns: {area: department, email: keyed_hash, remark: null}\n"
-        "          - table: baskets\n"
-        "            key: customer_id\n"
-        "            columns: {spent: amount_range, email: keyed_hash}\n",
+        customer_target("deliveries", "area: department, email: keyed_hash, remark: null")
+        + customer_target("baskets", "spent: amount_range, email: keyed_hash"),
         "baskets",
     )
     engine = shop.engine()
