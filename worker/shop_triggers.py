@@ -38,17 +38,17 @@ class Trigger:
 # PostgreSQL's pg_trigger.tgtype bits for the events (src/include/catalog/pg_trigger.h)
 _TGTYPE_EVENTS = {4: "INSERT", 8: "DELETE", 16: "UPDATE"}
 _POSTGRES_TRIGGERS = sa.text(
+    "WITH t AS (SELECT to_regclass(format('%I.%I', current_schema(), CAST(:table AS text))) "
+    "AS oid) "
     # tgisinternal: a foreign key's own triggers; a disabled trigger copies nothing
     "SELECT tgname, tgtype, ARRAY(SELECT attname::text FROM pg_attribute "
-    "WHERE attrelid = tgrelid AND attnum = ANY(CAST(tgattr AS int2[]))) FROM pg_trigger "
-    "WHERE tgrelid = to_regclass(format('%I.%I', current_schema(), CAST(:table AS text))) "
-    "AND NOT tgisinternal AND tgenabled <> 'D' "
+    "WHERE attrelid = tgrelid AND attnum = ANY(CAST(tgattr AS int2[]))) FROM pg_trigger, t "
+    "WHERE tgrelid = t.oid AND NOT tgisinternal AND tgenabled <> 'D' "
     # a rule (CREATE RULE ... ON UPDATE DO ALSO INSERT ...) can copy old values as a
     # trigger does: its ev_type becomes the tgtype bit of its event, with no column list
     "UNION ALL SELECT 'rule ' || rulename, CASE ev_type WHEN '2' THEN 16 WHEN '4' THEN 8 "
-    "ELSE 4 END, ARRAY[]::text[] FROM pg_rewrite "
-    "WHERE ev_class = to_regclass(format('%I.%I', current_schema(), CAST(:table AS text))) "
-    "AND ev_type IN ('2', '3', '4') AND ev_enabled <> 'D' ORDER BY 1"
+    "ELSE 4 END, ARRAY[]::text[] FROM pg_rewrite, t "
+    "WHERE ev_class = t.oid AND ev_type IN ('2', '3', '4') AND ev_enabled <> 'D' ORDER BY 1"
 )
 _SQLITE_TRIGGERS = sa.text(
     # SQLite's names are case-insensitive: `ON CUSTOMERS` is on customers
