@@ -19,9 +19,11 @@ from harness import (
     POSTGRES_URL,
     RABBITMQ_URL,
     RABBITMQCTL,
+    REDIS_SERVER,
     REDIS_URL,
     ROOT,
     Lethe,
+    OwnRedis,
     rabbitmqctl,
 )
 
@@ -230,3 +232,15 @@ def lethe(request: pytest.FixtureRequest) -> Lethe:
 @pytest.fixture
 def samples() -> Path:
     return ROOT / "samples" / "events.jsonl"
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    """A redis-server of the test's own, killed afterwards if still running."""
+    if not REDIS_SERVER:
+        _unavailable("redis-server", FileNotFoundError("not on PATH"))
+    server = OwnRedis(tmp_path / "redis")
+    server.start()
+    yield server
+    if server.process and server.process.poll() is None:
+        server.kill()

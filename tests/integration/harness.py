@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import redis
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -23,6 +26,8 @@ POSTGRES_URL = os.environ.get(
 )
 # The fault tests close RabbitMQ connections with it, so it must run on the server's machine.
 RABBITMQCTL = shutil.which("rabbitmqctl")
+# The Redis crash tests start a server of their own, to kill it.
+REDIS_SERVER = shutil.which("redis-server")
 
 
 class Lethe:
@@ -192,3 +197,40 @@ def copy_register(tmp_path: Path) -> Path:
     target = tmp_path / "register.yaml"
     shutil.copy(ROOT / "registers" / "negomarkets.yaml", target)
     return target
+
+
+class OwnRedis:
+    """A redis-server of the test's own, persisted as docker-compose.yml runs Redis
+    (append-only file, fsync every second), so it can be killed and started again without
+    touching the server the other tests share."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir()
+        with socket.socket() as probe:  # a port free now; the server binds it at once
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        command = [
+            REDIS_SERVER or "redis-server",
+            "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
+            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+        ]  # fmt: skip
+        with (self.folder / "server.log").open("a") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        wait_for(self._answers, 30, "the test's own redis-server")
+
+    def _answers(self) -> bool:
+        try:
+            return redis.Redis.from_url(self.url, socket_timeout=1).ping()
+        except redis.RedisError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, not a shutdown that writes anything on the way out."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(timeout=30)

@@ -10,19 +10,17 @@ started: found by their local ports (/proc), not by anything the server says abo
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 import redis
-from harness import REDIS_URL, Lethe, wait_for
+from harness import REDIS_URL, Lethe, OwnRedis, wait_for
 
 # The same shop code as on RabbitMQ: the story is the broker's, not the shop's.
 from shop_process import emits_across_two_cuts, stream_across_a_worker_cut
@@ -112,54 +110,6 @@ def test_shop_whose_connection_redis_dropped_sends_its_next_events_on_a_new_one(
         _kill(_connections([shop.pid]))
 
     emits_across_two_cuts(distributed, cut)
-
-
-class OwnRedis:
-    """A redis-server of the test's own, persisted as docker-compose.yml runs Redis
-    (append-only file, fsync every second), so it can be killed and started again without
-    touching the server the other tests share."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        folder.mkdir()
-        with socket.socket() as probe:  # a port free now; the server binds it at once
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        command = [
-            shutil.which("redis-server") or "redis-server",
-            "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.folder),
-            "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
-        ]  # fmt: skip
-        log = (self.folder / "server.log").open("a")
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        wait_for(self._answers, 30, "the test's own redis-server")
-
-    def _answers(self) -> bool:
-        try:
-            return redis.Redis.from_url(self.url, socket_timeout=1).ping()
-        except redis.RedisError:
-            return False
-
-    def kill(self) -> None:
-        """SIGKILL: a crash, not a shutdown that writes anything on the way out."""
-        assert self.process is not None
-        self.process.kill()
-        self.process.wait(timeout=30)
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("needs the redis-server program to start a Redis of the test's own")
-    server = OwnRedis(tmp_path / "redis")
-    server.start()
-    yield server
-    if server.process and server.process.poll() is None:
-        server.kill()
 
 
 # The shop sends `count` events, one emit() each.
