@@ -1,5 +1,5 @@
 """Forgetting benchmark: what the nightly pass that deletes the records of people erased
-long ago (worker/forgetting.py, LETHE_FORGET_AFTER_DAYS) costs, against hand-written
+long ago (worker/sweeps/forgetting.py, LETHE_FORGET_AFTER_DAYS) costs, against hand-written
 bulk SQL deleting the same rows.
 
     .venv/bin/python bench/forgetting.py [--forgotten 100000] [--kept 100000] [--page 500]
@@ -36,7 +36,7 @@ DISPUTED = 200  # a dispute opened and never closed
 
 
 def fill(url: str, forgotten: int, kept: int) -> None:
-    from worker.migrate import upgrade
+    from worker.store.migrate import upgrade
 
     upgrade(url)
     engine = sa.create_engine(url)
@@ -109,8 +109,8 @@ def counts(url: str) -> tuple[int, int]:
 
 
 def run_lethe(url: str, page: int) -> tuple[int, float]:
-    from worker import forgetting
-    from worker.register import default_register_path, load_register
+    from worker.domain.register_file import default_register_path, load_register
+    from worker.sweeps import forgetting
 
     register = load_register(default_register_path())
     since = datetime.now(UTC) - timedelta(days=365)

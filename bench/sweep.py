@@ -59,8 +59,8 @@ def database(label: str) -> Iterator[str]:
     try:
         yield f"{POSTGRES_URL.rsplit('/', 1)[0]}/{name}"
     finally:
-        from worker.shop import dispose_engines
-        from worker.store import engine_for
+        from worker.shop.binding import dispose_engines
+        from worker.store.sessions import engine_for
 
         dispose_engines()
         engine_for.cache_clear()
@@ -75,7 +75,7 @@ def counts(subjects: int) -> dict[str, int]:
 
 def fill_shop(url: str, n: dict[str, int]) -> None:
     """The demo shop's tables, filled by INSERT ... SELECT generate_series."""
-    from worker.demo_shop import create_schema
+    from worker.demo.shop import create_schema
 
     engine = sa.create_engine(url)
     create_schema(engine)
@@ -142,7 +142,7 @@ def lifecycle_sets(n: dict[str, int]) -> list[tuple[str, str, int, str]]:
 
 
 def fill_store(url: str, n: dict[str, int]) -> int:
-    from worker.migrate import upgrade
+    from worker.store.migrate import upgrade
 
     upgrade(url)
     engine = sa.create_engine(url)
@@ -195,9 +195,9 @@ def run_lethe_sweep(store: str, shop: str, batch: int, parts: int) -> tuple[int,
 
     import pendulum
 
-    from worker.register import default_register_path, load_register
-    from worker.runs import load_run
-    from worker.sweep import approve, open_run, run_sweep
+    from worker.domain.register_file import default_register_path, load_register
+    from worker.sweeps.run import approve, open_run, run_sweep
+    from worker.sweeps.runs import load_run
 
     settings = settings_for(store, shop, batch, parts)
     register = load_register(default_register_path())
@@ -229,11 +229,11 @@ def _part(store: str, shop: str, batch: int, run_id: int) -> None:
     import logging
 
     logging.disable(logging.WARNING)
-    from worker.erasure import run_part
-    from worker.register import default_register_path, load_register
-    from worker.runs import load_run
-    from worker.shop import bind_targets, shop_engine
-    from worker.sweep import finish_part
+    from worker.domain.register_file import default_register_path, load_register
+    from worker.shop.binding import bind_targets, shop_engine
+    from worker.sweeps.erasure import run_part
+    from worker.sweeps.run import finish_part
+    from worker.sweeps.runs import load_run
 
     settings = settings_for(store, shop, batch)
     register = load_register(default_register_path())
@@ -315,10 +315,10 @@ def claim_time(stored: int, due: int = 1_000, repeats: int = 15) -> tuple[float,
     import pendulum
     from sqlalchemy.orm import Session
 
-    from worker.claims import claim_batch, claim_statement
+    from worker.sweeps.claims import claim_batch, claim_statement
 
     with database(f"scale{stored}") as url:
-        from worker.migrate import upgrade
+        from worker.store.migrate import upgrade
 
         upgrade(url)
         engine = sa.create_engine(url)

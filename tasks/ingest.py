@@ -19,14 +19,14 @@ from celery_batches import Batches
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from worker.app import INGEST_ONE_TASK, INGEST_TASK, NOOP_TASK, app
-from worker.delivery import set_aside, too_many_deliveries
-from worker.ingest import ingest
+from worker.brokers.spool import release
+from worker.domain.register_file import RegisterError
 from worker.logs import log
-from worker.register import RegisterError
+from worker.pipeline.delivery import set_aside, too_many_deliveries
+from worker.pipeline.ingest import ingest
 from worker.runtime import Runtime, runtime
 from worker.settings import current_settings, whole_number
-from worker.spool import release
-from worker.store import now_utc, transaction
+from worker.store.sessions import now_utc, transaction
 
 # Longest wait between two retries while the database is down; stays below Redis's
 # visibility timeout and RabbitMQ's consumer_timeout (worker/app.py), as a worker holds

@@ -1,5 +1,5 @@
-"""The sweep tasks beat sends: thin, they name the slot and call worker.sweep (and
-worker.erasure for a part that shares a run).
+"""The sweep tasks beat sends: thin, they name the slot and call worker.sweeps.run (and
+worker.sweeps.erasure for a part that shares a run).
 
 - `lethe.sweep` claims its slot (a second tick for it is a no-op), plans, and
   erases as the run's first part, asking LETHE_SWEEP_PARTS - 1 other workers
@@ -19,14 +19,14 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from schedules.beat import NIGHTLY_SWEEP, REPORT_TASK, SWEEP_PART_TASK, SWEEP_TASK, slot_for
 from worker.app import app
-from worker.erasure import run_part
+from worker.domain.register_file import RegisterError
 from worker.logs import log
-from worker.register import RegisterError
-from worker.report import daily_report
-from worker.runs import SweepRefused, ahead_of_the_clock, load_run
+from worker.ops.report import daily_report
 from worker.runtime import Runtime, runtime
-from worker.shop import ShopMismatch, ShopUnavailable, bind_targets, shop_engine
-from worker.sweep import fail_run, finish_part, note_run, open_run, resumable_run, run_sweep
+from worker.shop.binding import ShopMismatch, ShopUnavailable, bind_targets, shop_engine
+from worker.sweeps.erasure import run_part
+from worker.sweeps.run import fail_run, finish_part, note_run, open_run, resumable_run, run_sweep
+from worker.sweeps.runs import SweepRefused, ahead_of_the_clock, load_run
 
 SCHEDULES = frozenset({NIGHTLY_SWEEP})
 

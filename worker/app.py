@@ -15,11 +15,11 @@ from typing import Any
 from celery import Celery
 from celery.signals import beat_embedded_init, worker_init
 
-from worker import embedded_broker, redis_broker
-
 # Imported for its Celery `setup_logging` receiver: worker, beat and Flower then
 # log through Lethe's processors (personal data kept out), not Celery's format.
 from worker import logs as _logs  # noqa: F401
+from worker.brokers import embedded as embedded_broker
+from worker.brokers import redis_transport as redis_broker
 from worker.settings import Settings, SettingsError, current_settings, whole_number
 
 INGEST_TASK = "lethe.ingest"
@@ -201,7 +201,7 @@ def _remember_worker_pid(**_: Any) -> None:
 
 @beat_embedded_init.connect
 def _end_beat_with_its_worker(**_: Any) -> None:
-    from worker.orphans import end_with_parent
+    from worker.brokers.orphans import end_with_parent
 
     # SIGTERM, not SIGKILL: beat's handler then closes its schedule file cleanly.
     end_with_parent(_worker_pid[0] if _worker_pid else os.getppid())
@@ -211,7 +211,7 @@ def _end_beat_with_its_worker(**_: Any) -> None:
 def _prepare_store(**_: Any) -> None:
     import sys
 
-    from worker.migrate import SchemaNotReady, ensure_schema
+    from worker.store.migrate import SchemaNotReady, ensure_schema
 
     settings = current_settings()
     try:
@@ -233,7 +233,7 @@ def register_refusal(settings: Settings) -> str | None:
     Checked, not kept: each worker process still loads the register on its first
     task (worker/runtime.py).
     """
-    from worker.register import RegisterError, load_register
+    from worker.domain.register_file import RegisterError, load_register
 
     try:
         load_register(settings.register_path)

@@ -17,10 +17,11 @@ from typing import Any
 import pendulum
 from kombu.exceptions import KombuError
 
-from worker.contact_details import is_contact_detail, value_has_contact_details
-from worker.events import Event, EventRefused, parse_event
-from worker.hashing import value_hash
-from worker.register import Register, RegisterError, RegisterProblem, load_register
+from worker.domain.contact_details import is_contact_detail, value_has_contact_details
+from worker.domain.events import Event, EventRefused, parse_event
+from worker.domain.hashing import value_hash
+from worker.domain.register import Register
+from worker.domain.register_file import RegisterError, RegisterProblem, load_register
 from worker.settings import Settings, current_settings, safe_url
 
 BATCH_SIZE = 500
@@ -321,7 +322,7 @@ def _publish(messages: list[dict[str, Any]], one: bool = False) -> None:
     from amqp.exceptions import AMQPError, MessageNacked
 
     from worker.app import INGEST_ONE_TASK, INGEST_TASK
-    from worker.spool import spooled
+    from worker.brokers.spool import spooled
 
     app = _app()
     settings: Settings = app.lethe_settings
@@ -370,9 +371,10 @@ def is_suppressed(email: str) -> bool:
     """
     from sqlalchemy.exc import SQLAlchemyError
 
-    from worker.migrate import SchemaNotReady
-    from worker.store import Suppression, reading
-    from worker.suppression import in_force
+    from worker.store.migrate import SchemaNotReady
+    from worker.store.schema import Suppression
+    from worker.store.sessions import reading
+    from worker.store.suppression import in_force
 
     settings = current_settings()
     try:
@@ -396,6 +398,6 @@ def is_suppressed(email: str) -> bool:
 
 @lru_cache(maxsize=4)
 def _schema_ready(url: str) -> None:
-    from worker.migrate import ensure_schema
+    from worker.store.migrate import ensure_schema
 
     ensure_schema(current_settings())

@@ -18,8 +18,8 @@ from typing import Any
 import structlog
 from celery.signals import before_task_publish, setup_logging
 
-from worker.contact_details import PHONE_CANDIDATE, looks_like_phone
-from worker.hashing import subject_ref
+from worker.domain.contact_details import PHONE_CANDIDATE, looks_like_phone
+from worker.domain.hashing import subject_ref
 
 _DROPPED = {"data", "payload", "email", "phone", "name", "address", "raw", "args", "kwargs"}
 _REMOVED = "[removed]"

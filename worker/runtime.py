@@ -6,8 +6,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from worker.domain.register import Register
+from worker.domain.register_file import load_register
 from worker.logs import configure_logging, log
-from worker.register import Register, load_register
 from worker.settings import Settings, current_settings
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from worker.register import default_register_path
+from worker.domain.register_file import default_register_path
 
 
 class SettingsError(RuntimeError):
@@ -47,7 +47,7 @@ class SweepSettings:
     # LETHE_FORGET_AFTER_DAYS: Lethe's own records of a person whose every lifecycle is
     # erased (events, lifecycle dates) and lifted holds are kept this long after the
     # latest erasure or lift, for late events and a DPO's questions; each sweep drops
-    # older ones (worker/forgetting.py). The audit, which names no one, stays.
+    # older ones (worker/sweeps/forgetting.py). The audit, which names no one, stays.
     forget_after_days: int = 365
 
 

@@ -307,7 +307,7 @@ def test_hold_messages_and_errors_do_not_repeat_the_subject(lethe) -> None:
 def test_hold_list_shows_the_subject_and_the_keyed_hash_the_dashboard_shows(
     lethe, tmp_path: Path
 ) -> None:
-    from worker.hashing import subject_ref
+    from worker.domain.hashing import subject_ref
 
     placed = lethe("hold", "place", SUBJECT, "--reason", "case 7")
     assert placed.returncode == 0, placed.stderr

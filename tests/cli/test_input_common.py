@@ -15,8 +15,9 @@ from worker.cli.common import (
     subject_or_exit,
     text_lines,
 )
-from worker.migrate import upgrade
-from worker.store import PurgeRun, now_utc, transaction
+from worker.store.migrate import upgrade
+from worker.store.schema import PurgeRun
+from worker.store.sessions import now_utc, transaction
 
 EMAIL = "jean.dupont@example.com"
 

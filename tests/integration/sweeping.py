@@ -14,8 +14,8 @@ import pytest
 import sqlalchemy as sa
 from harness import Lethe
 
-from worker.demo_data import DemoData, generate
-from worker.demo_shop import create_schema, metadata
+from worker.demo.data import DemoData, generate
+from worker.demo.shop import create_schema, metadata
 
 # Far enough after the demo data that many lifecycles are due, before the invoices' 10 years.
 NOW = "2026-11-26T03:00:00+01:00"
@@ -65,7 +65,7 @@ class Shop:
         """Due lifecycles, read from the store directly (quicker than `lethe deadlines`)."""
         import pendulum
 
-        from worker.store import StoredLifecycle
+        from worker.store.schema import StoredLifecycle
 
         engine = sa.create_engine(store_url(self.lethe))
         query = sa.select(StoredLifecycle.subject, StoredLifecycle.activity).where(
@@ -121,11 +121,11 @@ def build_shop(url: str, data: DemoData) -> None:
 
 def seed_store(lethe: Lethe, events: list[dict[str, Any]]) -> None:
     """Events straight into the store (the pipeline's own tests cover the broker path)."""
-    from worker.ingest import ingest
-    from worker.migrate import upgrade
-    from worker.register import load_register
+    from worker.domain.register_file import load_register
+    from worker.pipeline.ingest import ingest
     from worker.settings import load_settings
-    from worker.store import make_engine, now_utc
+    from worker.store.migrate import upgrade
+    from worker.store.sessions import make_engine, now_utc
 
     settings = load_settings(lethe.env)
     upgrade(settings.database_url)

@@ -105,8 +105,8 @@ def stop(process: subprocess.Popen) -> None:
 
 def fill_shop(url: str, people: int, seed: int):
     """The demo shop's rows in a database of its own; returns the demo data (rows and events)."""
-    from worker.demo_data import generate
-    from worker.demo_shop import build_shop
+    from worker.demo.data import generate
+    from worker.demo.shop import build_shop
 
     data = generate(people=people, seed=seed)
     build_shop(url, data.rows)
@@ -294,7 +294,7 @@ def test_a_missing_or_wrong_token_gets_401_and_nothing_else(browser, stack: Stac
 
 
 def test_audit_search_hashes_the_subject_and_never_shows_it_back(browser, stack: Stack):
-    from worker.hashing import subject_ref
+    from worker.domain.hashing import subject_ref
 
     with stack.store.connect() as connection:
         erased = connection.execute(
@@ -425,7 +425,7 @@ def test_the_verdict_says_what_lethe_status_says_about_the_broker(embedded: Leth
 def test_the_verdict_says_a_store_left_behind_by_an_upgrade_is_down(distributed: Lethe):
     from alembic import command
 
-    from worker.migrate import alembic_config
+    from worker.store.migrate import alembic_config
 
     distributed.env["LETHE_DASHBOARD_TOKEN"] = token = f"token-{uuid.uuid4().hex}"
     distributed.run("db", "upgrade")

@@ -24,8 +24,9 @@ def _secret(lethe: Lethe) -> bytes:
 
 
 def test_holds_are_shown_by_keyed_hash_and_old_reasons_are_masked(lethe: Lethe):
-    from worker.hashing import subject_ref
-    from worker.store import Hold, now_utc
+    from worker.domain.hashing import subject_ref
+    from worker.store.schema import Hold
+    from worker.store.sessions import now_utc
 
     lethe.env["LETHE_DASHBOARD_TOKEN"] = token = f"token-{uuid.uuid4().hex}"
     lethe.run("db", "upgrade")

@@ -63,7 +63,7 @@ def test_overdue_lifecycles_dead_letters_and_a_failed_sweep_need_a_human(distrib
 def test_a_sweep_waiting_for_approval_names_why_and_the_command_that_approves_it(
     distributed: Lethe,
 ):
-    # as a stopped sweep leaves its run (worker/sweep.py)
+    # as a stopped sweep leaves its run (worker/sweeps/run.py)
     _execute(
         distributed,
         "INSERT INTO purge_runs (id, schedule, now_at, started_at, status, note) VALUES "
@@ -161,7 +161,7 @@ def test_status_reports_an_embedded_store_left_behind_and_leaves_it_as_it_is(emb
     # a probe must not migrate: an older `lethe worker` may still run on that store
     from alembic import command
 
-    from worker.migrate import alembic_config, current_revision, head_revision
+    from worker.store.migrate import alembic_config, current_revision, head_revision
 
     embedded.run("deadlines")  # makes the store, as the worker does
     url = f"sqlite:///{Path(embedded.env['LETHE_HOME']) / 'lethe.sqlite3'}"

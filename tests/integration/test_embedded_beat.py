@@ -101,7 +101,7 @@ time.sleep(600)
 """
 CHILD = """
 import os, sys, threading, time
-from worker.orphans import poll_parent
+from worker.brokers.orphans import poll_parent
 threading.Thread(target=poll_parent, args=(os.getppid(),), daemon=True).start()
 print("watching", flush=True)
 time.sleep(600)

@@ -16,12 +16,13 @@ from kombu import Connection
 from sqlalchemy import select
 
 from worker.app import celery_config
-from worker.embedded_broker import drop_stale_partials
-from worker.embedded_start import recover
-from worker.migrate import ensure_schema
+from worker.brokers.embedded import drop_stale_partials
+from worker.brokers.spool import spooled
+from worker.pipeline.embedded_start import recover
 from worker.settings import load_settings
-from worker.spool import spooled
-from worker.store import DeadLetter, transaction
+from worker.store.migrate import ensure_schema
+from worker.store.schema import DeadLetter
+from worker.store.sessions import transaction
 
 BATCHES = 40
 
@@ -32,7 +33,7 @@ import sys
 import tempfile
 from celery import Celery
 from worker.app import celery_config
-from worker.embedded_broker import drop_stale_partials
+from worker.brokers.embedded import drop_stale_partials
 from worker.settings import load_settings
 
 # kombu's own transport moves a message it takes to the system's temp folder,

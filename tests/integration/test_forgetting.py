@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from harness import Lethe
 from sweeping import NOW, make_shop, seed_store, shop_postgres_url, store_url  # noqa: F401
 
-from worker.store import Hold, StoredLifecycle
+from worker.store.schema import Hold, StoredLifecycle
 
 # Sweeps on the run's clock: the first erases what the seed made due, the second what
 # fell due since, the third comes more than 365 days after the first.

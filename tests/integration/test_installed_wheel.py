@@ -121,7 +121,7 @@ def test_the_commands_run_the_wheels_code_not_the_checkouts(installed: Installed
         [
             sys.executable,
             "-c",
-            "import worker, worker.register as r; print(worker.__file__); "
+            "import worker, worker.domain.register_file as r; print(worker.__file__); "
             "print(r.default_register_path())",
         ],
         env=installed.env,

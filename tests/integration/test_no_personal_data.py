@@ -27,8 +27,8 @@ LOWER_NAME = "vasquez.lemoine"
 
 def _fill_shop(url: str) -> list[str]:
     """The demo shop, in a database of its own; returns its customers' names, e-mails, phones."""
-    from worker.demo_data import generate
-    from worker.demo_shop import build_shop
+    from worker.demo.data import generate
+    from worker.demo.shop import build_shop
 
     data = generate(people=60, seed=5)
     build_shop(url, data.rows)

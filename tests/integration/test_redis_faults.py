@@ -221,7 +221,7 @@ def _brpop_reply_length(data: bytes) -> int:
 
 
 def test_a_message_redis_hands_over_as_it_goes_away_is_still_stored(distributed: Lethe):
-    # worker/redis_broker.py: BRPOP took the message off the queue; recording it as
+    # worker/brokers/redis_transport.py: BRPOP took the message off the queue; recording it as
     # unacknowledged then fails, so the worker holds the only copy, and gives it back.
     lethe = distributed
     del lethe.env["LETHE_VISIBILITY_TIMEOUT"]  # nothing may come back by a timeout

@@ -1,7 +1,7 @@
 """The strategies' PostgreSQL expressions write exactly what their Python functions write.
 
-A sweep on a PostgreSQL shop computes values in SQL (worker/sql_strategies.py),
-on SQLite in Python (worker/strategies.py): a person anonymised by one must look
+A sweep on a PostgreSQL shop computes values in SQL (worker/shop/sql_strategies.py),
+on SQLite in Python (worker/domain/strategies.py): a person anonymised by one must look
 the same as by the other, keyed hashes and pseudonyms included. Every value
 here goes through both, on a real PostgreSQL, and the results are compared.
 """
@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from worker.shop_constraints import operable_domains
-from worker.sql_strategies import SQL_STRATEGIES, HmacKey, SqlContext, sql_form
-from worker.strategies import ColumnFacts, Context, apply
+from worker.domain.strategies import ColumnFacts, Context, apply
+from worker.shop.constraints import operable_domains
+from worker.shop.sql_strategies import SQL_STRATEGIES, HmacKey, SqlContext, sql_form
 
 SHORT_SECRET = b"a secret of thirty-two bytes...!"
 LONG_SECRET = b"k" * 100  # longer than SHA-256's block: HMAC hashes the key first

@@ -12,8 +12,8 @@ import pytest
 import sqlalchemy as sa
 from harness import CELERY, REDIS_URL, Lethe, wait_for
 
-from worker.delivery import MAX_DELIVERIES
-from worker.migrate import upgrade
+from worker.pipeline.delivery import MAX_DELIVERIES
+from worker.store.migrate import upgrade
 
 
 def test_a_worker_refuses_to_start_on_a_store_that_was_not_migrated(
@@ -133,9 +133,9 @@ def test_a_batch_whose_worker_dies_each_time_is_set_aside_at_its_5th_delivery(
 
 
 def test_an_erased_lifecycle_stays_erased_unless_a_later_event_reopens_it(postgres_url: str):
-    from worker.ingest import ingest
-    from worker.register import default_register_path, load_register
-    from worker.store import now_utc, transaction
+    from worker.domain.register_file import default_register_path, load_register
+    from worker.pipeline.ingest import ingest
+    from worker.store.sessions import now_utc, transaction
 
     upgrade(postgres_url)
     register = load_register(default_register_path())
@@ -176,10 +176,10 @@ def test_a_store_erased_by_the_previous_release_gives_later_contacts_a_deadline(
     that erasure is new data with a deadline, not kept without one for good."""
     from alembic import command
 
-    from worker.ingest import ingest
-    from worker.migrate import alembic_config
-    from worker.register import default_register_path, load_register
-    from worker.store import now_utc, transaction
+    from worker.domain.register_file import default_register_path, load_register
+    from worker.pipeline.ingest import ingest
+    from worker.store.migrate import alembic_config
+    from worker.store.sessions import now_utc, transaction
 
     command.upgrade(alembic_config(postgres_url), "0004")
     engine = sa.create_engine(postgres_url)
@@ -269,10 +269,12 @@ def test_disputes_opened_after_an_erasure_keep_their_case_ids_only(
         if backend == "postgresql"
         else f"sqlite:///{tmp_path / 'store.sqlite3'}"
     )
-    from worker.ingest import events_of, ingest
-    from worker.register import default_register_path, load_register
-    from worker.retention import is_held
-    from worker.store import UTCDateTime, now_utc, transaction
+    from worker.domain.register_file import default_register_path, load_register
+    from worker.domain.retention import is_held
+    from worker.pipeline.ingest import ingest
+    from worker.store.reads import events_of
+    from worker.store.schema import UTCDateTime
+    from worker.store.sessions import now_utc, transaction
 
     upgrade(postgres_url)
     register = load_register(default_register_path())
@@ -316,8 +318,9 @@ def test_disputes_opened_after_an_erasure_keep_their_case_ids_only(
 def test_the_suppression_list_keeps_an_opposition_until_an_erasure_after_it(postgres_url: str):
     from datetime import UTC, datetime, timedelta
 
-    from worker.store import Suppression, transaction
-    from worker.suppression import Entry, drop_expired, in_force, record
+    from worker.store.schema import Suppression
+    from worker.store.sessions import transaction
+    from worker.store.suppression import Entry, drop_expired, in_force, record
 
     upgrade(postgres_url)
     now = datetime(2030, 1, 1, tzinfo=UTC)

@@ -33,7 +33,7 @@ def _backdate_erasures(lethe: Lethe, when: str) -> None:
     import pendulum
     import sqlalchemy as sa
 
-    from worker.store import UTCDateTime
+    from worker.store.schema import UTCDateTime
 
     engine = sa.create_engine(store_url(lethe))
     moved = sa.text(

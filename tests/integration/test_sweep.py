@@ -18,7 +18,7 @@ from sweeping import (
     shop_postgres_url,  # noqa: F401 (fixture)
 )
 
-from worker.hashing import subject_ref
+from worker.domain.hashing import subject_ref
 
 
 def _owner(invoice: dict) -> str:

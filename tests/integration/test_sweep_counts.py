@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from worker.migrate import upgrade
-from worker.planning import _due_counts
-from worker.register import default_register_path, load_register
-from worker.store import Hold, StoredLifecycle, transaction
-from worker.sweep_plan import targets_for
+from worker.domain.register_file import default_register_path, load_register
+from worker.domain.sweep_rules import targets_for
+from worker.store.migrate import upgrade
+from worker.store.schema import Hold, StoredLifecycle
+from worker.store.sessions import transaction
+from worker.sweeps.plan import _due_counts
 
 NOW = datetime(2026, 11, 26, 2, tzinfo=UTC)
 PAST, LATER = NOW - timedelta(days=3), NOW + timedelta(days=3)
@@ -92,7 +93,7 @@ def test_due_counts_per_activity_and_table_match_reading_every_lifecycle(
 
 
 def test_many_activities_are_counted_in_groups_that_never_split_a_table() -> None:
-    from worker.planning import _by_table
+    from worker.sweeps.plan import _by_table
 
     rows = [(f"t{t}", f"a{a}", None) for t in range(30) for a in range(25)]
     groups = list(_by_table(rows, 400))

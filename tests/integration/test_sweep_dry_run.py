@@ -21,7 +21,7 @@ from sweeping import (
     shop_postgres_url,  # noqa: F401 (fixture)
 )
 
-from worker.demo_data import DemoData
+from worker.demo.data import DemoData
 
 # (subject, invoice.issued, end of the relation): deadlines 10 and 5 years later
 PEOPLE = [
@@ -146,10 +146,10 @@ def test_a_dry_run_on_the_embedded_store_leaves_its_write_lock_to_ingestion(
 ):
     # A dry run walks every due lifecycle against the shop, which a new register's backlog
     # makes long; meanwhile the embedded worker must go on storing the shop's events.
-    from worker.register import load_register
+    from worker.domain.register_file import load_register
     from worker.settings import load_settings
-    from worker.shop import shop_engine
-    from worker.sweep import open_run, run_sweep
+    from worker.shop.binding import shop_engine
+    from worker.sweeps.run import open_run, run_sweep
 
     shop = _small_shop(embedded, request)
     settings = load_settings(embedded.env)

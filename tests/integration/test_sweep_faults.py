@@ -57,7 +57,7 @@ def _due(shop: Shop) -> set[tuple[str, str]]:
 
 def _erased_at(lethe: Lethe, subject: str, activity: str, value: datetime | None = None):
     """A lifecycle's erased_at; set to `value` first when one is given."""
-    from worker.store import StoredLifecycle as lc
+    from worker.store.schema import StoredLifecycle as lc
 
     which = (lc.subject == subject, lc.activity == activity)
     engine = sa.create_engine(store_url(lethe))
@@ -118,7 +118,7 @@ def test_a_sweep_killed_mid_way_is_finished_by_the_next_with_one_audit_row_per_e
 
 def test_a_worker_killed_mid_sweep_finishes_it_after_restart(lethe: Lethe, request):
     # Redis gives the unacknowledged sweep back; the embedded broker forgot it, and
-    # `lethe worker` resumes the interrupted run when it starts (worker/embedded_start.py).
+    # `lethe worker` resumes the interrupted run when it starts (worker/pipeline/embedded_start.py).
     shop = _ready(lethe, request)
     due = _due(shop)
     audited = _audited(shop)
@@ -178,7 +178,8 @@ def test_dead_letters_go_after_30_days_and_a_replay_does_not_restart_their_clock
 ):
     import pendulum
 
-    from worker.store import DeadLetter, transaction
+    from worker.store.schema import DeadLetter
+    from worker.store.sessions import transaction
 
     shop = _ready(embedded, request, people=80)
     embedded.start_worker()
@@ -407,7 +408,7 @@ def test_a_hold_placed_before_any_event_covers_the_lifecycles_the_events_open(
     # README: a hold may precede events; it covers the subject's lifecycles once they exist
     from datetime import datetime
 
-    from worker.demo_shop import metadata
+    from worker.demo.shop import metadata
 
     shop = _ready(lethe, request, people=80)
     subject, address = "customer:900001", "jeanne.held@example.org"
@@ -487,7 +488,7 @@ def test_a_visit_after_an_erasure_request_does_not_save_the_logs_and_later_ones_
     lethe: Lethe, request
 ):
 
-    from worker.demo_shop import metadata
+    from worker.demo.shop import metadata
 
     shop = _ready(lethe, request, people=80)
     visitor = "visitor:v-9001"
@@ -592,7 +593,7 @@ def _touch_again(shop: Shop) -> None:
 def _check_customers(shop: Shop, name: str, condition: str) -> None:
     """The shop adds a CHECK constraint to customers. SQLite cannot add one to a table:
     the table is built again with it, as SQLite's own ALTER TABLE page does."""
-    from worker.demo_shop import metadata
+    from worker.demo.shop import metadata
 
     engine = shop.engine()
     with engine.begin() as connection:
@@ -871,11 +872,11 @@ def test_a_visit_stored_while_a_sweep_erases_the_visitor_gets_a_deadline_of_its_
 
     import pendulum
 
-    from worker.demo_shop import metadata
-    from worker.ingest import ingest
-    from worker.register import load_register
+    from worker.demo.shop import metadata
+    from worker.domain.register_file import load_register
+    from worker.pipeline.ingest import ingest
     from worker.settings import load_settings
-    from worker.store import make_engine, now_utc
+    from worker.store.sessions import make_engine, now_utc
 
     shop = _ready(distributed, request, people=80)
     visitor = "visitor:v-race"

@@ -13,7 +13,7 @@ from sweeping import (
     shop_postgres_url,  # noqa: F401 (fixture)
 )
 
-from worker.demo_shop import metadata
+from worker.demo.shop import metadata
 
 
 def _event(event_id: str, kind: str, subject: str, at: str) -> dict:

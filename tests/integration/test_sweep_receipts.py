@@ -21,7 +21,7 @@ from sweeping import (
     store_url,
 )
 
-from worker.hashing import subject_ref
+from worker.domain.hashing import subject_ref
 
 POSTGRES_FAULT = [
     """CREATE FUNCTION lethe_test_refuse() RETURNS trigger AS $$
@@ -106,7 +106,7 @@ def test_rows_deleted_by_a_batch_whose_audit_failed_are_audited_by_the_next_swee
 
 
 def _receipts_left(lethe: Lethe) -> int:
-    from worker.receipts import receipts_url
+    from worker.store.receipts import receipts_url
 
     engine = sa.create_engine(receipts_url(store_url(lethe)))
     with engine.connect() as connection:

@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
-from worker.events import Event, parse_event
-from worker.register import Register, default_register_path, load_register
+from worker.domain.events import Event, parse_event
+from worker.domain.register import Register
+from worker.domain.register_file import default_register_path, load_register
 
 
 @pytest.fixture(scope="session")

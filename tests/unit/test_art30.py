@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from worker.art30 import CSV_COLUMNS, render
-from worker.register import LEGAL_BASIS_LABELS, Purpose, Register, load_register
+from worker.domain.art30 import CSV_COLUMNS, render
+from worker.domain.register import LEGAL_BASIS_LABELS, Purpose, Register
+from worker.domain.register_file import load_register
 
 REGISTER_PATH = Path(__file__).resolve().parents[2] / "registers" / "negomarkets.yaml"
 FORMATS = ("md", "csv", "html")

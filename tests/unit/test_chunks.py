@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from worker.store import chunks
+from worker.store.sessions import chunks
 
 
 def test_a_long_list_is_cut_into_full_chunks_and_a_shorter_last_one() -> None:

@@ -3,7 +3,7 @@ against it."""
 
 from __future__ import annotations
 
-from worker.shop_constraints import named_in
+from worker.shop.constraints import named_in
 
 COLUMNS = ["email", "email_verified", "Nick", "born"]
 

@@ -3,8 +3,8 @@ SQLite's CREATE TRIGGER text: pure string work, tried here on the awkward cases.
 
 from __future__ import annotations
 
-from worker.shop_constraints import Check, outer_parentheses_off, value_as
-from worker.shop_triggers import FiredTriggers, Trigger, sqlite_trigger
+from worker.shop.constraints import Check, outer_parentheses_off, value_as
+from worker.shop.triggers import FiredTriggers, Trigger, sqlite_trigger
 
 
 def test_value_becomes_the_column_where_it_is_the_keyword_alone():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pendulum
 import pytest
 
-from worker.durations import Duration, DurationError, parse_duration
+from worker.domain.durations import Duration, DurationError, parse_duration
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import json
 import pendulum
 import pytest
 
-from worker.events import EventRefused, parse_event
+from worker.domain.events import EventRefused, parse_event
 
 GOOD = {
     "id": "0b9e-0001",

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pendulum
 import pytest
 
-from worker.audit import requests_named
-from worker.register import Register
+from worker.domain.register import Register
+from worker.domain.sweep_rules import ART17, DueLifecycle, LoggedEvent, rule_text
 from worker.settings import SettingsError, load_settings
-from worker.sweep_plan import ART17, DueLifecycle, LoggedEvent, rule_text
+from worker.store.audit import requests_named
 
 
 def test_lethe_forgets_erased_people_a_year_after_by_default_or_when_told():
@@ -52,8 +52,8 @@ def test_disputes_whose_case_ids_were_lost_count_as_open_while_more_were_opened(
     # A opened, B opened, A closed became three events with no case
     from datetime import UTC, datetime
 
-    from worker.events import Event
-    from worker.forgetting import _cases_lost
+    from worker.domain.events import Event
+    from worker.sweeps.forgetting import _cases_lost
 
     def dispute(n: int, kind: str, **data: str) -> Event:
         return Event(f"d-{n}", kind, "customer:9", datetime(2026, 1, n, tzinfo=UTC), data)

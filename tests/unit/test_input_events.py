@@ -17,8 +17,7 @@ from uuid import UUID
 import pytest
 
 from worker import client
-from worker.delivery import dead_letter_row
-from worker.events import (
+from worker.domain.events import (
     EARLIEST_YEAR,
     LATEST_YEAR,
     EventRefused,
@@ -26,14 +25,10 @@ from worker.events import (
     parse_event,
     parse_instant,
 )
-from worker.register import (
-    LONGEST_KEEP_YEARS,
-    Register,
-    RegisterError,
-    default_register_path,
-    parse_register,
-)
-from worker.retention import lifecycles
+from worker.domain.register import LONGEST_KEEP_YEARS, Register
+from worker.domain.register_file import RegisterError, default_register_path, parse_register
+from worker.domain.retention import lifecycles
+from worker.pipeline.delivery import dead_letter_row
 from worker.settings import current_settings
 
 EMAIL = "jean.dupont@example.com"

@@ -8,7 +8,7 @@ import logging
 import pytest
 import structlog
 
-from worker.hashing import subject_ref
+from worker.domain.hashing import subject_ref
 from worker.logs import configure_logging, keep_personal_data_out, log, mask_personal_values
 
 SECRET = b"unit-test-secret-0123456789"

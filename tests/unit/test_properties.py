@@ -16,10 +16,11 @@ import pendulum
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.durations import Duration
-from worker.events import Event, parse_event
-from worker.register import Activity, Register, Rule, default_register_path, load_register
-from worker.retention import lifecycles
+from worker.domain.durations import Duration
+from worker.domain.events import Event, parse_event
+from worker.domain.register import Activity, Register, Rule
+from worker.domain.register_file import default_register_path, load_register
+from worker.domain.retention import lifecycles
 
 PARIS = ZoneInfo("Europe/Paris")
 NOW = pendulum.parse("2026-11-26T00:00:00+01:00")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import pendulum
 import pytest
 
-from worker.register import default_register_path, parse_register
-from worker.retention import Lifecycle, State, is_held, lifecycle_for, lifecycles
+from worker.domain.register_file import default_register_path, parse_register
+from worker.domain.retention import Lifecycle, State, is_held, lifecycle_for, lifecycles
 
 
 def at(text: str) -> pendulum.DateTime:

@@ -118,8 +118,8 @@ def test_rabbitmq_confirms_each_publish_and_every_name_carries_the_queue_prefix(
 
 
 def test_the_sweeps_the_median_reads_are_settings_the_plan_uses(tmp_path: Path):
-    from worker.planning import limits_of
-    from worker.sweep_plan import approval_reasons
+    from worker.domain.sweep_rules import approval_reasons
+    from worker.sweeps.plan import limits_of
 
     env = {"LETHE_HOME": str(tmp_path), "LETHE_SWEEP_HISTORY": "4"}
     limits = limits_of(load_settings({**env, "LETHE_SWEEP_MIN_HISTORY": "4"}))
@@ -157,7 +157,7 @@ def test_a_redis_broker_connects_with_lethes_transport_and_tls_as_its_url_says(
     from celery import Celery
 
     from worker.app import celery_config
-    from worker.redis_broker import TRANSPORT
+    from worker.brokers.redis_transport import TRANSPORT
 
     settings = load_settings(
         {"LETHE_HOME": str(tmp_path), "LETHE_BROKER_URL": url, "LETHE_SECRET": "s" * 32}

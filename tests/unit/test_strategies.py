@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from worker.strategies import (
+from worker.domain.strategies import (
     REDACTED,
     STRATEGIES,
     ColumnFacts,
@@ -218,7 +218,7 @@ def test_a_pseudonym_in_a_unique_column_is_never_cut_short():
 
 
 def test_every_registered_strategy_says_which_columns_it_accepts():
-    from worker.strategies import ACCEPTS
+    from worker.domain.strategies import ACCEPTS
 
     assert set(ACCEPTS) == set(STRATEGIES)
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pendulum
 import pytest
 
-from worker.hashing import value_hash
+from worker.domain.hashing import value_hash
 from worker.settings import SettingsError, load_settings
-from worker.suppression import Entry, entries_from_events, in_force, opposed_at
+from worker.store.suppression import Entry, entries_from_events, in_force, opposed_at
 
 HASH = value_hash(b"k" * 32, "ines.roux@example.org")
 

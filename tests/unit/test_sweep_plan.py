@@ -9,9 +9,8 @@ import pytest
 from sqlalchemy.dialects import postgresql, sqlite
 
 from schedules.beat import CLOCK_SKEW, slot_for
-from worker.claims import claim_statement
-from worker.register import RegisterError, parse_register
-from worker.sweep_plan import (
+from worker.domain.register_file import RegisterError, parse_register
+from worker.domain.sweep_rules import (
     ApprovalLimits,
     DueLifecycle,
     LoggedEvent,
@@ -21,6 +20,7 @@ from worker.sweep_plan import (
     table_kinds,
     targets_for,
 )
+from worker.sweeps.claims import claim_statement
 
 # The nightly instants around each daylight-saving night, written out by hand (UTC):
 # in spring 02:30 does not exist and stands for 01:30+01:00; in autumn 02:30 happens
@@ -190,12 +190,12 @@ def test_sqlalchemy_drops_skip_locked_on_sqlite_so_the_sweep_has_its_own_guard()
     on_sqlite = str(statement.compile(dialect=sqlite.dialect()))
     assert "FOR UPDATE OF lifecycles SKIP LOCKED" in on_postgres
     # Silently gone: on SQLite the claim reads and marks in a transaction begun IMMEDIATE,
-    # under the database's one write lock (worker/claims.py, worker/store.py).
+    # under the database's one write lock (worker/sweeps/claims.py, worker/store/schema.py).
     assert "FOR UPDATE" not in on_sqlite and "SKIP LOCKED" not in on_sqlite
 
 
 def test_a_register_target_with_an_unknown_strategy_points_at_its_line(register):
-    from worker.register import default_register_path
+    from worker.domain.register_file import default_register_path
 
     text = default_register_path().read_text(encoding="utf-8")
     broken = text.replace("birth_date: year", "birth_date: blur", 1)
@@ -208,7 +208,7 @@ def test_a_register_target_with_an_unknown_strategy_points_at_its_line(register)
 
 
 def test_columns_kept_by_law_need_the_duty_named(register):
-    from worker.register import default_register_path
+    from worker.domain.register_file import default_register_path
 
     text = default_register_path().read_text(encoding="utf-8")
     start = text.index("            note: >-\n              Lethe: an invoice is kept")

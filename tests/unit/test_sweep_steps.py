@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from worker.register import Register
-from worker.shop import BoundTarget, RemovedRows, plan_steps
-from worker.strategies import ColumnFacts
-from worker.sweep_plan import targets_for
+from worker.domain.register import Register
+from worker.domain.strategies import ColumnFacts
+from worker.domain.sweep_rules import targets_for
+from worker.shop.apply import RemovedRows, plan_steps
+from worker.shop.binding import BoundTarget
 
 _metadata = sa.MetaData()
 _tables = {

@@ -10,8 +10,9 @@ from pathlib import Path
 import click
 import pendulum
 
-from worker.events import EventRefused, check_subject, parse_instant
-from worker.register import Register, RegisterError, load_register, not_utf8_message
+from worker.domain.events import EventRefused, check_subject, parse_instant
+from worker.domain.register import Register
+from worker.domain.register_file import RegisterError, load_register, not_utf8_message
 from worker.settings import Settings, register_path_from_env
 
 
@@ -56,7 +57,8 @@ def empty_audit_note(url: str, subject: str | None, run_id: int | None) -> str |
     Said on stderr by the caller: an empty table, `[]` or a CSV header alone stay
     the output, but "no rows" and "no such run" must not look alike.
     """
-    from worker.store import PurgeRun, transaction
+    from worker.store.schema import PurgeRun
+    from worker.store.sessions import transaction
 
     if run_id is not None:
         with transaction(url) as session:
@@ -122,7 +124,7 @@ def settings_or_exit() -> Settings:
 
 def store_url() -> str:
     """The store's URL, migrated when embedded (so every command works on a fresh machine)."""
-    from worker.migrate import SchemaNotReady, ensure_schema
+    from worker.store.migrate import SchemaNotReady, ensure_schema
 
     settings = settings_or_exit()
     try:

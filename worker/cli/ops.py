@@ -6,13 +6,13 @@ import os
 
 import click
 
-from worker.cli import main
 from worker.cli.common import register_or_exit, settings_or_exit
+from worker.cli.group import main
 
 
 def _grace(value: str | None):
-    from worker.dashboard.figures import DEFAULT_GRACE
-    from worker.durations import DurationError, parse_duration
+    from worker.domain.durations import DurationError, parse_duration
+    from worker.ops.dashboard.figures import DEFAULT_GRACE
 
     text = value or os.environ.get("LETHE_OVERDUE_GRACE")
     if not text:
@@ -37,9 +37,9 @@ def dashboard(host: str, port: int, grace_text: str | None) -> None:
     """Serve the retention dashboard (read-only; needs LETHE_DASHBOARD_TOKEN), with /metrics."""
     import uvicorn
 
-    from worker.dashboard.web import DashboardConfig, create_app
     from worker.logs import configure_logging, log
-    from worker.status import broker_check
+    from worker.ops.dashboard.web import DashboardConfig, create_app
+    from worker.ops.status import broker_check
 
     settings = settings_or_exit()
     if not settings.dashboard_token:
@@ -82,8 +82,8 @@ def dashboard(host: str, port: int, grace_text: str | None) -> None:
 @click.option("--grace", "grace_text", help=_GRACE_HELP)
 def status(grace_text: str | None) -> None:
     """One screen of health; exit 0 OK, 1 when a human must look, 2 when a service is down."""
-    from worker.status import render, run_checks, worst
-    from worker.store import now_utc
+    from worker.ops.status import render, run_checks, worst
+    from worker.store.sessions import now_utc
 
     settings = settings_or_exit()
     now = now_utc()

@@ -8,11 +8,11 @@ from collections import defaultdict
 
 import click
 
-from worker.cli import main
 from worker.cli.common import default_register, now_option, register_or_exit, text_lines
-from worker.events import Event, EventRefused, parse_event
-from worker.register import Register
-from worker.retention import lifecycles
+from worker.cli.group import main
+from worker.domain.events import Event, EventRefused, parse_event
+from worker.domain.register import Register
+from worker.domain.retention import lifecycles
 
 
 @main.group()
@@ -37,7 +37,7 @@ def register_check(path: str | None) -> None:
 @click.option("--format", "fmt", type=click.Choice(["md", "csv", "html"]), default="md")
 def register_show(path: str | None, fmt: str) -> None:
     """Render the art. 30 register (controller and processor activities apart)."""
-    from worker.art30 import render
+    from worker.domain.art30 import render
 
     click.echo(render(register_or_exit(path or default_register()), fmt), nl=False)
 

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 
 import click
 
-from worker.cli import main
 from worker.cli.common import (
     configured_register,
     now_option,
@@ -18,6 +17,7 @@ from worker.cli.common import (
     table,
     text_lines,
 )
+from worker.cli.group import main
 
 if TYPE_CHECKING:
     from worker.client import EmitReport
@@ -117,7 +117,7 @@ def worker_command(concurrency: int | None, loglevel: str) -> None:
         raise SystemExit(78)  # as `celery -A worker.app worker` (worker/app.py)
     argv = ["worker", f"--loglevel={loglevel}", "-Q", events_queue(settings)]
     if settings.embedded:
-        from worker.embedded_start import HomeInUse, hold_home, recover
+        from worker.pipeline.embedded_start import HomeInUse, hold_home, recover
 
         # One process: SQLite has one writer at a time anyway, and the filesystem
         # transport has no broadcast for mingle, gossip or heartbeats.
@@ -151,7 +151,7 @@ def worker_command(concurrency: int | None, loglevel: str) -> None:
 @click.option("--now", "now_text", help="evaluate states at this instant (ISO 8601 with offset)")
 def deadlines(subject: str | None, due_before: str | None, fmt: str, now_text: str | None) -> None:
     """Stored lifecycles, with the same fields as `lethe simulate`."""
-    from worker.queries import deadline_rows
+    from worker.pipeline.queries import deadline_rows
 
     limit = now_option(due_before, "--due-before") if due_before else None
     rows = deadline_rows(store_url(), configured_register(), now_option(now_text), subject, limit)
@@ -163,7 +163,7 @@ def deadlines(subject: str | None, due_before: str | None, fmt: str, now_text: s
 @click.option("--format", "fmt", type=click.Choice(["json", "table"]), default="table")
 def dead_letters(replay: bool, fmt: str) -> None:
     """Events that could not be used, with the reason (payloads are not printed)."""
-    from worker.queries import dead_letter_rows, replay_dead_letters
+    from worker.pipeline.queries import dead_letter_rows, replay_dead_letters
 
     url = store_url()
     if replay:
@@ -181,7 +181,7 @@ def db() -> None:
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Apply the schema migrations to LETHE_DATABASE_URL."""
-    from worker.migrate import upgrade
+    from worker.store.migrate import upgrade
 
     before, after = upgrade(settings_or_exit().database_url)
     if before == after:
@@ -194,7 +194,7 @@ def db_upgrade() -> None:
 @click.option("--dry-run", is_flag=True, help="print what would move, change nothing")
 def recompute(dry_run: bool) -> None:
     """Recompute stored deadlines after the register changed; prints the diff first."""
-    from worker.queries import recompute_lifecycles
+    from worker.pipeline.queries import recompute_lifecycles
 
     diff = recompute_lifecycles(store_url(), configured_register(), apply=not dry_run)
     rows = [{"activity": a, **counts} for a, counts in sorted(diff.items())]

@@ -12,7 +12,6 @@ import click
 import psycopg
 import sqlalchemy as sa
 
-from worker.cli import main
 from worker.cli.common import (
     configured_register,
     empty_audit_note,
@@ -24,6 +23,7 @@ from worker.cli.common import (
     subject_or_exit,
     table,
 )
+from worker.cli.group import main
 
 # `lethe purge` exits with this when the sweep stopped to wait for a DPO's approval.
 AWAITING_APPROVAL = 4
@@ -42,10 +42,10 @@ def purge(dry_run: bool, now_text: str | None, approve_run: int | None, fmt: str
     Exits 4 when the sweep stopped for approval (first sweep on a register, far
     more than usual): check with --dry-run, then `lethe purge --approve RUN`.
     """
-    from worker.runs import SweepRefused
     from worker.runtime import runtime
-    from worker.shop import ShopMismatch, ShopUnavailable
-    from worker.sweep import approve, fail_run, open_run, run_sweep
+    from worker.shop.binding import ShopMismatch, ShopUnavailable
+    from worker.sweeps.run import approve, fail_run, open_run, run_sweep
+    from worker.sweeps.runs import SweepRefused
 
     if approve_run is not None and (dry_run or now_text):
         raise click.UsageError("--approve runs the stopped run as planned: no --dry-run or --now")
@@ -106,7 +106,7 @@ STORE_FAILURES = (sa.exc.DBAPIError, psycopg.Error, sqlite3.Error)
 def _refuse_a_future_clock(moment: Any, dry_run: bool) -> None:
     """A `--now` in the future would erase people before their deadline (a typo in a year
     is enough), so only a dry run may look ahead."""
-    from worker.runs import ahead_of_the_clock
+    from worker.sweeps.runs import ahead_of_the_clock
 
     ahead = ahead_of_the_clock(moment)
     if not dry_run and ahead:
@@ -141,7 +141,7 @@ class _Bar:
 
 
 def _report(url: str, secret: bytes, result: Any, fmt: str) -> None:
-    from worker.audit import audit_rows
+    from worker.store.audit import audit_rows
 
     summary = {
         "run": result.run_id,
@@ -212,8 +212,9 @@ def forecast(until_text: str, fmt: str) -> None:
     """What falls due when: lifecycles per month and activity, up to --until."""
     from sqlalchemy import func, select
 
-    from worker.store import StoredLifecycle, transaction
-    from worker.sweep_plan import forecast as per_month
+    from worker.domain.sweep_rules import forecast as per_month
+    from worker.store.schema import StoredLifecycle
+    from worker.store.sessions import transaction
 
     until = now_option(until_text, "--until")
     url = store_url()
@@ -249,7 +250,7 @@ def hold() -> None:
 )
 def hold_place(subject: str, reason: str) -> None:
     """Hold every lifecycle of SUBJECT (KIND:ID)."""
-    from worker.holds import HoldError, place
+    from worker.pipeline.holds import HoldError, place
 
     try:
         hold_id = place(store_url(), subject, reason, configured_register())
@@ -264,7 +265,7 @@ def hold_place(subject: str, reason: str) -> None:
 @click.option("--reason", default="", help="why the hold ends")
 def hold_lift(subject: str, reason: str) -> None:
     """Lift SUBJECT's holds: what is due is erased at the next sweep."""
-    from worker.holds import HoldError, lift
+    from worker.pipeline.holds import HoldError, lift
 
     try:
         lifted = lift(store_url(), subject, reason, configured_register())
@@ -279,7 +280,7 @@ def hold_lift(subject: str, reason: str) -> None:
 def hold_list(subject: str | None, fmt: str) -> None:
     """Holds placed by hand, open and lifted: subjects in clear and as the keyed hash the
     dashboard and the audit show."""
-    from worker.holds import hold_rows
+    from worker.pipeline.holds import hold_rows
 
     subject_or_exit(subject)  # an address typed here is refused, as by `lethe audit`
     rows = hold_rows(store_url(), settings_or_exit().secret, subject)
@@ -293,8 +294,8 @@ def hold_list(subject: str | None, fmt: str) -> None:
 @click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table")
 def audit(subject: str | None, run_id: int | None, proof: bool, fmt: str) -> None:
     """The erasure audit trail (keyed hashes, never personal data)."""
-    from worker.audit import audit_rows, to_csv
-    from worker.audit import proof as proof_of
+    from worker.store.audit import audit_rows, to_csv
+    from worker.store.audit import proof as proof_of
 
     subject_or_exit(subject)
     url = store_url()
@@ -331,7 +332,7 @@ def shop_check() -> None:
     The shop's triggers that a sweep's writes would fire are warned about, on stderr,
     without changing the exit status: what a trigger does cannot be checked.
     """
-    from worker.shop import (
+    from worker.shop.binding import (
         ShopMismatch,
         ShopUnavailable,
         bind_targets,
@@ -367,6 +368,6 @@ def shop_check() -> None:
 @click.option("--seed", default=7, show_default=True, help="random seed for the demo data")
 def demo(people: int, seed: int) -> None:
     """The whole story on one machine: a demo shop, years of events, nightly sweeps."""
-    from worker.demo import run_demo
+    from worker.demo.run import run_demo
 
     run_demo(people=people, seed=seed)

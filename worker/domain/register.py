@@ -1,0 +1,280 @@
+"""The processing register: activities, their retention rules, loaded and checked from YAML.
+
+Every problem found is reported as `file:line: message`, all at once, so a DPO
+fixes a broken register in one pass.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import cached_property
+from typing import Annotated, Any, Literal
+
+import pendulum
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+from worker.domain.durations import Duration, DurationError, parse_duration
+
+END_ACTIONS = ("anonymise", "delete", "archive")
+
+
+class LegalBasis(StrEnum):
+    """GDPR art. 6(1) legal bases, as the register's `legal_basis` names them."""
+
+    consent = "consent"
+    contract = "contract"
+    legal_obligation = "legal_obligation"
+    vital_interests = "vital_interests"
+    public_task = "public_task"
+    legitimate_interest = "legitimate_interest"
+
+
+LEGAL_BASIS_LABELS = {
+    LegalBasis.consent: "Consent (art. 6(1)(a))",
+    LegalBasis.contract: "Performance of a contract (art. 6(1)(b))",
+    LegalBasis.legal_obligation: "Legal obligation (art. 6(1)(c))",
+    LegalBasis.vital_interests: "Vital interests (art. 6(1)(d))",
+    LegalBasis.public_task: "Public task (art. 6(1)(e))",
+    LegalBasis.legitimate_interest: "Legitimate interest (art. 6(1)(f))",
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# The longest keep a register may write. Events are accepted up to year 2999
+# (worker/domain/events.py), so every deadline stays a date Python and the store can hold.
+LONGEST_KEEP_YEARS = 1000
+
+
+def _duration(value: Any) -> Duration:
+    if isinstance(value, Duration):
+        duration = value
+    else:
+        try:
+            duration = parse_duration(value)
+        except DurationError as exc:
+            raise ValueError(str(exc)) from None
+    # counted in months, a day left over as a whole month: coarse, and on the safe side
+    months = duration.years * 12 + duration.months + -(-(duration.weeks * 7 + duration.days) // 28)
+    if months > LONGEST_KEEP_YEARS * 12:
+        raise ValueError(
+            f"duration {duration} is longer than {LONGEST_KEEP_YEARS} years, the longest keep "
+            "Lethe can compute a deadline for"
+        )
+    return duration
+
+
+class Purpose(_Strict):
+    purpose: str
+    legal_basis: LegalBasis
+    legal_basis_text: str | None = None
+
+
+class KeepBy(_Strict):
+    """Durations chosen by a field of the clock event's data (per distributor)."""
+
+    field: str
+    # Checked one by one, so an error points at the distributor's own line.
+    durations: dict[str, Annotated[Duration, BeforeValidator(_duration)]] = Field(
+        default_factory=dict
+    )
+
+    @field_validator("durations", mode="before")
+    @classmethod
+    def _parse(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {str(k): v for k, v in value.items()}
+        return value
+
+    @field_validator("durations")
+    @classmethod
+    def _distinct(cls, value: dict[str, Duration]) -> dict[str, Duration]:
+        seen: dict[str, str] = {}
+        for name in value:
+            if (key := _name_key(name)) in seen:
+                raise ValueError(f"{seen[key]!r} and {name!r} name the same {key!r}")
+            seen[key] = name
+        return value
+
+    def duration_for(self, chosen: Any) -> Duration | None:
+        """The duration for this field value, matched as the shop may spell it
+        (`dist-nord` is `DIST-NORD`): a near miss must not fall back to the default."""
+        wanted = _name_key(str(chosen))
+        return next((d for name, d in self.durations.items() if _name_key(name) == wanted), None)
+
+
+def _name_key(name: str) -> str:
+    return name.strip().casefold()
+
+
+class Consent(_Strict):
+    """Retention that only consent allows (recruitment: CNIL, 2 years on consent).
+
+    Without consent, `otherwise_ends_on` events end retention at once; with it,
+    they only restart the clock.
+    """
+
+    given_by: list[str] = Field(default_factory=list)
+    flag: str | None = None
+    otherwise_ends_on: list[str] = Field(default_factory=list)
+
+
+class Target(_Strict):
+    """Where a rule's data lives in the shop database, and what a sweep does to it.
+
+    `key` is the column that names the subject: its value is the subject's id
+    (`customer:42` -> 42) or, with `key_value: subject`, the whole `KIND:ID`.
+    `kinds` limits the target to some of the activity's subject kinds.
+    `columns` maps each column to a strategy (worker/domain/strategies.py);
+    `delete_rows` removes the subject's rows instead; `suppress` keeps a keyed
+    hash of those columns in the suppression list first; `keeps` names the
+    columns a legal duty keeps, and `note` says which duty.
+    """
+
+    table: str
+    key: str
+    key_value: Literal["id", "subject"] = "id"
+    kinds: list[str] = Field(default_factory=list)
+    columns: dict[str, str] = Field(default_factory=dict)
+    delete_rows: bool = False
+    suppress: list[str] = Field(default_factory=list)
+    keeps: list[str] = Field(default_factory=list)
+    note: str | None = None
+
+    @field_validator("columns", mode="before")
+    @classmethod
+    def _null_is_a_strategy(cls, value: Any) -> Any:
+        # `email: null` in YAML reads as None: the DPO meant the `null` strategy.
+        if isinstance(value, dict):
+            return {str(k): "null" if v is None else v for k, v in value.items()}
+        return value
+
+    @property
+    def name(self) -> str:
+        """How the audit names it: the table, and the kinds when only some apply."""
+        return f"{self.table}[{','.join(self.kinds)}]" if self.kinds else self.table
+
+    def applies_to(self, kind: str) -> bool:
+        return not self.kinds or kind in self.kinds
+
+
+class Rule(_Strict):
+    clock: list[str] = Field(default_factory=list)
+    opens_on: list[str] = Field(default_factory=list)
+    ends_on: list[str] = Field(default_factory=list)
+    # After an end and before its erasure, which clock events reopen the lifecycle:
+    # absent, any of them; `[]`, none (once erased, later events start a new one).
+    reopens_on: list[str] | None = None
+    keep: Duration
+    keep_by: KeepBy | None = None
+    consent: Consent | None = None
+    then: Literal["anonymise", "delete", "archive"]
+    source: str
+    targets: list[Target] = Field(default_factory=list)
+
+    @field_validator("keep", mode="before")
+    @classmethod
+    def _parse_keep(cls, value: Any) -> Duration:
+        return _duration(value)
+
+    @cached_property
+    def event_types(self) -> frozenset[str]:
+        """Every event type that touches this rule (creates or moves a lifecycle)."""
+        types = set(self.clock) | set(self.opens_on) | set(self.ends_on)
+        if self.consent:
+            types |= set(self.consent.given_by) | set(self.consent.otherwise_ends_on)
+        return frozenset(types)
+
+
+class Activity(_Strict):
+    id: str
+    name: str
+    section: str | None = None
+    role: Literal["controller", "processor"]
+    controller: str
+    subjects: list[str] = Field(min_length=1)
+    data: list[str] = Field(min_length=1)
+    purposes: list[Purpose] = Field(min_length=1)
+    retention: list[Rule]
+    recipients: list[str] = Field(default_factory=list)
+
+    @cached_property
+    def event_types(self) -> frozenset[str]:
+        return frozenset().union(*(rule.event_types for rule in self.retention))
+
+    @cached_property
+    def ending_events(self) -> frozenset[str]:
+        """Events that end this activity's lifecycle before its clock runs out."""
+        ends: set[str] = set()
+        for rule in self.retention:
+            ends |= set(rule.ends_on)
+            if rule.consent:
+                ends |= set(rule.consent.otherwise_ends_on)
+        return frozenset(ends)
+
+    def touched_by(self, event_type: str, kind: str) -> bool:
+        return kind in self.subjects and event_type in self.event_types
+
+
+class Holds(_Strict):
+    place: list[str] = Field(default_factory=list)
+    lift: list[str] = Field(default_factory=list)
+    # The event data field naming the case (two disputes at once): a lift with a case
+    # ends that case only; one without ends every case opened before it.
+    case: str | None = None
+
+
+class Organisation(_Strict):
+    name: str
+    address: str | None = None
+    contact: str | None = None
+    dpo: str | None = None
+
+
+class Register(_Strict):
+    name: str
+    controller: Organisation
+    timezone: str = "Europe/Paris"
+    subject_kinds: list[str] = Field(min_length=1)
+    events: dict[str, str] = Field(min_length=1)
+    holds: Holds = Holds()
+    activities: list[Activity]
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            pendulum.timezone(value)
+        except Exception:
+            raise ValueError(
+                f"unknown time zone {value!r} (use an IANA name such as Europe/Paris)"
+            ) from None
+        return value
+
+    @property
+    def tz(self) -> pendulum.Timezone:
+        return pendulum.timezone(self.timezone)
+
+    def activity(self, activity_id: str) -> Activity:
+        for activity in self.activities:
+            if activity.id == activity_id:
+                return activity
+        raise KeyError(activity_id)
+
+    def activities_touched(self, event_type: str, kind: str) -> list[Activity]:
+        return self._touch_index.get((event_type, kind), [])
+
+    @cached_property
+    def _touch_index(self) -> dict[tuple[str, str], list[Activity]]:
+        # asked for every event ingested: a lookup, not a scan of every rule
+        index: dict[tuple[str, str], list[Activity]] = {}
+        for activity in self.activities:
+            for event_type in activity.event_types:
+                for kind in activity.subjects:
+                    index.setdefault((event_type, kind), []).append(activity)
+        return index
+
+    def is_hold_event(self, event_type: str) -> bool:
+        return event_type in self.holds.place or event_type in self.holds.lift

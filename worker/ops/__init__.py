@@ -1,0 +1,2 @@
+"""What ops watch: the retention dashboard, Prometheus metrics, `lethe status` and the
+daily report."""

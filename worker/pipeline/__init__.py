@@ -1,0 +1,2 @@
+"""The event pipeline: events in (ingest), deliveries counted and set aside, holds placed
+and lifted, lifecycles recomputed and read back."""

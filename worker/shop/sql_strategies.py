@@ -1,0 +1,176 @@
+"""The anonymisation strategies as PostgreSQL expressions, for set-based sweeps.
+
+worker/domain/strategies.py is the definition: what each strategy writes. On a
+PostgreSQL shop the sweep can let the database compute the same values in one
+`UPDATE ... FROM` per target and batch instead of reading every row into Python
+and writing it back. Each expression here must give exactly what its Python
+function gives; tests/integration/test_sql_strategies.py checks that on real
+PostgreSQL, value by value. A strategy (or a column kind) without an expression
+here is simply applied in Python.
+
+HMAC-SHA256 is built from PostgreSQL's own `sha256()` (no extension needed):
+HMAC(K, m) = H((K ^ opad) || H((K ^ ipad) || m)), the two padded keys computed
+here, once, and sent as parameters, never pasted into the SQL text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import string
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.sql.elements import ColumnElement
+
+from worker.domain.strategies import (
+    AMOUNT_BOUNDS,
+    DEPARTMENT_PATTERN,
+    HASH_PATTERN,
+    HASH_PREFIX,
+    POSTCODE_PATTERN,
+    PSEUDONYM_PREFIX,
+    REDACTED,
+    WHITESPACE,
+    ColumnFacts,
+    hash_digits,
+    pseudonym_digits,
+)
+
+_BLOCK = 64  # SHA-256's block size, in bytes
+
+
+@dataclass(frozen=True)
+class HmacKey:
+    """The secret, padded as HMAC-SHA256 needs it."""
+
+    inner: bytes
+    outer: bytes
+
+    @classmethod
+    def of(cls, secret: bytes) -> HmacKey:
+        key = hashlib.sha256(secret).digest() if len(secret) > _BLOCK else secret
+        key = key.ljust(_BLOCK, b"\0")
+        return cls(bytes(b ^ 0x36 for b in key), bytes(b ^ 0x5C for b in key))
+
+    def hex_of(self, message: ColumnElement) -> ColumnElement:
+        """The lower-case hex HMAC-SHA256 of a text expression (its UTF-8 bytes)."""
+        inner = sa.literal(self.inner, sa.LargeBinary).op("||")(sa.func.convert_to(message, "UTF8"))
+        outer = sa.literal(self.outer, sa.LargeBinary).op("||")(sa.func.sha256(inner))
+        return sa.func.encode(sa.func.sha256(outer), "hex")
+
+
+@dataclass(frozen=True)
+class SqlContext:
+    key: HmacKey
+    subject: ColumnElement  # the row's subject (`customer:42`), as text
+    column: ColumnFacts
+
+
+SqlStrategy = Callable[[ColumnElement, SqlContext], ColumnElement]
+
+
+def _text(value: Any) -> ColumnElement:
+    return sa.literal(value, sa.Text)
+
+
+def _whole(pattern: str) -> str:
+    """A pattern that must match the whole value, as Python's `re.fullmatch` does."""
+    return f"^({pattern})$"
+
+
+def _unless_null(column: ColumnElement, value: ColumnElement) -> ColumnElement:
+    return sa.case((column.is_(None), sa.null()), else_=value)
+
+
+def null(column: ColumnElement, ctx: SqlContext) -> ColumnElement:
+    return sa.null()
+
+
+def redact(column: ColumnElement, ctx: SqlContext) -> ColumnElement:
+    return _unless_null(column, _text(REDACTED))
+
+
+def keyed_hash(column: ColumnElement, ctx: SqlContext) -> ColumnElement:
+    digits = hash_digits(ctx.column)
+    message: ColumnElement = column
+    if ctx.column.unique:
+        # strategies.hashed_message: "<length of subject>:<subject><value>"
+        length = sa.cast(sa.func.char_length(ctx.subject), sa.Text)
+        message = length.concat(_text(":")).concat(ctx.subject).concat(column)
+    hashed = _text(HASH_PREFIX).concat(sa.func.left(ctx.key.hex_of(message), digits))
+    # as text: CHAR(n)'s own match counts its padding, citext's ignores case
+    already = sa.cast(column, sa.Text).regexp_match(_whole(HASH_PATTERN))
+    return sa.case((column.is_(None), column), (already, column), else_=hashed)
+
+
+def pseudonym(column: ColumnElement, ctx: SqlContext) -> ColumnElement:
+    digits = pseudonym_digits(ctx.column)
+    name = ctx.key.hex_of(_text("pseudonym:").concat(ctx.subject))
+    return _unless_null(column, _text(PSEUDONYM_PREFIX).concat(sa.func.left(name, digits)))
+
+
+def year(column: ColumnElement, ctx: SqlContext) -> ColumnElement:
+    if ctx.column.zone:
+        # the year as it begins in that zone, whatever the session's (PostgreSQL 12+)
+        return sa.func.date_trunc("year", column, _text(ctx.column.zone))
+    truncated = sa.func.date_trunc("year", column)
+    return sa.cast(truncated, column.type) if ctx.column.kind == "date" else truncated
+
+
+def department(column: ColumnElement, ctx: SqlContext) -> ColumnElement:
+    text = sa.func.translate(
+        sa.func.btrim(sa.cast(column, sa.Text), _text(WHITESPACE)),
+        _text(string.ascii_lowercase),
+        _text(string.ascii_uppercase),
+    )
+    first = sa.func.left(text, 2)
+    french = sa.case(
+        (first.in_(["97", "98"]), sa.func.left(text, 3)),
+        (first == "20", sa.case((sa.func.left(text, 3) < "202", "2A"), else_="2B")),
+        else_=first,
+    )
+    return sa.case(
+        (column.is_(None), sa.null()),
+        (text.regexp_match(_whole(DEPARTMENT_PATTERN)), text),
+        (text.regexp_match(_whole(POSTCODE_PATTERN)), french),
+        else_=sa.func.btrim(first, _text(WHITESPACE)),
+    )
+
+
+def amount_range(column: ColumnElement, ctx: SqlContext) -> ColumnElement:
+    # Numbers only: text amounts (parsed, written back as "100-250") stay in Python.
+    low = sa.case(
+        *((column >= bound, sa.literal(bound)) for bound in reversed(AMOUNT_BOUNDS[1:])),
+        else_=sa.literal(0),
+    )
+    negative = -sa.case(
+        *((-column >= bound, sa.literal(bound)) for bound in reversed(AMOUNT_BOUNDS[1:])),
+        else_=sa.literal(0),
+    )
+    # PostgreSQL sorts NaN above every number, so it would take the widest range: left as
+    # it is, as in Python
+    nan = sa.cast(column, sa.Text) == "NaN"
+    amount = sa.case((nan, column), (column < 0, negative), else_=low)
+    return sa.cast(_unless_null(column, amount), column.type)
+
+
+SQL_STRATEGIES: dict[str, tuple[SqlStrategy, frozenset[str]]] = {
+    # strategy: (expression, the column kinds it is written for)
+    "null": (null, frozenset({"text", "integer", "numeric", "date", "datetime", "other"})),
+    "redact": (redact, frozenset({"text"})),
+    "keyed_hash": (keyed_hash, frozenset({"text"})),
+    "pseudonym": (pseudonym, frozenset({"text"})),
+    "year": (year, frozenset({"date", "datetime"})),
+    "department": (department, frozenset({"text"})),
+    "amount_range": (amount_range, frozenset({"integer", "numeric"})),
+}
+
+
+def sql_form(name: str, column: ColumnFacts) -> SqlStrategy | None:
+    """The expression for this strategy on this column, or None (apply it in Python)."""
+    form = SQL_STRATEGIES.get(name)
+    if form is None or column.kind not in form[1]:
+        return None
+    return form[0]

@@ -1,0 +1,405 @@
+"""Erasing: a part of a run claims due lifecycles batch by batch, erases their data in
+the shop, audits it and marks them erased.
+
+    store transaction:  claim a batch: lock it, mark it erased as of the run's clock
+                        (the rows chosen FOR UPDATE SKIP LOCKED on PostgreSQL)
+      shop transaction: apply the strategies of every claimed lifecycle
+                        receipts committed for deleted rows (worker/store/receipts.py)
+                        commit
+      audit rows, suppression hashes, failures set back to active (and to their
+      earlier erasure time), payloads dropped
+    commit; receipts dropped
+
+A lifecycle whose erasure failed is due again for the next run, never for the run
+that failed it: its parts skip it, so a run tries each lifecycle once and audits a
+failure once.
+
+A killed worker loses at most its open batch: the store rolls back, the claimed
+lifecycles are due again, and the strategies are idempotent, so the next sweep
+finishes them with one audit row per erasure. If the shop had committed, rows
+it deleted cannot be found again: the next sweep takes their count and
+suppression hashes from the receipts.
+
+The claim is worker/sweeps/claims.py; the run a part belongs to is worker/sweeps/run.py, whose
+`run_sweep` runs the first part (tasks/sweep.py runs the others). The audit rows
+written here are read back by worker/store/audit.py.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import select, update
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.orm import Session
+
+from worker.domain.hashing import subject_ref
+from worker.domain.register import Register
+from worker.domain.sweep_rules import DueLifecycle, LoggedEvent, rule_text
+from worker.settings import Settings
+from worker.shop.apply import Applied, apply_targets
+from worker.shop.binding import BoundTarget, ShopUnavailable, shop_engine
+from worker.shop.constraints import failure_text
+from worker.store import receipts, suppression
+from worker.store.audit import COLUMNS as AUDIT_COLUMNS
+from worker.store.payloads import drop_erased_payloads
+from worker.store.reads import events_of
+from worker.store.schema import Erasure, PurgeRun, StoredEvent, StoredLifecycle
+from worker.store.sessions import ONE_OF_CHUNK, chunks, now_utc, one_of, transaction
+from worker.sweeps.claims import claim_batch, subject_targets, targets_of
+from worker.sweeps.runs import SweepRefused, ahead_of_the_clock, heartbeat, load_run
+
+Progress = Callable[[int], None]
+
+
+@dataclass
+class _BatchOutcome:
+    audit: list[dict[str, Any]] = field(default_factory=list)
+    erased_ids: list[int] = field(default_factory=list)
+    failed_ids: list[int] = field(default_factory=list)
+    rows: int = 0
+    suppressed: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+def run_part(
+    settings: Settings,
+    register: Register,
+    bound: dict[str, list[BoundTarget]],
+    run_id: int,
+    now: datetime,
+    progress: Progress | None = None,
+) -> None:
+    """Erase due lifecycles batch by batch until none is left to claim."""
+    # Whoever reaches the broker can name any run: only one that is running (planned
+    # within its limits, or approved by a DPO) erases anything.
+    run = load_run(settings, run_id)
+    if run.status != "running":
+        raise SweepRefused(f"run {run_id} is {run.status}, not running: it erases nothing")
+    if ahead_of_the_clock(run.now_at):
+        raise SweepRefused(f"run {run_id} is set ahead of the real clock: it erases nothing")
+    engine = shop_engine(settings.shop_database_url)
+    receipts_at = receipts.receipts_url(settings.database_url)
+    receipts_in_store = receipts.in_store(settings.database_url)
+    after: tuple[datetime, int] | None = None
+    while True:
+        with transaction(settings.database_url) as session:
+            claimed = claim_batch(session, run_id, now, after, settings.sweep.batch)
+            if not claimed:
+                break
+            after = (claimed[-1].deadline_at, claimed[-1].id)
+            events = _events_of(session, sorted({lc.subject for lc in claimed}))
+            keeper = _ReceiptKeeper.for_batch(receipts_at, run_id, claimed, bound)
+            outcome = _erase(engine, claimed, bound, register, events, settings.secret, keeper)
+            _record(session, run_id, register, claimed, outcome, events, now)
+            if receipts_in_store:
+                # dropped with the commit of the audit rows they stood for
+                receipts.forget(session.connection(), keeper.touched)
+            heartbeat(session, run_id)
+        if not receipts_in_store:
+            receipts.forget(receipts_at, keeper.touched)  # the audit rows are committed
+        if progress:
+            progress(len(claimed))
+
+
+def _needs_receipt(bound: BoundTarget) -> bool:
+    """Deleted rows cannot be counted twice, nor anonymised addresses hashed again."""
+    return bound.target.delete_rows or bool(bound.target.suppress)
+
+
+@dataclass
+class _ReceiptKeeper:
+    """A batch's receipts (worker/store/receipts.py): an earlier try's, read at claim time, and
+    this try's, committed before each shop commit."""
+
+    url: str
+    run_id: int
+    earlier: dict[tuple[int, str], receipts.Receipt]
+    touched: set[int] = field(default_factory=set)
+
+    @classmethod
+    def for_batch(
+        cls,
+        url: str,
+        run_id: int,
+        claimed: list[DueLifecycle],
+        bound: dict[str, list[BoundTarget]],
+    ) -> _ReceiptKeeper:
+        ids = [
+            lc.id for lc in claimed if any(_needs_receipt(b) for b in bound.get(lc.activity, []))
+        ]
+        earlier = receipts.load(url, ids) if ids else {}
+        return cls(url, run_id, earlier, {i for i, _ in earlier})
+
+    def keep(self, items: list[tuple[DueLifecycle, list[BoundTarget]]], applied: Applied) -> None:
+        """Add what an earlier try already deleted to `applied`, then commit this try's
+        receipts; called inside the shop transaction, before it commits."""
+        suppressed: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
+        for subject, value_hash, activity in applied.suppressed:
+            suppressed[(subject, activity)].append((value_hash, activity))
+        written: list[tuple[int, str, receipts.Receipt]] = []
+        for lc, targets in items:
+            for b in targets:
+                if not _needs_receipt(b):
+                    continue
+                key = (lc.subject, lc.activity, b.name)
+                mine = suppressed[(lc.subject, lc.activity)]
+                # An earlier try's receipt stands whatever the deadline is now: new events
+                # since (a second unsubscription) do not undo what it deleted.
+                before = self.earlier.get((lc.id, b.name))
+                if before is not None:
+                    applied.rows[key] = max(applied.rows[key], before.rows)
+                    for pair in before.suppressed:
+                        if pair not in mine:
+                            mine.append(pair)
+                            applied.suppressed.append((lc.subject, *pair))
+                if applied.rows[key] or mine:
+                    written.append(
+                        (
+                            lc.id,
+                            b.name,
+                            receipts.Receipt(lc.deadline_at, applied.rows[key], list(mine)),
+                        )
+                    )
+        receipts.write(self.url, self.run_id, written)
+        self.touched.update(lifecycle_id for lifecycle_id, _, _ in written)
+
+
+def _events_of(session: Session, subjects: list[str]) -> dict[str, list[tuple[str, LoggedEvent]]]:
+    found: dict[str, list[tuple[str, LoggedEvent]]] = defaultdict(list)
+    for chunk in chunks(subjects, ONE_OF_CHUNK):
+        query = select(
+            StoredEvent.id, StoredEvent.subject, StoredEvent.type, StoredEvent.occurred_at
+        ).where(one_of(StoredEvent.subject, chunk, session.get_bind()))
+        for row in session.execute(query):
+            found[row.subject].append((row.id, LoggedEvent(row.type, row.occurred_at)))
+    return found
+
+
+def _erase(
+    engine: sa.Engine,
+    claimed: list[DueLifecycle],
+    bound: dict[str, list[BoundTarget]],
+    register: Register,
+    events: dict[str, list[tuple[str, LoggedEvent]]],
+    secret: bytes,
+    keeper: _ReceiptKeeper,
+) -> _BatchOutcome:
+    items = targets_of(claimed, bound)
+    pairs = subject_targets(items)
+    outcome = _BatchOutcome()
+    try:
+        # The whole batch in one shop transaction: each lifecycle is erased whole or
+        # not at all, at the cost of one transaction per batch instead of per subject.
+        with engine.begin() as connection:
+            applied = apply_targets(connection, pairs, secret)
+            keeper.keep(items, applied)
+        results: dict[int, Applied | str] = {lc.id: applied for lc, _ in items}
+    except (OperationalError, InterfaceError) as exc:
+        raise ShopUnavailable(shop_down(exc)) from None
+    except Exception:
+        # One subject's row broke a constraint, or a value no strategy could read (or a
+        # bug met on one row): retry subject by subject so the others still go, and only
+        # that one is audited as failed instead of every sweep dying on it.
+        results = {}
+        for lc, targets in items:
+            try:
+                with engine.begin() as connection:
+                    alone = apply_targets(connection, [(lc.subject, b) for b in targets], secret)
+                    keeper.keep([(lc, targets)], alone)
+                results[lc.id] = alone
+            except (OperationalError, InterfaceError) as exc:
+                raise ShopUnavailable(shop_down(exc)) from None
+            except Exception as exc:  # its constraint at most: a message may quote the row
+                results[lc.id] = failure_text(exc)
+    activities = {a.id: a for a in register.activities}
+    tz = register.tz
+    moment = now_utc()
+    seen_suppressed: set[int] = set()
+    refs: dict[str, str] = {}
+    for lc, targets in items:
+        result = results[lc.id]
+        activity = activities.get(lc.activity)
+        rule = (
+            rule_text(activity, lc, [e for _, e in events.get(lc.subject, [])], tz)
+            if activity
+            else f"{lc.activity}: not in the register any more"
+        )
+        ref = refs.get(lc.subject)
+        if ref is None:
+            # a customer's three activities are usually due in the same batch
+            ref = refs[lc.subject] = subject_ref(secret, lc.subject)
+        base = {"subject_ref": ref, "activity": lc.activity, "rule": rule, "erased_at": moment}
+        if activity is None or isinstance(result, str):
+            outcome.failed_ids.append(lc.id)
+            why = result if isinstance(result, str) else "no activity"
+            for b in targets or [None]:
+                columns, strategy = b.audit_text if b else ("-", "-")
+                outcome.audit.append(
+                    {
+                        **base,
+                        "target": b.name if b else "-",
+                        "columns": columns,
+                        "strategy": f"{strategy} (failed: {why})",
+                        "outcome": "failed",
+                        "rows": 0,
+                    }
+                )
+            continue
+        outcome.erased_ids.append(lc.id)
+        if id(result) not in seen_suppressed:
+            seen_suppressed.add(id(result))
+            outcome.suppressed.extend(result.suppressed)
+        if not targets:
+            outcome.audit.append(
+                {
+                    **base,
+                    "target": "-",
+                    "columns": "-",
+                    "strategy": "-",
+                    "outcome": "nothing_to_erase",
+                    "rows": 0,
+                }
+            )
+        for b in targets:
+            rows = result.rows.get((lc.subject, lc.activity, b.name), 0)
+            if b.target.columns or b.target.delete_rows:
+                columns, strategy = b.audit_text
+                outcome.rows += rows
+                outcome.audit.append(
+                    {
+                        **base,
+                        "target": b.name,
+                        "columns": columns,
+                        "strategy": strategy,
+                        "outcome": "erased" if rows else "nothing_to_erase",
+                        "rows": rows,
+                    }
+                )
+            if b.target.keeps and rows:
+                outcome.audit.append(
+                    {
+                        **base,
+                        "rule": b.target.note or rule,
+                        "target": b.name,
+                        "columns": ",".join(b.target.keeps),
+                        "strategy": "kept_by_law",
+                        "outcome": "kept_by_law",
+                        "rows": rows,
+                    }
+                )
+    return outcome
+
+
+def _record(
+    session: Session,
+    run_id: int,
+    register: Register,
+    claimed: list[DueLifecycle],
+    outcome: _BatchOutcome,
+    events: dict[str, list[tuple[str, LoggedEvent]]],
+    run_now: datetime,
+) -> None:
+    now = now_utc()
+    if outcome.audit:
+        _append_audit(session, [{**row, "run_id": run_id} for row in outcome.audit])
+    suppression.record(
+        session, _oppositions(session, register, claimed, outcome, events, run_now), now
+    )
+    if outcome.failed_ids:
+        # Claimed as erased; they stay due for the next run, not for this one's parts, and
+        # keep the time of the last erasure that succeeded (the claim set the run's).
+        failed = set(outcome.failed_ids)
+        lc = StoredLifecycle.__table__.c
+        session.connection().execute(
+            update(StoredLifecycle.__table__)
+            .where(lc.id == sa.bindparam("lifecycle_id"))
+            .values(
+                state="active",
+                failed_run_id=run_id,
+                updated_at=now,
+                erased_at=sa.bindparam("erased_before"),
+            ),
+            [
+                {"lifecycle_id": c.id, "erased_before": c.erased_at}
+                for c in claimed
+                if c.id in failed
+            ],
+        )
+    drop_erased_payloads(session, register, sorted({lc.subject for lc in claimed}), events)
+    session.execute(
+        update(PurgeRun)
+        .where(PurgeRun.id == run_id)
+        .values(
+            erased=PurgeRun.erased + len(outcome.erased_ids),
+            failed=PurgeRun.failed + len(outcome.failed_ids),
+            rows=PurgeRun.rows + outcome.rows,
+        )
+    )
+
+
+def _oppositions(
+    session: Session,
+    register: Register,
+    claimed: list[DueLifecycle],
+    outcome: _BatchOutcome,
+    events: dict[str, list[tuple[str, LoggedEvent]]],
+    now: datetime,
+) -> dict[str, suppression.Entry]:
+    """The addresses read from erased rows, each dated by its person's objection: a
+    subscription the list already knows of that is later (the person came back, maybe
+    under another subject) keeps the address off the list (worker/store/suppression.py).
+
+    Each is marked erased now, on the real clock (a sweep's own may be set in the past),
+    as are the hashes the erased subjects' own events carried (`match=`; the shop may
+    have deleted its row itself): an opposition's period counts from the erasure."""
+    erased_at = now_utc()
+    activities = {a.id: a for a in register.activities}
+    deadlines = {(lc.subject, lc.activity): lc.deadline_at for lc in claimed}
+    entries: dict[str, suppression.Entry] = {}
+    for subject, value_hash, activity_id in outcome.suppressed:
+        at = deadlines.get((subject, activity_id), now)
+        if (activity := activities.get(activity_id)) is not None:
+            logged = ((e.type, e.occurred_at) for _, e in events.get(subject, []))
+            at = suppression.opposed_at(activity, logged, at, now)
+        entry = suppression.Entry(activity_id, opposed_at=at, erased_at=erased_at)
+        suppression.add(entries, value_hash, entry)
+    suppressing = {
+        a.id for a in register.activities if any(t.suppress for r in a.retention for t in r.targets)
+    }
+    erased = set(outcome.erased_ids)
+    subjects = sorted(
+        {lc.subject for lc in claimed if lc.id in erased and lc.activity in suppressing}
+    )
+    if subjects:
+        carried = (e for history in events_of(session, subjects).values() for e in history)
+        for value_hash, entry in suppression.entries_from_events(carried, register).items():
+            suppression.add(entries, value_hash, replace(entry, erased_at=erased_at))
+    return entries
+
+
+# the audit row as `lethe audit` shows it, less the id the database assigns
+_AUDIT_COLUMNS = tuple(c for c in AUDIT_COLUMNS if c != "id")
+
+
+def _append_audit(session: Session, rows: list[dict[str, Any]]) -> None:
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        connection.execute(Erasure.__table__.insert(), rows)
+        return
+    # COPY: the audit is the sweep's largest write, and COPY takes it three times faster.
+    cursor = connection.connection.driver_connection.cursor()
+    with cursor.copy(f"COPY erasures ({', '.join(_AUDIT_COLUMNS)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row([row[c] for c in _AUDIT_COLUMNS])
+
+
+def shop_down(exc: Exception) -> str:
+    return (
+        f"the shop database became unreachable ({type(exc).__name__}); this batch was rolled "
+        "back, due lifecycles stay due and the next sweep tries again"
+    )
