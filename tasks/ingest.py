@@ -1,4 +1,4 @@
-"""The ingest tasks: thin, they parse the message and call worker.ingest.
+"""The ingest tasks: thin, they parse the message and call worker.pipeline.ingest.
 
 Two entry points, one handler:
 - `lethe.ingest` takes a batch (from `emit_many` / `emit --file`) per message;

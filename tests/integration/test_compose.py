@@ -1,7 +1,7 @@
 """The compose stack, validated without a Docker engine (none runs here): Debian's
 docker-compose parses and resolves docker-compose.yml with the example env file, and the
 resolved stack has the services, volumes, health checks and settings ops rely on. Nothing is
-built or started: the README says so."""
+built or started: docs/operations.md says so."""
 
 from __future__ import annotations
 

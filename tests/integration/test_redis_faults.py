@@ -138,10 +138,10 @@ except BrokerUnavailable as error:
 def test_a_redis_killed_and_started_again_keeps_what_it_acknowledged(
     distributed: Lethe, own_redis: OwnRedis
 ):
-    # README, Delivery guarantees: what Redis acknowledged is in its append-only file, so
+    # docs/pipeline.md, Delivery guarantees: what Redis acknowledged is in its append-only file, so
     # a crash of the server process loses none of it; a worker waits for Redis to come
     # back. Redis is killed while no message is on its way to a worker: one Redis has
-    # taken off the queue and not yet handed over can be lost (README).
+    # taken off the queue and not yet handed over can be lost (docs/pipeline.md).
     lethe = distributed
     lethe.env["LETHE_BROKER_URL"] = own_redis.url
     del lethe.env["LETHE_VISIBILITY_TIMEOUT"]  # nothing may come back by a timeout

@@ -269,7 +269,7 @@ def test_a_shop_that_is_down_leaves_everything_due_and_says_so(lethe: Lethe, req
 def test_beat_retries_a_sweep_whose_shop_was_down_and_the_same_run_erases_once_it_is_back(
     embedded: Lethe, request
 ):
-    # README: a shop database that is down fails the attempt with an ALERT; every
+    # docs/sweeps.md: a shop database that is down fails the attempt with an ALERT; every
     # lifecycle stays due and beat's task retries the same run (30 s, then doubling).
     shop = _ready(embedded, request, people=80)
     due = _due(shop)
@@ -405,7 +405,7 @@ def test_placing_or_lifting_a_hold_waits_for_an_ingestion_of_that_subject(
 def test_a_hold_placed_before_any_event_covers_the_lifecycles_the_events_open(
     lethe: Lethe, request
 ):
-    # README: a hold may precede events; it covers the subject's lifecycles once they exist
+    # docs/sweeps.md: a hold may precede events; it covers the subject's lifecycles once they exist
     from datetime import datetime
 
     from worker.demo.shop import metadata
@@ -803,7 +803,7 @@ def test_a_sweep_far_larger_than_usual_waits_for_approval(embedded: Lethe, reque
 def test_an_approval_is_for_one_stopped_run_and_the_register_it_was_planned_with(
     embedded: Lethe, request, tmp_path
 ):
-    # README: a sweep stops for approval when it is the first with a new or changed
+    # docs/sweeps.md: a sweep stops for approval when it is the first with a new or changed
     # register (approval is per register content); `--approve RUN` lets a stopped run go on
     shop = _ready(embedded, request, people=80)  # the shipped register is approved
     register = copy_register(tmp_path)

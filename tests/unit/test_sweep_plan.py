@@ -127,7 +127,7 @@ def test_most_of_a_table_at_once_waits():
 
 
 def test_the_limits_are_more_than_and_read_the_last_ten_sweeps():
-    # README: more than 10 x the median, more than 50 % of a table's rows
+    # docs/sweeps.md: more than 10 x the median, more than 50 % of a table's rows
     history = [100, 110, 105]  # three sweeps are enough for a median
     assert approval_reasons(1_050, history, False, {}, {}, LIMITS) == []
     assert approval_reasons(1_051, history, False, {}, {}, LIMITS) == [

@@ -21,7 +21,7 @@ row, must not put the address back.
 
 An address is kept `LETHE_SUPPRESSION_DAYS` (three years) after the latest of
 the two and of the sweep that erased the data holding it, the CNIL's measure
-for an opposition list (README, "The suppression list"); an opposition is
+for an opposition list (docs/sweeps.md, "The suppression list"); an opposition is
 never dropped before a sweep erased it after that opposition. Each sweep that
 goes ahead drops what is older (worker/sweeps/run.py, `_housekeeping`), never the
 ingestion of an event.
