@@ -17,6 +17,7 @@ from typing import Any
 import pendulum
 
 from worker.domain.contact_details import id_is_contact_detail, value_has_contact_details
+from worker.domain.event_data import missing_data
 from worker.domain.register import LONGEST_KEEP_YEARS, Register
 
 REQUIRED = ("id", "type", "subject", "occurred_at")
@@ -116,6 +117,8 @@ def parse_event(raw: Any, register: Register) -> Event:
     if not isinstance(data, dict):
         raise EventRefused("field data must be a JSON object")
     _check_plain_json(data)
+    if (reason := missing_data(event_type, data)) is not None:
+        raise EventRefused(reason)
     if register.is_hold_event(event_type):
         _check_case(data, register.holds.case)
     return Event(
