@@ -352,7 +352,10 @@ def test_audit_of_an_unknown_run_says_so_and_keeps_the_format(lethe) -> None:
     assert json.loads(result.stdout) == []
 
 
-@pytest.mark.parametrize("command", [["status"], ["emit", "contact.made", "--subject", "c:1"]])
+@pytest.mark.parametrize(
+    "command",
+    [["status"], ["emit", "contact.made", "--direction", "inbound", "--subject", "c:1"]],
+)
 def test_a_home_that_cannot_hold_files_is_named_with_the_remedy(
     lethe, tmp_path: Path, command: list[str]
 ):
@@ -424,6 +427,8 @@ def test_emit_to_a_broker_that_accepts_but_never_answers_fails_instead_of_hangin
         result = lethe(
             "emit",
             "contact.made",
+            "--direction",
+            "outbound",
             "--subject",
             "customer:1",
             LETHE_BROKER_URL={
