@@ -164,7 +164,8 @@ def fill_store(url: str, n: dict[str, int]) -> int:
                 sa.text(
                     f"""INSERT INTO events SELECT '{prefix}' || i || '-ev', 'contact.made',
                     '{prefix}' || i, timestamptz '2019-06-01 10:00+00',
-                    '{{"channel":"form","direction":"inbound"}}', now() FROM generate_series(1, {count}) i ON CONFLICT DO NOTHING"""
+                    '{{"channel":"form","direction":"inbound"}}', now()
+                    FROM generate_series(1, {count}) i ON CONFLICT DO NOTHING"""
                 )
             )
         connection.execute(sa.text("ANALYZE"))
