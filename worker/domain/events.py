@@ -117,17 +117,12 @@ def parse_event(raw: Any, register: Register) -> Event:
     if not isinstance(data, dict):
         raise EventRefused("field data must be a JSON object")
     _check_plain_json(data)
-    if (reason := missing_data(event_type, data)) is not None:
-        raise EventRefused(reason)
     if register.is_hold_event(event_type):
         _check_case(data, register.holds.case)
-    return Event(
-        id=event_id,
-        type=event_type,
-        subject=subject,
-        occurred_at=parse_instant(raw["occurred_at"], "occurred_at"),
-        data=data,
-    )
+    occurred_at = parse_instant(raw["occurred_at"], "occurred_at")
+    if (reason := missing_data(event_type, data)) is not None:
+        raise EventRefused(reason)
+    return Event(id=event_id, type=event_type, subject=subject, occurred_at=occurred_at, data=data)
 
 
 def _check_plain_json(data: dict[str, Any]) -> None:
