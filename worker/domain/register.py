@@ -7,6 +7,7 @@ fixes a broken register in one pass.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from functools import cached_property
 from typing import Annotated, Any, Literal
@@ -235,6 +236,26 @@ def matching(entries: Iterable[Entry], event_type: str, data: Mapping[str, Any])
     return any(entry.matches(event_type, data) for entry in entries)
 
 
+@dataclass(frozen=True)
+class Matcher:
+    """A list of entries made quick to ask: a set lookup for the plain types, the data
+    compared only for entries with a `when` (the arithmetic asks this for every event)."""
+
+    types: frozenset[str]
+    filtered: tuple[Entry, ...] = ()
+
+    @classmethod
+    def of(cls, entries: Iterable[Entry], also: Iterable[str] = ()) -> Matcher:
+        entries = list(entries)
+        plain = {e.type for e in entries if not e.when} | set(also)
+        return cls(frozenset(plain), tuple(e for e in entries if e.when))
+
+    def __call__(self, event_type: str, data: Mapping[str, Any]) -> bool:
+        if event_type in self.types:
+            return True
+        return any(entry.matches(event_type, data) for entry in self.filtered)
+
+
 class Rule(_Strict):
     clock: Entries = Field(default_factory=list)
     opens_on: Entries = Field(default_factory=list)
@@ -253,6 +274,19 @@ class Rule(_Strict):
     @classmethod
     def _parse_keep(cls, value: Any) -> Duration:
         return _duration(value)
+
+    @cached_property
+    def matchers(self) -> dict[str, Matcher | None]:
+        """clock, opens_on, ends_on and reopens_on as matchers (reopens_on None when absent);
+        `ends_without_consent` adds the consent's otherwise_ends_on to ends_on."""
+        otherwise = self.consent.otherwise_ends_on if self.consent else []
+        return {
+            "clock": Matcher.of(self.clock),
+            "opens_on": Matcher.of(self.opens_on),
+            "ends_on": Matcher.of(self.ends_on),
+            "ends_without_consent": Matcher.of(self.ends_on, otherwise),
+            "reopens_on": None if self.reopens_on is None else Matcher.of(self.reopens_on),
+        }
 
     @cached_property
     def event_types(self) -> frozenset[str]:

@@ -16,7 +16,7 @@ from functools import lru_cache
 import pendulum
 
 from worker.domain.events import Event
-from worker.domain.register import Activity, Entry, Register, Rule, matching
+from worker.domain.register import Activity, Matcher, Register, Rule
 
 
 class State(StrEnum):
@@ -169,14 +169,14 @@ def is_held(events: Iterable[Event], register: Register) -> bool:
 
 def _apply_rule(rule: Rule, events: list[Event], tz: pendulum.Timezone) -> _Outcome:
     consented = _has_consent(rule, events)
-    ends = list(rule.ends_on)
-    if rule.consent and not consented:
-        ends += [Entry(type=t) for t in rule.consent.otherwise_ends_on]
-    ticks = _matching(rule.clock, events)
+    matchers = rule.matchers
+    ends = matchers["ends_without_consent" if rule.consent and not consented else "ends_on"]
+    ticks = _matching(matchers["clock"], events)
     ended = _latest(_matching(ends, events))
-    opened = _latest(_matching(rule.opens_on, events))
+    opened = _latest(_matching(matchers["opens_on"], events))
     clocked = _latest(ticks)
-    reopener = clocked if rule.reopens_on is None else _latest(_matching(rule.reopens_on, events))
+    reopens = matchers["reopens_on"]
+    reopener = clocked if reopens is None else _latest(_matching(reopens, events))
     later = [e.occurred_at for e in (opened, reopener) if e is not None]
 
     # An end (unsubscribe, erasure request, rejection without consent) wins over
@@ -216,8 +216,12 @@ def _without_clock(rule: Rule, events: list[Event]) -> Event:
     return consents or min(events, key=lambda e: (e.occurred_at, e.id))
 
 
-def _matching(entries: list[Entry], events: list[Event]) -> list[Event]:
-    return [e for e in events if matching(entries, e.type, e.data)]
+def _matching(matcher: Matcher | None, events: list[Event]) -> list[Event]:
+    if matcher is None:
+        return []
+    if not matcher.filtered:
+        return [e for e in events if e.type in matcher.types]
+    return [e for e in events if matcher(e.type, e.data)]
 
 
 def _clock_deadline(
