@@ -71,6 +71,8 @@ def realistic_events(count: int, seed: int = 42) -> list[dict]:
             data["distributor"] = rng.choice(["DIST-NORD", "DIST-SUD", "DIST-EST"])
         if event_type == "candidate.rejected":
             data["keep"] = rng.random() < 0.3
+        if event_type == "contact.made":
+            data["direction"] = rng.choice(["inbound", "outbound"])
         day = rng.randrange(0, 6 * 365)
         occurred = time.strftime(
             "%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(1577836800 + day * 86400 + rng.randrange(86400))

@@ -163,8 +163,9 @@ def fill_store(url: str, n: dict[str, int]) -> int:
             connection.execute(
                 sa.text(
                     f"""INSERT INTO events SELECT '{prefix}' || i || '-ev', 'contact.made',
-                    '{prefix}' || i, timestamptz '2019-06-01 10:00+00', '{{"channel":"form"}}',
-                    now() FROM generate_series(1, {count}) i ON CONFLICT DO NOTHING"""
+                    '{prefix}' || i, timestamptz '2019-06-01 10:00+00',
+                    '{{"channel":"form","direction":"inbound"}}', now()
+                    FROM generate_series(1, {count}) i ON CONFLICT DO NOTHING"""
                 )
             )
         connection.execute(sa.text("ANALYZE"))

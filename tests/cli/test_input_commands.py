@@ -352,7 +352,10 @@ def test_audit_of_an_unknown_run_says_so_and_keeps_the_format(lethe) -> None:
     assert json.loads(result.stdout) == []
 
 
-@pytest.mark.parametrize("command", [["status"], ["emit", "contact.made", "--subject", "c:1"]])
+@pytest.mark.parametrize(
+    "command",
+    [["status"], ["emit", "contact.made", "--direction", "inbound", "--subject", "c:1"]],
+)
 def test_a_home_that_cannot_hold_files_is_named_with_the_remedy(
     lethe, tmp_path: Path, command: list[str]
 ):
@@ -424,6 +427,8 @@ def test_emit_to_a_broker_that_accepts_but_never_answers_fails_instead_of_hangin
         result = lethe(
             "emit",
             "contact.made",
+            "--direction",
+            "outbound",
             "--subject",
             "customer:1",
             LETHE_BROKER_URL={
@@ -443,3 +448,51 @@ def test_a_bad_broker_setting_is_refused_in_one_line_naming_it(lethe) -> None:
     result = lethe("emit", "order.closed", "--subject", "customer:1", LETHE_PREFETCH="abc")
     assert_clean_failure(result, 1)
     assert "LETHE_PREFETCH='abc' is not a whole number" in result.stderr
+
+
+# Contact direction: contact.made says which way it went, or is refused before it is sent
+
+
+def test_emit_contact_without_a_direction_is_refused_with_the_remedy(lethe) -> None:
+    result = lethe("emit", "contact.made", "--subject", "prospect:p-1")
+    assert_clean_failure(result, 1)
+    assert "event refused: contact.made needs data.direction: send inbound" in result.stderr
+    assert "sent" not in result.stderr
+
+
+def test_emit_direction_takes_only_inbound_or_outbound(lethe) -> None:
+    result = lethe("emit", "contact.made", "--direction", "both", "--subject", "prospect:p-1")
+    assert_clean_failure(result, 2)
+    assert "Invalid value for '--direction'" in result.stderr
+    assert "'inbound', 'outbound'" in result.stderr
+    clash = lethe(
+        "emit",
+        "contact.made",
+        "--direction",
+        "inbound",
+        "--data",
+        "direction=outbound",
+        "--subject",
+        "prospect:p-1",
+    )
+    assert_clean_failure(clash, 2)
+    assert "--direction and --data direction=... disagree" in clash.stderr
+
+
+def test_emit_file_refuses_a_contact_without_a_direction_by_its_line(lethe, tmp_path) -> None:
+    events = tmp_path / "events.jsonl"
+    lines = [
+        {"id": "c1", "type": "contact.made", "data": {"direction": "outbound"}},
+        {"id": "c2", "type": "contact.made", "data": {"channel": "phone"}},
+    ]
+    events.write_text(
+        "".join(
+            json.dumps({**e, "subject": "customer:1", "occurred_at": "2025-06-12T15:00:00+02:00"})
+            + "\n"
+            for e in lines
+        )
+    )
+    result = lethe("emit", "--file", str(events))
+    assert_clean_failure(result, 3)
+    assert f"{events}:2: refused: contact.made needs data.direction" in result.stderr
+    assert "sent 1, refused 1" in result.stderr

@@ -301,7 +301,7 @@ def test_bad_lines_are_refused_with_their_line_and_the_rest_is_still_computed(tm
                 '{"id": "e5", "type": "contact.made", "subject": "42", '
                 '"occurred_at": "2025-11-03T11:45:00+01:00"}',
                 '{"id": "e6", "type": "contact.made", "subject": "prospect:p-2", '
-                '"occurred_at": "2025-11-03T11:45:00+01:00"}',
+                '"occurred_at": "2025-11-03T11:45:00+01:00", "data": {"direction": "inbound"}}',
             ]
         )
         + "\n",
@@ -396,3 +396,75 @@ def test_a_dispute_whose_case_is_an_address_or_a_phone_is_refused_without_echoin
     assert address not in result.stderr and phone not in result.stderr
     states = {(r["subject"], r["state"]) for r in json.loads(result.stdout)}
     assert states == {("customer:42", "due"), ("customer:7", "held")}
+
+
+# Contact direction: samples/contact-direction.jsonl tells the two stories
+STORIES = "samples/contact-direction.jsonl"
+
+
+@pytest.mark.parametrize(
+    ("subject", "activity", "anchor_at", "deadline_at"),
+    [
+        # wrote in February 2023, called by the shop in June 2025: due since February 2026
+        (
+            "prospect:p-3001",
+            "website.prospects",
+            "2023-02-14T10:00:00+01:00",
+            "2026-02-14T10:00:00+01:00",
+        ),
+        # last order March 2020, the shop's e-mail logged January 2024: due since March 2025
+        (
+            "customer:3002",
+            "crm.customers",
+            "2020-03-10T11:00:00+01:00",
+            "2025-03-10T11:00:00+01:00",
+        ),
+        (
+            "customer:3002",
+            "website.accounts",
+            "2020-03-10T11:00:00+01:00",
+            "2025-03-10T11:00:00+01:00",
+        ),
+        # the same e-mail written by the customer renews the relationship
+        (
+            "customer:3003",
+            "crm.customers",
+            "2024-01-22T09:00:00+01:00",
+            "2029-01-22T09:00:00+01:00",
+        ),
+    ],
+)
+def test_only_the_persons_own_contact_renews_the_clock(subject, activity, anchor_at, deadline_at):
+    result = simulate(STORIES, "--now", NOW)
+    assert result.returncode == 0, result.stderr
+    found = row(json.loads(result.stdout), subject, activity)
+    assert (found["anchor_at"], found["deadline_at"]) == (anchor_at, deadline_at)
+    assert found["state"] == ("active" if deadline_at > "2026-11" else "due")
+
+
+def test_a_contact_without_a_direction_is_refused_with_its_line(tmp_path):
+    events = tmp_path / "events.jsonl"
+    lines = [
+        {"id": "c1", "type": "contact.made", "data": {"direction": "inbound"}},
+        {"id": "c2", "type": "contact.made"},
+        {"id": "c3", "type": "contact.made", "data": {"direction": "jean.dupont@example.fr"}},
+        {"id": "c4", "type": "contact.made", "data": {"direction": "outbound"}},
+    ]
+    events.write_text(
+        "".join(
+            json.dumps({**e, "subject": "prospect:p-9", "occurred_at": "2025-06-12T15:00:00+02:00"})
+            + "\n"
+            for e in lines
+        )
+    )
+    result = simulate(str(events), "--now", NOW)
+    assert result.returncode == 3
+    refusals = [line for line in result.stderr.splitlines() if ": refused: " in line]
+    assert [line.split(": refused: ")[0] for line in refusals] == [f"{events}:2", f"{events}:3"]
+    assert "contact.made needs data.direction: send inbound (the person wrote" in refusals[0]
+    assert "data.direction of contact.made is not one of inbound, outbound" in refusals[1]
+    assert "jean.dupont" not in result.stderr
+    # the two accepted contacts still count: the inbound one starts the 3 years
+    assert row(json.loads(result.stdout), "prospect:p-9", "website.prospects")["deadline_at"] == (
+        "2028-06-12T15:00:00+02:00"
+    )

@@ -188,7 +188,8 @@ def teach_loyalty_joined(register: Path) -> None:
         "  loyalty.joined: joined the loyalty programme\n  erasure.requested:",
     )
     text = text.replace(
-        "clock: [order.closed, contact.made]", "clock: [order.closed, contact.made, loyalty.joined]"
+        "clock: [order.closed, {type: contact.made, when: {direction: inbound}}]",
+        "clock: [order.closed, {type: contact.made, when: {direction: inbound}}, loyalty.joined]",
     )
     register.write_text(text)
 

@@ -52,6 +52,7 @@ while not os.path.exists(stop):
         subject=f"customer:{i % 40}",
         id=f"s-{i}",
         occurred_at=f"2024-{1 + i % 12:02d}-{1 + i % 28:02d}T10:00:00+01:00",
+        data={} if i % 3 else {"direction": "inbound"},
     )
     emit(**event)
     sent.write(json.dumps(event) + "\\n")
@@ -66,17 +67,18 @@ BETWEEN_EMITS = """
 import sys, time
 from worker.client import emit, emit_many
 at = "2026-01-05T10:00:00+01:00"
-emit("contact.made", subject="customer:1", id="cut-1", occurred_at=at)
+out = {"direction": "outbound"}
+emit("contact.made", subject="customer:1", id="cut-1", occurred_at=at, data=out)
 print("sent cut-1", flush=True)
 sys.stdin.readline()
 start = time.monotonic()
-emit("contact.made", subject="customer:2", id="cut-2", occurred_at=at)
+emit("contact.made", subject="customer:2", id="cut-2", occurred_at=at, data=out)
 print(f"sent cut-2 in {time.monotonic() - start:.2f}s", flush=True)
 sys.stdin.readline()
 start = time.monotonic()
 report = emit_many([
-    dict(type="contact.made", subject="customer:3", id="cut-3", occurred_at=at),
-    dict(type="contact.made", subject="customer:4", id="cut-4", occurred_at=at),
+    dict(type="contact.made", subject="customer:3", id="cut-3", occurred_at=at, data=out),
+    dict(type="contact.made", subject="customer:4", id="cut-4", occurred_at=at, data=out),
 ])
 print(f"sent {report.sent} in {time.monotonic() - start:.2f}s", flush=True)
 """

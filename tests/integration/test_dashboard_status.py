@@ -120,7 +120,7 @@ def test_events_arriving_for_days_with_no_sweep_ask_whether_beat_runs(distribute
 
 def test_the_embedded_broker_keeps_its_files_under_lethe_home(embedded: Lethe):
     embedded.start_worker()  # started in LETHE_HOME, its current directory
-    embedded.run("emit", "contact.made", "--subject", "customer:1")
+    embedded.run("emit", "contact.made", "--direction", "inbound", "--subject", "customer:1")
     embedded.wait_stored(1)
     assert not (embedded.home / "control").exists()
     assert (embedded.home / "var" / "broker" / "control").is_dir()

@@ -9,6 +9,9 @@ import pytest
 from harness import Lethe, copy_register, wait_for
 from tcp_proxy import TcpProxy
 
+# crm.customers' clock in the shipped register: only the customer's own contact counts
+CRM_CLOCK = "[order.closed, {type: contact.made, when: {direction: inbound}}]"
+
 
 @pytest.fixture
 def proxied_store(distributed: Lethe):
@@ -30,7 +33,7 @@ def test_events_sent_while_the_store_is_down_are_stored_once_it_is_back(
     lethe.python(
         "from worker.client import emit\n"
         "emit('contact.made', subject='prospect:77', id='while-down',"
-        " occurred_at='2026-02-02T10:00:00+01:00')\n"
+        " occurred_at='2026-02-02T10:00:00+01:00', data={'direction': 'inbound'})\n"
     )
     wait_for(
         lambda: "store unavailable, will retry" in lethe.logs[0].read_text(),
@@ -59,10 +62,8 @@ def test_recompute_shows_the_diff_then_applies_a_register_change(
     register = copy_register(tmp_path)
     text = register.read_text()
     shorter = text.replace(
-        "      - clock: [order.closed, contact.made]\n        ends_on: [erasure.requested]\n"
-        "        keep: 5 years",
-        "      - clock: [order.closed, contact.made]\n        ends_on: [erasure.requested]\n"
-        "        keep: 3 years",
+        f"      - clock: {CRM_CLOCK}\n        ends_on: [erasure.requested]\n        keep: 5 years",
+        f"      - clock: {CRM_CLOCK}\n        ends_on: [erasure.requested]\n        keep: 3 years",
     )
     assert shorter != text
     register.write_text(shorter)

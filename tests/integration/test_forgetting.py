@@ -44,7 +44,7 @@ def _visit(n: int, subject: str, at: str = "2020-01-10T10:00:00+01:00") -> dict:
 
 
 SEED = [
-    _event("ask-0", "contact.made", ASKED, "2021-03-01T10:00:00+01:00"),
+    _event("ask-0", "contact.made", ASKED, "2021-03-01T10:00:00+01:00", direction="inbound"),
     _event("ask-1", "erasure.requested", ASKED, "2022-04-01T10:00:00+02:00"),
     *(_visit(n, s) for n, s in enumerate([*VISITORS, DISPUTED, HELD])),
     _visit(10, STILL_A_CUSTOMER),
@@ -150,7 +150,7 @@ def test_a_year_after_the_last_erasure_lethe_forgets_the_person_but_keeps_the_pr
     lethe.python(
         "from worker.client import emit\n"
         f"emit('contact.made', subject={ASKED!r}, id='late-1',"
-        " occurred_at='2020-06-01T10:00:00+02:00')\n"
+        " occurred_at='2020-06-01T10:00:00+02:00', data={'direction': 'inbound'})\n"
     )
     lethe.wait_stored(before + 1)
     late = json.loads(lethe.run("deadlines", "--subject", ASKED, "--format", "json").stdout)

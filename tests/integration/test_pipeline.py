@@ -71,7 +71,8 @@ def test_shop_code_emits_with_the_client_and_addresses_leave_only_as_hashes(leth
     refused = lethe.python(
         "from worker.client import emit, EventInvalid\n"
         "try:\n"
-        "    emit('contact.made', subject='prospect:7', data={'from': 'jeanne@example.org'})\n"
+        "    emit('contact.made', subject='prospect:7',\n"
+        "         data={'direction': 'inbound', 'from': 'jeanne@example.org'})\n"
         "except EventInvalid as exc:\n"
         "    print(exc)\n",
     )
@@ -191,7 +192,16 @@ def test_a_producer_sending_one_event_or_text_where_a_list_belongs_loses_nothing
     lethe.wait_stored(1)
     assert lethe.store_count("events where id = 'alone-1'") == 1
     assert "Paul Martin" not in "".join(log.read_text() for log in lethe.logs)
-    lethe.run("emit", "contact.made", "--subject", "customer:6", "--id", "after-1")
+    lethe.run(
+        "emit",
+        "contact.made",
+        "--direction",
+        "outbound",
+        "--subject",
+        "customer:6",
+        "--id",
+        "after-1",
+    )
     lethe.wait_stored(2)  # the worker went on
     assert lethe.store_count("dead_letters") == 2
 
@@ -272,6 +282,7 @@ def test_worker_killed_mid_batch_stores_every_event_once_after_restart(
                         "type": "order.closed" if i % 3 else "contact.made",
                         "subject": f"customer:{i % 1500}",
                         "occurred_at": f"2024-{1 + i % 12:02d}-{1 + i % 28:02d}T10:00:00+01:00",
+                        "data": {} if i % 3 else {"direction": ("inbound", "outbound")[i % 2]},
                     }
                 )
                 + "\n"

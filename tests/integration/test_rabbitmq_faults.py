@@ -73,7 +73,7 @@ import time
 from worker.client import BrokerUnavailable, emit
 start = time.monotonic()
 try:
-    emit("contact.made", subject="customer:1")
+    emit("contact.made", subject="customer:1", data={"direction": "outbound"})
 except BrokerUnavailable as exc:
     print(f"{time.monotonic() - start:.1f}")
     print(exc)

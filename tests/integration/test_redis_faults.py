@@ -123,13 +123,15 @@ for i in range(first, first + count):
         subject=f"customer:{i % 40}",
         id=f"s-{i}",
         occurred_at=f"2024-{1 + i % 12:02d}-{1 + i % 28:02d}T10:00:00+01:00",
+        data={} if i % 3 else {"direction": "inbound"},
     )
 """
 # The shop's emit() to a Redis that is gone: what it is told.
 DOWN = """
 from worker.client import BrokerUnavailable, emit
 try:
-    emit("contact.made", subject="customer:1", id="down", occurred_at="2024-01-01T10:00:00Z")
+    emit("contact.made", subject="customer:1", id="down", occurred_at="2024-01-01T10:00:00Z",
+         data={"direction": "inbound"})
 except BrokerUnavailable as error:
     print(error)
 """
@@ -233,7 +235,8 @@ def test_a_message_redis_hands_over_as_it_goes_away_is_still_stored(distributed:
         # the shop reaches Redis directly; only the worker goes through the proxy
         lethe.python(
             "from worker.client import emit\n"
-            f"emit('contact.made', subject={subject!r}, id={event_id!r}, occurred_at={at!r})\n"
+            f"emit('contact.made', subject={subject!r}, id={event_id!r}, occurred_at={at!r},"
+            " data={'direction': 'inbound'})\n"
         )
 
     try:

@@ -30,6 +30,7 @@ SHOP_EVENTS = [
         "type": "contact.made",
         "subject": "prospect:502",
         "occurred_at": "2025-06-01T09:30:00+02:00",
+        "data": {"direction": "inbound"},
     },
     {
         "id": "rf-visit",
@@ -183,7 +184,14 @@ def test_events_taken_while_the_register_is_broken_wait_in_dead_letters_until_re
 
     # the running worker reads the fixed register on its next batch: no restart needed
     shop.run(
-        "emit", "contact.made", "--subject", "prospect:505", "--at", "2025-09-09T09:00:00+02:00"
+        "emit",
+        "contact.made",
+        "--direction",
+        "inbound",
+        "--subject",
+        "prospect:505",
+        "--at",
+        "2025-09-09T09:00:00+02:00",
     )
     lethe.wait_stored(5)
     assert lethe.store_count("dead_letters") == 0

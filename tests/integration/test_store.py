@@ -204,6 +204,7 @@ def test_a_store_erased_by_the_previous_release_gives_later_contacts_a_deadline(
         "type": "contact.made",
         "subject": "customer:7",
         "occurred_at": "2026-11-25T10:00:00+01:00",
+        "data": {"direction": "inbound"},
     }
     with transaction(postgres_url) as session:
         ingest(session, [contact], load_register(default_register_path()), now_utc())

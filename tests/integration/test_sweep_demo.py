@@ -23,6 +23,9 @@ def test_the_demo_tells_the_whole_story_on_the_embedded_default(embedded: Lethe)
     assert "personal data in the audit trail: none" in out
     assert "is_suppressed(<" in out and ") = True" in out
     assert "proof of erasure for customer:" in out and "kept: crm.invoices until" in out
+    # the shop called a customer years after the last order: the call kept nobody
+    assert "called by the shop (contact.made, direction outbound)" in out
+    assert "crm.customers erased, deadline" in out
     assert "FAILED" not in out
 
 

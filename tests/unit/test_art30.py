@@ -54,7 +54,7 @@ def test_every_activity_purpose_legal_basis_and_retention_is_in_the_register(
             expected += [str(rule.keep), rule.source, rule.then]
             if rule.keep_by:
                 expected += [f"{name}: {keep}" for name, keep in rule.keep_by.durations.items()]
-            expected += [*rule.clock, *rule.opens_on, *rule.ends_on]
+            expected += [e.type for e in (*rule.clock, *rule.opens_on, *rule.ends_on)]
     missing = [text for text in expected if written(text) not in shown]
     assert missing == []
 
@@ -156,3 +156,19 @@ def test_markdown_keeps_a_pipe_inside_its_table_cell(register: Register) -> None
 def test_an_unknown_format_is_refused(register: Register) -> None:
     with pytest.raises(ValueError, match="md, csv, html"):
         render(register, "pdf")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_clock_on_the_persons_own_contact_reads_in_words(register: Register, fmt: str) -> None:
+    shown = render(register, fmt)
+    # website.prospects: CNIL "dernier contact émanant du prospect"
+    assert "after the last contact.made from the person" in shown
+    assert "after the latest of order.closed, contact.made from the person" in shown
+    # recruitment counts contact both ways, so its entry carries no words about direction
+    assert "candidate.rejected, contact.made;" in shown
+    assert "direction" not in _retention_cells(shown)
+
+
+def _retention_cells(shown: str) -> str:
+    # the clocks, without the catalogue of events at the end (which explains data.direction)
+    return shown.split("contact.made` |")[0] if "contact.made` |" in shown else shown[:-3000]

@@ -84,11 +84,13 @@ def event_data(draw, event_type: str) -> dict:
         keep = draw(st.sampled_from([True, False, None]))
         if keep is not None:
             data["keep"] = keep
+    if event_type == "contact.made":
+        data["direction"] = draw(st.sampled_from(["inbound", "outbound"]))
     return data
 
 
 @st.composite
-def histories(draw, types_for=lambda kind: TYPES_BY_KIND[kind], kinds=None):
+def histories(draw, types_for=lambda kind: TYPES_BY_KIND[kind], kinds=None, data_for=event_data):
     """One subject and the events the shop sent about it (ids unique)."""
     kind = draw(st.sampled_from(kinds or REGISTER.subject_kinds))
     subject = f"{kind}:1"
@@ -102,7 +104,7 @@ def histories(draw, types_for=lambda kind: TYPES_BY_KIND[kind], kinds=None):
             "type": event_type,
             "subject": subject,
             "occurred_at": draw(instants()),
-            "data": draw(event_data(event_type)),
+            "data": draw(data_for(event_type)),
         }
         events.append(parse_event(raw, REGISTER))
     return subject, events
@@ -184,11 +186,16 @@ def _keep_of(rule: Rule, event: Event) -> Duration:
 def _clock_only(activity: Activity):
     """Events that only move the clock of `activity` (no end, no opening), with consent given."""
     rule = activity.retention[0]
+    when = {entry.type: entry.when for entry in rule.clock}
 
     def types_for(kind: str) -> list[str]:
-        return list(rule.clock)
+        return list(when)
 
-    return histories(types_for=types_for, kinds=activity.subjects)
+    def data_for(event_type: str):
+        # what the clock entry asks of the data (an inbound contact), on top of the rest
+        return event_data(event_type).map(lambda data: {**data, **when[event_type]})
+
+    return histories(types_for=types_for, kinds=activity.subjects, data_for=data_for)
 
 
 CLOCK_ACTIVITIES = [a for a in REGISTER.activities if a.retention[0].clock]
@@ -236,3 +243,44 @@ def test_any_duration_after_any_paris_anchor_is_the_calendar_sum(anchor, keep):
     assert got >= anchor
     assert utc(got) == utc(expected)
     assert got.utcoffset() == expected.utcoffset()
+
+
+# The activities whose clock only the person's own contact moves (CNIL: "dernier contact
+# émanant du prospect"): a shop's outbound call or mailing may never keep them longer.
+INBOUND_ONLY = ["website.prospects", "crm.customers", "website.accounts", "ambassadors"]
+
+
+def _deadlines(subject: str, events: list[Event]) -> dict[str, datetime | None]:
+    return {
+        lc.activity: lc.deadline_at
+        for lc in lifecycles(subject, events, REGISTER, only=INBOUND_ONLY)
+    }
+
+
+@given(
+    history=histories(kinds=["prospect", "customer", "ambassador"]),
+    calls=st.lists(instants(), min_size=1, max_size=3),
+)
+def test_an_outbound_contact_never_moves_a_deadline_later(history, calls):
+    subject, events = history
+    outbound = [
+        parse_event(
+            {
+                "id": f"call-{n}",
+                "type": "contact.made",
+                "subject": subject,
+                "occurred_at": when,
+                "data": {"direction": "outbound"},
+            },
+            REGISTER,
+        )
+        for n, when in enumerate(calls)
+    ]
+    before = _deadlines(subject, events)
+    after = _deadlines(subject, events + outbound)
+    for activity, deadline in before.items():
+        moved = after[activity]
+        if deadline is None:
+            continue  # open-ended already (never the case for these activities' rules)
+        assert moved is not None, f"{activity}: an outbound contact removed the deadline"
+        assert utc(moved) <= utc(deadline), f"{activity}: kept longer after a shop's contact"

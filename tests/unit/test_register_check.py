@@ -119,7 +119,9 @@ def test_without_a_path_the_register_of_the_settings_is_checked(tmp_path):
 
 def test_an_unknown_event_type_in_a_clock_is_named_with_the_known_ones(tmp_path):
     broken = break_register(
-        tmp_path, "clock: [order.closed, contact.made]", "clock: [order.closed, contact.mad]"
+        tmp_path,
+        "clock: [candidate.applied, candidate.rejected, contact.made]",
+        "clock: [candidate.applied, candidate.rejected, contact.mad]",
     )
     message = the_problem(check(str(broken.path)), broken)
     assert "unknown event type 'contact.mad' in clock" in message
@@ -323,3 +325,48 @@ def test_a_rule_that_says_delete_with_a_target_that_only_anonymises_is_refused(t
     message = the_problem(check(str(broken.path)), broken)
     assert "activity 'sales': the rule says then: delete, but target 'orders' keeps" in message
     assert "delete_rows: true" in message
+
+
+INBOUND_CLOCK = "clock: [order.closed, {type: contact.made, when: {direction: inbound}}]"
+
+
+def test_a_clock_entry_with_an_unknown_type_is_named(tmp_path):
+    broken = break_register(
+        tmp_path,
+        INBOUND_CLOCK,
+        "clock: [order.closed, {type: contact.mad, when: {direction: inbound}}]",
+    )
+    message = the_problem(check(str(broken.path)), broken)
+    assert "unknown event type 'contact.mad' in clock" in message
+    assert "contact.made" in message
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ("{type: contact.made, when: inbound}", "a rule entry is an event type, or {type: TYPE"),
+        ("{type: contact.made, when: {direction: [inbound]}}", "a rule entry is an event type"),
+        ("{typ: contact.made, when: {direction: inbound}}", "unknown field 'typ'"),
+        ("{type: contact.made, when: {direction: inbund}}", "'inbund' never matches"),
+        ("{type: contact.made, when: {}}", "when is empty"),
+    ],
+)
+def test_a_malformed_when_is_named_with_its_line(tmp_path, entry, expected):
+    broken = break_register(tmp_path, INBOUND_CLOCK, f"clock: [order.closed, {entry}]")
+    message = the_problem(check(str(broken.path)), broken)
+    assert "crm.customers" in message
+    assert expected in message
+
+
+def test_a_when_on_its_own_lines_is_named_at_the_faulty_value(tmp_path):
+    broken = break_register(
+        tmp_path,
+        INBOUND_CLOCK,
+        "clock:\n          - order.closed\n          - type: contact.made\n"
+        "            when:\n              direction: both",
+        at="direction: both",
+    )
+    message = the_problem(check(str(broken.path)), broken)
+    assert "'both' never matches, as contact.made carries data.direction inbound or outbound" in (
+        message
+    )

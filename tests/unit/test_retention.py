@@ -10,6 +10,7 @@ from __future__ import annotations
 import pendulum
 import pytest
 
+from worker.domain.events import EventRefused, parse_event
 from worker.domain.register_file import default_register_path, parse_register
 from worker.domain.retention import Lifecycle, State, is_held, lifecycle_for, lifecycles
 
@@ -36,6 +37,11 @@ def activities(register, subject: str, *events) -> list[str]:
     return [lc.activity for lc in lifecycles(subject, events, register)]
 
 
+def sent_with(event_type: str) -> dict[str, str]:
+    """The data a clock event carries when the person's own doing renews the clock."""
+    return {"direction": "inbound"} if event_type == "contact.made" else {}
+
+
 # website.navigation: 13 months after the latest visit (CNIL, cookies)
 
 
@@ -60,7 +66,9 @@ def test_a_later_visit_restarts_the_navigation_clock(register, event):
 
 
 def test_a_prospect_is_kept_3_years_after_the_last_contact(register, event):
-    contact = event("contact.made", "prospect:p-2001", "2023-05-10T14:00:00+02:00")
+    contact = event(
+        "contact.made", "prospect:p-2001", "2023-05-10T14:00:00+02:00", direction="inbound"
+    )
     lc = lifecycle(register, "prospect:p-2001", "website.prospects", contact)
     assert iso(lc.deadline_at) == "2026-05-10T14:00:00+02:00"
     assert lc.then == "anonymise"
@@ -68,8 +76,8 @@ def test_a_prospect_is_kept_3_years_after_the_last_contact(register, event):
 
 def test_a_new_contact_gives_the_prospect_3_more_years(register, event):
     events = [
-        event("contact.made", "prospect:p-1", "2023-05-10T14:00:00+02:00"),
-        event("contact.made", "prospect:p-1", "2025-11-03T11:45:00+01:00"),
+        event("contact.made", "prospect:p-1", "2023-05-10T14:00:00+02:00", direction="inbound"),
+        event("contact.made", "prospect:p-1", "2025-11-03T11:45:00+01:00", direction="inbound"),
     ]
     assert deadline(register, "prospect:p-1", "website.prospects", *events) == (
         "2028-11-03T11:45:00+01:00"
@@ -77,7 +85,7 @@ def test_a_new_contact_gives_the_prospect_3_more_years(register, event):
 
 
 def test_a_customer_contact_opens_no_prospect_lifecycle(register, event):
-    contact = event("contact.made", "customer:42", "2023-05-10T14:00:00+02:00")
+    contact = event("contact.made", "customer:42", "2023-05-10T14:00:00+02:00", direction="inbound")
     assert "website.prospects" not in activities(register, "customer:42", contact)
 
 
@@ -92,8 +100,8 @@ ACCOUNT_EVENTS = {
 
 @pytest.mark.parametrize("latest", sorted(ACCOUNT_EVENTS))
 def test_an_online_account_is_kept_5_years_after_its_latest_event(register, event, latest):
-    events = [event(t, "customer:42", when) for t, when in ACCOUNT_EVENTS.items()]
-    events.append(event(latest, "customer:42", "2022-03-15T09:00:00+01:00"))
+    events = [event(t, "customer:42", when, **sent_with(t)) for t, when in ACCOUNT_EVENTS.items()]
+    events.append(event(latest, "customer:42", "2022-03-15T09:00:00+01:00", **sent_with(latest)))
     lc = lifecycle(register, "customer:42", "website.accounts", *events)
     assert iso(lc.anchor_at) == "2022-03-15T09:00:00+01:00"
     assert iso(lc.deadline_at) == "2027-03-15T09:00:00+01:00"
@@ -106,7 +114,7 @@ def test_an_online_account_is_kept_5_years_after_its_latest_event(register, even
 def test_a_customer_relationship_is_kept_5_years_after_the_last_order_or_contact(register, event):
     events = [
         event("order.closed", "customer:42", "2020-02-29T10:00:00+01:00"),
-        event("contact.made", "customer:42", "2021-03-28T01:30:00+01:00"),
+        event("contact.made", "customer:42", "2021-03-28T01:30:00+01:00", direction="inbound"),
     ]
     lc = lifecycle(register, "customer:42", "crm.customers", *events)
     assert iso(lc.anchor_at) == "2021-03-28T01:30:00+01:00"
@@ -149,7 +157,7 @@ def test_an_erasure_request_alone_opens_no_invoice_lifecycle(register, event):
 
 def test_an_ambassador_is_kept_5_years_after_the_contract_ended(register, event):
     events = [
-        event("contact.made", "ambassador:a-7", "2020-11-15T10:00:00+01:00"),
+        event("contact.made", "ambassador:a-7", "2020-11-15T10:00:00+01:00", direction="inbound"),
         event("ambassador.contract_ended", "ambassador:a-7", "2021-01-31T18:00:00+01:00"),
     ]
     lc = lifecycle(register, "ambassador:a-7", "ambassadors", *events)
@@ -160,7 +168,7 @@ def test_an_ambassador_is_kept_5_years_after_the_contract_ended(register, event)
 def test_a_contact_after_the_contract_restarts_the_ambassador_clock(register, event):
     events = [
         event("ambassador.contract_ended", "ambassador:a-7", "2021-01-31T18:00:00+01:00"),
-        event("contact.made", "ambassador:a-7", "2022-07-14T11:00:00+02:00"),
+        event("contact.made", "ambassador:a-7", "2022-07-14T11:00:00+02:00", direction="inbound"),
     ]
     assert deadline(register, "ambassador:a-7", "ambassadors", *events) == (
         "2027-07-14T11:00:00+02:00"
@@ -283,7 +291,7 @@ def test_a_candidate_who_consented_is_kept_2_years_after_the_last_contact(
 def test_an_open_application_is_kept_2_years_after_the_last_contact(register, event):
     events = [
         event("candidate.applied", "candidate:c-4", "2024-04-02T09:00:00+02:00"),
-        event("contact.made", "candidate:c-4", "2024-11-05T15:00:00+01:00"),
+        event("contact.made", "candidate:c-4", "2024-11-05T15:00:00+01:00", direction="inbound"),
     ]
     assert deadline(register, "candidate:c-4", "recruitment", *events) == (
         "2026-11-05T15:00:00+01:00"
@@ -563,7 +571,7 @@ def test_a_contact_after_an_erasure_request_keeps_nothing_but_a_new_order_does(
     events = [
         event("order.closed", "customer:301", "2024-01-10T10:00:00+01:00"),
         event("erasure.requested", "customer:301", ERASURE),
-        event("contact.made", "customer:301", "2026-11-20T15:00:00+01:00"),
+        event("contact.made", "customer:301", "2026-11-20T15:00:00+01:00", direction="inbound"),
     ]
     assert deadline(register, "customer:301", activity, *events) == ERASURE
     order = event("order.closed", "customer:301", "2026-12-01T10:00:00+01:00")
@@ -574,7 +582,7 @@ def test_a_contact_after_an_erasure_request_keeps_nothing_but_a_new_order_does(
 
 def test_an_erasure_request_from_a_prospect_ends_its_prospect_data(register, event):
     events = [
-        event("contact.made", "prospect:p-2002", "2025-11-03T11:45:00+01:00"),
+        event("contact.made", "prospect:p-2002", "2025-11-03T11:45:00+01:00", direction="inbound"),
         event("erasure.requested", "prospect:p-2002", "2026-01-15T09:30:00+01:00"),
     ]
     assert deadline(register, "prospect:p-2002", "website.prospects", *events) == (
@@ -595,9 +603,9 @@ def test_activity_after_an_erasure_request_does_not_keep_what_it_asked_to_erase(
     # the visitor browses on the same afternoon (the prospect gets the shop's reply):
     # the logs of the months before must still go at the next sweep
     events = [
-        event(clock_event, subject, "2026-06-01T10:00:00+02:00"),
+        event(clock_event, subject, "2026-06-01T10:00:00+02:00", **sent_with(clock_event)),
         event("erasure.requested", subject, ERASURE),
-        event(clock_event, subject, "2026-10-01T18:00:00+02:00"),
+        event(clock_event, subject, "2026-10-01T18:00:00+02:00", **sent_with(clock_event)),
     ]
     assert deadline(register, subject, activity, *events) == ERASURE
 
@@ -623,8 +631,8 @@ def test_a_contact_after_an_erased_customer_file_gets_a_deadline_of_its_own(regi
     events = [
         event("order.closed", "customer:301", "2024-01-10T10:00:00+01:00"),
         event("erasure.requested", "customer:301", ERASURE),
-        event("contact.made", "customer:301", "2026-10-01T18:00:00+02:00"),
-        event("contact.made", "customer:301", "2027-03-01T10:00:00+01:00"),
+        event("contact.made", "customer:301", "2026-10-01T18:00:00+02:00", direction="inbound"),
+        event("contact.made", "customer:301", "2027-03-01T10:00:00+01:00", direction="inbound"),
     ]
     erased = {"crm.customers": at("2026-10-02T03:00:00+02:00")}
     found = {lc.activity: lc for lc in lifecycles("customer:301", events, register, None, erased)}
@@ -671,7 +679,7 @@ def test_13_months_after_a_month_end_is_the_end_of_the_shorter_month(
 def test_a_leap_day_anchor_lands_on_28_february(
     register, event, activity, subject, event_type, expected
 ):
-    seen = event(event_type, subject, "2024-02-29T15:00:00+01:00")
+    seen = event(event_type, subject, "2024-02-29T15:00:00+01:00", **sent_with(event_type))
     assert deadline(register, subject, activity, seen) == expected
 
 
@@ -748,7 +756,7 @@ def test_a_deadline_in_the_repeated_autumn_hour_takes_the_later_one(register, ev
 
 
 def test_an_event_at_half_past_eleven_utc_on_new_years_eve_is_new_year_in_paris(register, event):
-    contact = event("contact.made", "prospect:p-1", "2024-12-31T23:30:00Z")
+    contact = event("contact.made", "prospect:p-1", "2024-12-31T23:30:00Z", direction="inbound")
     lc = lifecycle(register, "prospect:p-1", "website.prospects", contact)
     assert iso(lc.anchor_at) == "2025-01-01T00:30:00+01:00"
     assert iso(lc.deadline_at) == "2028-01-01T00:30:00+01:00"
@@ -782,8 +790,10 @@ def test_13_months_from_31_january_utc_evening_count_from_1_february_in_paris(re
 
 def test_the_latest_event_is_the_latest_instant_not_the_latest_wall_clock(register, event):
     events = [
-        event("contact.made", "prospect:p-1", "2025-06-01T10:00:00-05:00"),  # 17:00 Paris
-        event("contact.made", "prospect:p-1", "2025-06-01T16:00:00+02:00"),
+        event(
+            "contact.made", "prospect:p-1", "2025-06-01T10:00:00-05:00", direction="inbound"
+        ),  # 17:00 Paris
+        event("contact.made", "prospect:p-1", "2025-06-01T16:00:00+02:00", direction="inbound"),
     ]
     lc = lifecycle(register, "prospect:p-1", "website.prospects", *events)
     assert iso(lc.anchor_at) == "2025-06-01T17:00:00+02:00"
@@ -947,7 +957,9 @@ def test_a_contact_after_a_rejection_without_consent_does_not_reopen_the_applica
 ):
     applied = event("candidate.applied", "candidate:f", "2025-01-10T10:00:00+01:00")
     rejected = event("candidate.rejected", "candidate:f", "2025-02-10T10:00:00+01:00")
-    feedback = event("contact.made", "candidate:f", "2025-04-10T10:00:00+02:00")
+    feedback = event(
+        "contact.made", "candidate:f", "2025-04-10T10:00:00+02:00", direction="inbound"
+    )
     assert deadline(register, "candidate:f", "recruitment", applied, rejected, feedback) == (
         "2025-02-10T10:00:00+01:00"
     )
@@ -964,3 +976,97 @@ def test_a_clock_that_ran_out_in_the_autumns_repeated_hour_is_compared_by_instan
     assert deadline(register, "visitor:v-9", "website.navigation", visit, asked) == (
         "2026-10-25T02:50:00+02:00"
     )
+
+
+# Contact direction (CNIL, référentiel « gestion commerciale »: only the "dernier contact
+# émanant du prospect" renews; the shop's own calls and e-mails do not)
+
+
+def test_a_prospect_the_shop_called_is_due_3_years_after_writing_to_the_shop(register, event):
+    wrote = event("contact.made", "prospect:p-21", "2023-02-14T10:00:00+01:00", direction="inbound")
+    called = event(
+        "contact.made", "prospect:p-21", "2025-06-12T15:00:00+02:00", direction="outbound"
+    )
+    lc = lifecycle(register, "prospect:p-21", "website.prospects", wrote, called)
+    assert iso(lc.anchor_at) == "2023-02-14T10:00:00+01:00"
+    assert iso(lc.deadline_at) == "2026-02-14T10:00:00+01:00"
+    assert lc.state(at("2026-03-01T00:00:00+01:00")) is State.due
+
+
+@pytest.mark.parametrize("activity", ["crm.customers", "website.accounts"])
+def test_a_customer_the_shop_e_mailed_is_due_5_years_after_the_last_order(
+    register, event, activity
+):
+    order = event("order.closed", "customer:21", "2020-03-10T11:00:00+01:00")
+    mailing = event(
+        "contact.made", "customer:21", "2024-01-22T09:00:00+01:00", direction="outbound"
+    )
+    lc = lifecycle(register, "customer:21", activity, order, mailing)
+    assert iso(lc.anchor_at) == "2020-03-10T11:00:00+01:00"
+    assert iso(lc.deadline_at) == "2025-03-10T11:00:00+01:00"
+    assert lc.state(at("2025-06-01T00:00:00+02:00")) is State.due
+
+
+def test_a_customer_who_writes_back_renews_the_relationship(register, event):
+    order = event("order.closed", "customer:22", "2020-03-10T11:00:00+01:00")
+    reply = event("contact.made", "customer:22", "2024-01-22T09:00:00+01:00", direction="inbound")
+    assert deadline(register, "customer:22", "crm.customers", order, reply) == (
+        "2029-01-22T09:00:00+01:00"
+    )
+
+
+def test_an_ambassador_the_shop_calls_after_the_contract_is_not_kept_longer(register, event):
+    ended = event("ambassador.contract_ended", "ambassador:a-21", "2021-05-31T18:00:00+02:00")
+    call = event(
+        "contact.made", "ambassador:a-21", "2023-09-01T10:00:00+02:00", direction="outbound"
+    )
+    assert deadline(register, "ambassador:a-21", "ambassadors", ended, call) == (
+        "2026-05-31T18:00:00+02:00"
+    )
+
+
+def test_a_shop_call_keeps_a_candidate_as_the_seed_counts_every_contact(register, event):
+    # recruitment: "le dernier contact avec le candidat", whichever way it went
+    applied = event("candidate.applied", "candidate:c-21", "2024-01-10T10:00:00+01:00")
+    called = event(
+        "contact.made", "candidate:c-21", "2024-06-03T14:00:00+02:00", direction="outbound"
+    )
+    assert deadline(register, "candidate:c-21", "recruitment", applied, called) == (
+        "2026-06-03T14:00:00+02:00"
+    )
+
+
+def test_a_prospect_only_the_shop_ever_contacted_is_kept_from_the_first_call(register, event):
+    # the data was collected by the first call at the latest; later calls renew nothing
+    first = event(
+        "contact.made", "prospect:p-22", "2023-04-03T09:00:00+02:00", direction="outbound"
+    )
+    again = event(
+        "contact.made", "prospect:p-22", "2025-04-03T09:00:00+02:00", direction="outbound"
+    )
+    lc = lifecycle(register, "prospect:p-22", "website.prospects", again, first)
+    assert iso(lc.anchor_at) == "2023-04-03T09:00:00+02:00"
+    assert iso(lc.deadline_at) == "2026-04-03T09:00:00+02:00"
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        ({}, "contact.made needs data.direction: send inbound"),
+        ({"direction": "jeanne@example.org"}, "is not one of inbound, outbound"),
+        ({"direction": "INBOUND"}, "is not one of inbound, outbound"),
+        ({"direction": True}, "is not one of inbound, outbound"),
+    ],
+)
+def test_a_contact_without_its_direction_is_refused_and_never_guessed(register, data, reason):
+    raw = {
+        "id": "c-1",
+        "type": "contact.made",
+        "subject": "prospect:p-23",
+        "occurred_at": "2025-06-12T15:00:00+02:00",
+        "data": data,
+    }
+    with pytest.raises(EventRefused) as refused:
+        parse_event(raw, register)
+    assert reason in str(refused.value)
+    assert "jeanne" not in str(refused.value) and "INBOUND" not in str(refused.value)

@@ -30,6 +30,12 @@ if TYPE_CHECKING:
 @click.option("--id", "event_id", help="event id (default: a new UUID)")
 @click.option("--data", "data", multiple=True, metavar="K=V", help="event data, repeatable")
 @click.option(
+    "--direction",
+    type=click.Choice(["inbound", "outbound"]),
+    help="contact.made: inbound (the person wrote, called, clicked through) or outbound "
+    "(the shop wrote or called); the same as --data direction=...",
+)
+@click.option(
     "--file",
     "file",
     type=click.Path(exists=True, dir_okay=False, allow_dash=True),
@@ -41,13 +47,14 @@ def emit(
     at: str | None,
     event_id: str | None,
     data: tuple[str, ...],
+    direction: str | None,
     file: str | None,
 ) -> None:
     """Send events to the queue: one from options, or a JSON Lines file with --file."""
     from worker.client import BrokerUnavailable, EventInvalid, emit_many
     from worker.client import emit as emit_one
 
-    if file and event_type:
+    if file and (event_type or direction):
         raise click.UsageError("give either TYPE --subject ... or --file, not both")
     if not file and not (event_type and subject):
         raise click.UsageError("give TYPE and --subject (or --file EVENTS.jsonl)")
@@ -57,6 +64,10 @@ def emit(
             _emit_file(file, emit_many)
             return
         pairs = dict(_key_value(item) for item in data)
+        if direction is not None:
+            if pairs.get("direction", direction) != direction:
+                raise click.UsageError("--direction and --data direction=... disagree: give one")
+            pairs["direction"] = direction
         sent_id = emit_one(event_type, subject=subject, occurred_at=at, id=event_id, data=pairs)
         click.echo(f"sent {event_type} {sent_id}", err=True)
     except EventInvalid as exc:

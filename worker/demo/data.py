@@ -29,6 +29,10 @@ _CITIES = [
 ]
 
 
+# The featured customer the shop called after their last order (`lethe demo` tells it).
+OUTBOUND_STORY = "called by the shop"
+
+
 @dataclass
 class Person:
     """Someone the demo follows by name: which subject, and which row shows their story."""
@@ -162,7 +166,12 @@ def _customer(m: _Maker, i: int) -> None:
         moment = m.when(after=moment, before=min(m.end, moment + timedelta(days=900)))
         _order(m, i, subject, first, last, postcode, city, email, moment)
     if m.rng.random() < 0.3:
-        m.event("contact.made", subject, m.when(after=created), channel="phone")
+        # one in three the shop's own call, which keeps nobody (CNIL: only the person's
+        # own contact renews); by the id, so the demo's random draws stay the same
+        direction = "outbound" if i % 3 == 0 else "inbound"
+        m.event(
+            "contact.made", subject, m.when(after=created), channel="phone", direction=direction
+        )
     if m.rng.random() < 0.3:
         _visit(m, subject, after=created)
     if m.rng.random() < 0.3:
@@ -232,7 +241,7 @@ def _prospect(m: _Maker, i: int) -> None:
             "contacted_at": at.replace(tzinfo=None),
         }
     )
-    m.event("contact.made", f"prospect:{ref}", at, channel="form")
+    m.event("contact.made", f"prospect:{ref}", at, channel="form", direction="inbound")
 
 
 def _visit(m: _Maker, subject: str, after: datetime | None = None) -> None:
@@ -357,8 +366,9 @@ def _distributor_customer(m: _Maker, i: int) -> None:
 
 
 def _stories(m: _Maker) -> None:
-    """The people the demo follows: one erased on time, one held by a dispute, one who
-    asked for erasure, one who left the newsletter."""
+    """The people the demo follows: one erased on time, one held by a dispute, one the
+    shop called long after their last order, one who asked for erasure, one who left the
+    newsletter."""
     last = _last_events(m)
     customers = [c["id"] for c in m.data.rows["customers"]]
     old = [i for i in customers if last[f"customer:{i}"] < datetime(2019, 1, 1, tzinfo=UTC)]
@@ -376,6 +386,20 @@ def _stories(m: _Maker) -> None:
         subject = f"customer:{old[1]}"
         m.event("dispute.opened", subject, datetime(2020, 6, 1, 10, tzinfo=UTC), case="LIT-2020-14")
         m.data.featured.append(Person("held by a dispute", subject, "customers", "id", old[1]))
+    lapsed = [
+        i
+        for i in customers
+        if i not in old[:2] and last[f"customer:{i}"] < datetime(2020, 6, 1, tzinfo=UTC)
+    ]
+    if lapsed:
+        # the shop's call renews nothing: the last order still starts the 5 years
+        subject = f"customer:{lapsed[0]}"
+        called = max(
+            last[subject] + timedelta(days=1),
+            min(datetime(2025, 6, 12, 9, tzinfo=UTC), m.end - timedelta(days=1)),
+        )
+        m.event("contact.made", subject, called, channel="phone", direction="outbound")
+        m.data.featured.append(Person(OUTBOUND_STORY, subject, "customers", "id", lapsed[0]))
     if recent:
         subject = f"customer:{recent[0]}"
         m.event("erasure.requested", subject, last[subject] + timedelta(days=30))

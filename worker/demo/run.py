@@ -27,7 +27,7 @@ from typing import Any
 import click
 import sqlalchemy as sa
 
-from worker.demo.data import DemoData, Person, generate
+from worker.demo.data import OUTBOUND_STORY, DemoData, Person, generate
 from worker.demo.process import DemoError, start_worker, stop, stop_on_hangup
 
 SHOWN_COLUMNS = {
@@ -391,6 +391,29 @@ def _cells(row: Any, columns: list[str]) -> str:
     return ", ".join(f"{c}={v}" for c, v in zip(columns, row, strict=True))
 
 
+def _outbound_story(url: str, subject: str, out: Callable) -> str:
+    """What the shop's own call did to the customer file: nothing (CNIL, "dernier contact
+    émanant du prospect"), so the file went at the end of the 5 years after the last order."""
+    from worker.store.schema import StoredLifecycle
+    from worker.store.sessions import transaction
+
+    with transaction(url) as session:
+        found = session.execute(
+            sa.select(StoredLifecycle.state, StoredLifecycle.deadline_at).where(
+                StoredLifecycle.subject == subject, StoredLifecycle.activity == "crm.customers"
+            )
+        ).first()
+    state, deadline = found if found else ("none", None)
+    out(
+        f"  {subject}: called by the shop (contact.made, direction outbound) after the 5 years "
+        f"had run; crm.customers {state}, deadline {deadline:%Y-%m-%d} from the last order "
+        "(only the person's own contact renews)"
+        if deadline
+        else f"  {subject}: called by the shop; crm.customers {state}"
+    )
+    return str(state)
+
+
 def _epilogue(settings: Any, data: DemoData, out: Callable) -> dict[str, Any]:
     from worker.client import is_suppressed
     from worker.runtime import runtime
@@ -441,6 +464,8 @@ def _epilogue(settings: Any, data: DemoData, out: Callable) -> dict[str, Any]:
             digest = document["audit_digest"][:23]
             out(f"    digest of its {document['audit_rows']} audit rows: {digest}...")
             figures["proof"] = document
+        if person.role == OUTBOUND_STORY:
+            figures["outbound"] = _outbound_story(settings.database_url, person.subject, out)
         if person.role == "left the newsletter":
             email = data.emails[person.subject]
             suppressed = is_suppressed(email)

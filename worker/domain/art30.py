@@ -14,7 +14,15 @@ import io
 from collections.abc import Callable, Iterator
 from html import escape
 
-from worker.domain.register import LEGAL_BASIS_LABELS, Activity, Purpose, Register, Rule
+from worker.domain.event_data import entry_words
+from worker.domain.register import (
+    LEGAL_BASIS_LABELS,
+    Activity,
+    Entry,
+    Purpose,
+    Register,
+    Rule,
+)
 
 FORMATS = ("md", "csv", "html")
 
@@ -73,11 +81,12 @@ def _duration(rule: Rule) -> str:
 def _clock(rule: Rule) -> str:
     phrases = []
     if rule.clock:
-        latest = "the latest of " if len(rule.clock) > 1 else ""
-        phrases.append(f"after {latest}{', '.join(rule.clock)}")
+        latest = "the latest of " if len(rule.clock) > 1 else "the last "
+        phrases.append(f"after {latest}{', '.join(map(_words, rule.clock))}")
     if rule.opens_on:
         phrases.append(
-            f"opened by {' or '.join(rule.opens_on)}, with no deadline until the clock starts"
+            f"opened by {' or '.join(map(_words, rule.opens_on))}, "
+            "with no deadline until the clock starts"
         )
     if rule.consent:
         given = [*rule.consent.given_by]
@@ -88,8 +97,13 @@ def _clock(rule: Rule) -> str:
             f"kept only with consent ({' or '.join(given)}), otherwise ended at once by {otherwise}"
         )
     if rule.ends_on:
-        phrases.append(f"ended at once by {' or '.join(rule.ends_on)}")
+        phrases.append(f"ended at once by {' or '.join(map(_words, rule.ends_on))}")
     return "; ".join(phrases)
+
+
+def _words(entry: Entry) -> str:
+    """A rule entry as the art. 30 register says it: `contact.made from the person`."""
+    return entry_words(entry.type, entry.when)
 
 
 def _retention(rule: Rule) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 import pendulum
 
 from worker.domain.contact_details import id_is_contact_detail, value_has_contact_details
+from worker.domain.event_data import missing_data
 from worker.domain.register import LONGEST_KEEP_YEARS, Register
 
 REQUIRED = ("id", "type", "subject", "occurred_at")
@@ -118,13 +119,10 @@ def parse_event(raw: Any, register: Register) -> Event:
     _check_plain_json(data)
     if register.is_hold_event(event_type):
         _check_case(data, register.holds.case)
-    return Event(
-        id=event_id,
-        type=event_type,
-        subject=subject,
-        occurred_at=parse_instant(raw["occurred_at"], "occurred_at"),
-        data=data,
-    )
+    occurred_at = parse_instant(raw["occurred_at"], "occurred_at")
+    if (reason := missing_data(event_type, data)) is not None:
+        raise EventRefused(reason)
+    return Event(id=event_id, type=event_type, subject=subject, occurred_at=occurred_at, data=data)
 
 
 def _check_plain_json(data: dict[str, Any]) -> None:

@@ -6,12 +6,14 @@ fixes a broken register in one pass.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
 import pendulum
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from worker.domain.durations import Duration, DurationError, parse_duration
 
@@ -160,13 +162,107 @@ class Target(_Strict):
         return not self.kinds or kind in self.kinds
 
 
+# A value a rule entry's `when` compares with: JSON's scalars, as event data carries them.
+Scalar = bool | int | float | str
+
+
+class Entry(_Strict):
+    """A rule entry: an event type, and the data values the event must carry (all equal).
+
+    Written `contact.made`, or `{type: contact.made, when: {direction: inbound}}` when only
+    some events of the type count (CNIL: only the person's own contact renews a prospect).
+    """
+
+    type: str
+    when: dict[str, Scalar] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shape(cls, value: Any) -> Any:
+        # One message per broken entry, not one per field or per member of Scalar.
+        if not isinstance(value, dict):
+            raise ValueError(f"an entry cannot be {_yaml_kind(value)}")
+        unknown = sorted(str(k) for k in value if k not in ("type", "when"))
+        if unknown:
+            raise ValueError(f"unknown field {unknown[0]!r} in an entry (check its spelling)")
+        if not isinstance(value.get("type"), str):
+            raise ValueError("the entry's type is missing or not an event type name")
+        when = value.get("when", {})
+        if not isinstance(when, dict):
+            raise ValueError(f"when cannot be {_yaml_kind(when)}")
+        for name, wanted in when.items():
+            if not isinstance(name, str) or not isinstance(wanted, Scalar):
+                raise ValueError(
+                    f"when {name}: {_yaml_kind(wanted)} is no value to compare a data field with"
+                    if isinstance(name, str)
+                    else "when names data fields by name"
+                )
+        return value
+
+    def matches(self, event_type: str, data: Mapping[str, Any]) -> bool:
+        if event_type != self.type:
+            return False
+        # `type(...) is` too: True == 1 in Python, yet `keep: true` is not `keep: 1`
+        return all(
+            name in data and data[name] == value and type(data[name]) is type(value)
+            for name, value in self.when.items()
+        )
+
+    def __str__(self) -> str:
+        if not self.when:
+            return self.type
+        return f"{self.type}({', '.join(f'{k}={v}' for k, v in self.when.items())})"
+
+
+def _entries(value: Any) -> Any:
+    if isinstance(value, list):
+        return [{"type": item} if isinstance(item, str) else item for item in value]
+    return value
+
+
+def _yaml_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return "empty" if value is None else f"a single value ({type(value).__name__})"
+
+
+Entries = Annotated[list[Entry], BeforeValidator(_entries)]
+
+
+def matching(entries: Iterable[Entry], event_type: str, data: Mapping[str, Any]) -> bool:
+    """Whether an event of `event_type` carrying `data` matches one of `entries`."""
+    return any(entry.matches(event_type, data) for entry in entries)
+
+
+@dataclass(frozen=True)
+class Matcher:
+    """A list of entries made quick to ask: a set lookup for the plain types, the data
+    compared only for entries with a `when` (the arithmetic asks this for every event)."""
+
+    types: frozenset[str]
+    filtered: tuple[Entry, ...] = ()
+
+    @classmethod
+    def of(cls, entries: Iterable[Entry], also: Iterable[str] = ()) -> Matcher:
+        entries = list(entries)
+        plain = {e.type for e in entries if not e.when} | set(also)
+        return cls(frozenset(plain), tuple(e for e in entries if e.when))
+
+    def __call__(self, event_type: str, data: Mapping[str, Any]) -> bool:
+        if event_type in self.types:
+            return True
+        return any(entry.matches(event_type, data) for entry in self.filtered)
+
+
 class Rule(_Strict):
-    clock: list[str] = Field(default_factory=list)
-    opens_on: list[str] = Field(default_factory=list)
-    ends_on: list[str] = Field(default_factory=list)
+    clock: Entries = Field(default_factory=list)
+    opens_on: Entries = Field(default_factory=list)
+    ends_on: Entries = Field(default_factory=list)
     # After an end and before its erasure, which clock events reopen the lifecycle:
     # absent, any of them; `[]`, none (once erased, later events start a new one).
-    reopens_on: list[str] | None = None
+    reopens_on: Entries | None = None
     keep: Duration
     keep_by: KeepBy | None = None
     consent: Consent | None = None
@@ -180,9 +276,22 @@ class Rule(_Strict):
         return _duration(value)
 
     @cached_property
+    def matchers(self) -> dict[str, Matcher | None]:
+        """clock, opens_on, ends_on and reopens_on as matchers (reopens_on None when absent);
+        `ends_without_consent` adds the consent's otherwise_ends_on to ends_on."""
+        otherwise = self.consent.otherwise_ends_on if self.consent else []
+        return {
+            "clock": Matcher.of(self.clock),
+            "opens_on": Matcher.of(self.opens_on),
+            "ends_on": Matcher.of(self.ends_on),
+            "ends_without_consent": Matcher.of(self.ends_on, otherwise),
+            "reopens_on": None if self.reopens_on is None else Matcher.of(self.reopens_on),
+        }
+
+    @cached_property
     def event_types(self) -> frozenset[str]:
         """Every event type that touches this rule (creates or moves a lifecycle)."""
-        types = set(self.clock) | set(self.opens_on) | set(self.ends_on)
+        types = {e.type for e in (*self.clock, *self.opens_on, *self.ends_on)}
         if self.consent:
             types |= set(self.consent.given_by) | set(self.consent.otherwise_ends_on)
         return frozenset(types)
@@ -209,7 +318,7 @@ class Activity(_Strict):
         """Events that end this activity's lifecycle before its clock runs out."""
         ends: set[str] = set()
         for rule in self.retention:
-            ends |= set(rule.ends_on)
+            ends |= {e.type for e in rule.ends_on}
             if rule.consent:
                 ends |= set(rule.consent.otherwise_ends_on)
         return frozenset(ends)

@@ -11,7 +11,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from worker.domain.register import END_ACTIONS, Activity, LegalBasis, Register, Target
+from worker.domain.event_data import allowed_values
+from worker.domain.register import END_ACTIONS, Activity, Entry, LegalBasis, Register, Target
 from worker.domain.strategies import STRATEGIES
 
 
@@ -157,13 +158,15 @@ def _semantic_problems(register: Register) -> Iterator[tuple[tuple, str]]:
         for r, rule in enumerate(activity.retention):
             rule_where = (*where, "retention", r)
             for field in ("clock", "opens_on", "ends_on", "reopens_on"):
-                yield from unknown(getattr(rule, field) or [], rule_where, field)
-            for e, event_type in enumerate(rule.reopens_on or []):
-                if event_type not in rule.clock:
+                entries = getattr(rule, field) or []
+                yield from unknown((e.type for e in entries), rule_where, field)
+                yield from _when_problems(activity, entries, (*rule_where, field), known_events)
+            for e, entry in enumerate(rule.reopens_on or []):
+                if entry not in rule.clock:
                     yield (
                         (*rule_where, "reopens_on", e),
-                        f"activity {activity.id!r}: reopens_on {event_type!r} is not one of "
-                        f"the rule's clock events ({', '.join(rule.clock) or 'none'})",
+                        f"activity {activity.id!r}: reopens_on {str(entry)!r} is not one of "
+                        f"the rule's clock events ({', '.join(map(str, rule.clock)) or 'none'})",
                     )
             if rule.consent:
                 yield from unknown(rule.consent.given_by, (*rule_where, "consent"), "given_by")
@@ -198,6 +201,31 @@ def _semantic_problems(register: Register) -> Iterator[tuple[tuple, str]]:
                         "supported yet)",
                     )
                 targets.add(target.name)
+
+
+def _when_problems(
+    activity: Activity, entries: list[Entry], where: tuple, known_events: set[str]
+) -> Iterator[tuple[tuple, str]]:
+    """A `when` that no event could match: empty, or a value a required field never takes."""
+    field = where[-1]
+    for e, entry in enumerate(entries):
+        if entry.type not in known_events:
+            continue  # said once, as an unknown type
+        label = f"activity {activity.id!r}, {field} entry {entry.type!r}"
+        if not entry.when and isinstance(entry, Entry) and "when" in entry.model_fields_set:
+            yield (
+                (*where, e, "when"),
+                f"{label}: when is empty; name the data fields to match, "
+                "{FIELD: VALUE, ...}, or write the event type alone",
+            )
+        for name, value in entry.when.items():
+            allowed = allowed_values(entry.type, name)
+            if allowed is not None and value not in allowed:
+                yield (
+                    (*where, e, "when", name),
+                    f"{label}: when {name}: {value!r} never matches, as {entry.type} carries "
+                    f"data.{name} {' or '.join(allowed)}",
+                )
 
 
 def _target_problems(
@@ -299,6 +327,11 @@ def _friendly(err: dict[str, Any], path: tuple) -> str:
         return f"unknown field {last!r} (check its spelling)"
     if kind == "literal_error" and last == "then":
         return f"unknown end action {err['input']!r}: use one of {', '.join(END_ACTIONS)}"
+    if _is_entry(path):
+        return (
+            f"{err['msg'].removeprefix('Value error, ')}: a rule entry is an event type, or "
+            "{type: TYPE, when: {FIELD: VALUE, ...}} (all the listed fields equal)"
+        )
     if kind == "literal_error" and last == "role":
         return f"unknown role {err['input']!r}: use controller or processor"
     if kind == "enum" and last == "legal_basis":
@@ -308,6 +341,12 @@ def _friendly(err: dict[str, Any], path: tuple) -> str:
         )
     message = err["msg"]
     return message.removeprefix("Value error, ")
+
+
+def _is_entry(path: tuple) -> bool:
+    """Whether `path` points into one entry of a rule's clock, opens_on, ends_on or reopens_on."""
+    fields = ("clock", "opens_on", "ends_on", "reopens_on")
+    return any(p in fields and i + 1 < len(path) for i, p in enumerate(path))
 
 
 def _data_path(loc: tuple, data: Any) -> tuple:

@@ -16,7 +16,7 @@ from functools import lru_cache
 import pendulum
 
 from worker.domain.events import Event
-from worker.domain.register import Activity, Register, Rule
+from worker.domain.register import Activity, Matcher, Register, Rule
 
 
 class State(StrEnum):
@@ -169,15 +169,14 @@ def is_held(events: Iterable[Event], register: Register) -> bool:
 
 def _apply_rule(rule: Rule, events: list[Event], tz: pendulum.Timezone) -> _Outcome:
     consented = _has_consent(rule, events)
-    ends = set(rule.ends_on)
-    clock = set(rule.clock)
-    if rule.consent and not consented:
-        ends |= set(rule.consent.otherwise_ends_on)
-    ended = _latest(e for e in events if e.type in ends)
-    opened = _latest(e for e in events if e.type in rule.opens_on)
-    clocked = _latest(e for e in events if e.type in clock)
-    reopens = clock if rule.reopens_on is None else set(rule.reopens_on)
-    reopener = _latest(e for e in events if e.type in reopens)
+    matchers = rule.matchers
+    ends = matchers["ends_without_consent" if rule.consent and not consented else "ends_on"]
+    ticks = _matching(matchers["clock"], events)
+    ended = _latest(_matching(ends, events))
+    opened = _latest(_matching(matchers["opens_on"], events))
+    clocked = _latest(ticks)
+    reopens = matchers["reopens_on"]
+    reopener = clocked if reopens is None else _latest(_matching(reopens, events))
     later = [e.occurred_at for e in (opened, reopener) if e is not None]
 
     # An end (unsubscribe, erasure request, rejection without consent) wins over
@@ -186,7 +185,7 @@ def _apply_rule(rule: Rule, events: list[Event], tz: pendulum.Timezone) -> _Outc
     if ended is not None and (not later or ended.occurred_at >= max(later)):
         anchor = in_zone(ended.occurred_at, tz)
         if clocked is not None:
-            ran_out = _clock_deadline(rule, events, clock, clocked, tz)
+            ran_out = _clock_deadline(rule, ticks, clocked, tz)
             # instants: in one zone Python compares wall times (PEP 495), and on an
             # autumn night the first 02:40 is before the second 02:30
             if ran_out.timestamp() < anchor.timestamp():
@@ -197,24 +196,44 @@ def _apply_rule(rule: Rule, events: list[Event], tz: pendulum.Timezone) -> _Outc
     if opened is not None and (clocked is None or opened.occurred_at > clocked.occurred_at):
         return _Outcome(in_zone(opened.occurred_at, tz), None)
     if clocked is None:
-        # Only a consent so far: nothing may be kept forever without a clock,
-        # so the consent itself starts it.
-        clocked = _latest(events)
-        clock = {clocked.type}
+        clocked = _without_clock(rule, events)
+        ticks = [e for e in events if e.type == clocked.type]
     anchor = in_zone(clocked.occurred_at, tz)
-    return _Outcome(anchor, _clock_deadline(rule, events, clock, clocked, tz))
+    return _Outcome(anchor, _clock_deadline(rule, ticks, clocked, tz))
+
+
+def _without_clock(rule: Rule, events: list[Event]) -> Event:
+    """What starts the clock when no clock event has come: nothing may be kept forever.
+
+    Only a consent so far: the consent itself (the latest). Only events the clock does not
+    count (a shop's outbound call to a prospect who never wrote): the earliest of them,
+    since the data was collected by then at the latest, and the shop's own contact later
+    must not renew it (CNIL: "dernier contact émanant du prospect").
+    """
+    consent = rule.consent
+    kinds = [*consent.given_by, *consent.otherwise_ends_on] if consent else []
+    consents = _latest(e for e in events if e.type in kinds)
+    return consents or min(events, key=lambda e: (e.occurred_at, e.id))
+
+
+def _matching(matcher: Matcher | None, events: list[Event]) -> list[Event]:
+    if matcher is None:
+        return []
+    if not matcher.filtered:
+        return [e for e in events if e.type in matcher.types]
+    return [e for e in events if matcher(e.type, e.data)]
 
 
 def _clock_deadline(
-    rule: Rule, events: list[Event], clock: set[str], clocked: Event, tz: pendulum.Timezone
+    rule: Rule, ticks: list[Event], clocked: Event, tz: pendulum.Timezone
 ) -> pendulum.DateTime:
     """The latest clock event plus the keep. With `keep_by` every clock event counts with
     its own keep: an earlier order through a distributor that keeps 5 years outlasts a
     later one through a distributor that keeps 3, and the rows are the same rows."""
     if rule.keep_by is None:
-        counted = [e for e in events if e.type in clock and e.occurred_at == clocked.occurred_at]
+        counted = [e for e in ticks if e.occurred_at == clocked.occurred_at]
     else:
-        counted = [e for e in events if e.type in clock]
+        counted = ticks
     deadlines = (_keep(rule, e).after(in_zone(e.occurred_at, tz)) for e in counted)
     return max(deadlines, key=lambda d: d.timestamp())  # instants, as above
 

@@ -40,7 +40,7 @@ from sqlalchemy.orm import Session
 
 from worker.domain.durations import Duration
 from worker.domain.events import Event
-from worker.domain.register import Activity, Register, Rule
+from worker.domain.register import Activity, Register, Rule, matching
 from worker.store.schema import Suppression
 
 _KEYED_HASH = re.compile(r"^hmac-sha256:[0-9a-f]{64}$")
@@ -96,9 +96,9 @@ def entries_from_events(events: Iterable[Event], register: Register) -> dict[str
     for event in events:
         for activity in register.activities_touched(event.type, event.kind):
             for rule in activity.retention:
-                if _due_at_once(rule, event.type):
+                if _due_at_once(rule, event):
                     entry = Entry(activity.id, opposed_at=event.occurred_at)
-                elif event.type in rule.opens_on:
+                elif matching(rule.opens_on, event.type, event.data):
                     entry = Entry(activity.id, subscribed_at=event.occurred_at)
                 else:
                     continue
@@ -112,8 +112,18 @@ def entries_from_events(events: Iterable[Event], register: Register) -> dict[str
     return found
 
 
-def _due_at_once(rule: Rule, event_type: str) -> bool:
-    return event_type in rule.ends_on or (event_type in rule.clock and rule.keep == Duration())
+def _due_at_once(rule: Rule, event: Event) -> bool:
+    return matching(rule.ends_on, event.type, event.data) or (
+        matching(rule.clock, event.type, event.data) and rule.keep == Duration()
+    )
+
+
+def _due_at_once_by_type(rule: Rule, event_type: str) -> bool:
+    # The sweep reads types and times only (no payloads): an entry with a `when` counts
+    # for every event of its type here, which can only move an objection later.
+    return any(e.type == event_type for e in rule.ends_on) or (
+        any(e.type == event_type for e in rule.clock) and rule.keep == Duration()
+    )
 
 
 def opposed_at(
@@ -133,7 +143,7 @@ def opposed_at(
     ending = [
         at
         for event_type, at in events
-        if at <= now and any(_due_at_once(rule, event_type) for rule in activity.retention)
+        if at <= now and any(_due_at_once_by_type(rule, event_type) for rule in activity.retention)
     ]
     return max(ending, default=deadline_at)
 
