@@ -9,6 +9,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -171,6 +173,25 @@ class Lethe:
             f"{events} events in the store",
             self.logs,
         )
+
+
+def start_intake(lethe: Lethe) -> str:
+    """`lethe intake` on a free port, with a token of its own unless one is set; its URL."""
+    lethe.env.setdefault("LETHE_INTAKE_TOKEN", f"intake-{uuid.uuid4().hex}")
+    port = free_port()
+    process = lethe.spawn(LETHE, "intake", "--port", str(port), name=f"intake-{port}")
+    base = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        assert process.poll() is None, f"intake died:\n{lethe.logs[-1].read_text()}"
+        try:
+            urllib.request.urlopen(base + "/openapi.json", timeout=2)
+            return True
+        except OSError:
+            return False
+
+    wait_for(answers, 30, "the intake to answer", lethe.logs)
+    return base
 
 
 def free_port() -> int:

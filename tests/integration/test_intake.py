@@ -8,31 +8,12 @@ import http.client
 import json
 import urllib.error
 import urllib.request
-import uuid
 from pathlib import Path
 
 import pytest
-from harness import LETHE, Lethe, OwnRedis, free_port, wait_for
+from harness import Lethe, OwnRedis, start_intake
 
 EMAIL = "jeanne.martin@example.fr"
-
-
-def start_intake(lethe: Lethe) -> str:
-    lethe.env.setdefault("LETHE_INTAKE_TOKEN", f"intake-{uuid.uuid4().hex}")
-    port = free_port()
-    process = lethe.spawn(LETHE, "intake", "--port", str(port), name=f"intake-{port}")
-    base = f"http://127.0.0.1:{port}"
-
-    def answers() -> bool:
-        assert process.poll() is None, f"intake died:\n{lethe.logs[-1].read_text()}"
-        try:
-            urllib.request.urlopen(base + "/openapi.json", timeout=2)
-            return True
-        except OSError:
-            return False
-
-    wait_for(answers, 30, "the intake to answer", lethe.logs)
-    return base
 
 
 def post(
