@@ -18,10 +18,11 @@ from harness import ROOT
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 RABBITMQ_FILE = ROOT / "docker-compose.rabbitmq.yml"  # an override: RabbitMQ as the broker
 ENV_EXAMPLE = ROOT / ".env.example"
-LETHE_SERVICES = {"migrate", "worker", "beat", "flower", "dashboard"}
+LETHE_SERVICES = {"migrate", "worker", "beat", "flower", "dashboard", "intake"}
 SECRETS = (
     "LETHE_SECRET",
     "LETHE_DASHBOARD_TOKEN",
+    "LETHE_INTAKE_TOKEN",
     "POSTGRES_PASSWORD",
     "FLOWER_BASIC_AUTH",
     "RABBITMQ_PASSWORD",
