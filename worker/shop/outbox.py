@@ -8,6 +8,7 @@ publishes it. Columns are a contract (docs/php-shops.md): the shop's code writes
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -163,7 +164,26 @@ def _sqlite_claims_write_lock(engine: Engine) -> None:
 
     @sa.event.listens_for(engine, "begin")
     def _begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # status and metrics only read: they must not queue behind the shop's writers
+        reads = connection.get_execution_options().get(_READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if reads else "BEGIN IMMEDIATE")
+
+
+_READ_ONLY = "lethe_outbox_read_only"
+
+
+def _reading(url: str) -> Any:
+    return outbox_engine(url).execution_options(**{_READ_ONLY: True}).connect()
+
+
+def _forget_inherited_engines() -> None:
+    # a forked child (beat under the embedded worker, prefork children) must not share
+    # its parent's pooled connections to the shop database
+    for engine in _engines.values():
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_forget_inherited_engines)
 
 
 def _exists(url: str) -> bool:
@@ -197,7 +217,7 @@ def has_outbox(url: str) -> bool:
     try:
         if not _exists(url):
             return False
-        with outbox_engine(url).connect() as connection:
+        with _reading(url) as connection:
             return sa.inspect(connection).has_table(TABLE)
     except (OutboxUnavailable, sa.exc.SQLAlchemyError):
         return False
@@ -208,7 +228,7 @@ def backlog(url: str) -> Backlog:
     if not _exists(url):
         raise OutboxUnavailable(_no_table(url))
     try:
-        with outbox_engine(url).connect() as connection:
+        with _reading(url) as connection:
             if not sa.inspect(connection).has_table(TABLE):
                 raise OutboxUnavailable(_no_table(url))
             count, age = connection.exec_driver_sql(_OLDEST_AGE[dialect_of(url)]).one()
