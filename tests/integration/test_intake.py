@@ -66,6 +66,8 @@ def test_events_posted_are_stored_and_refused_ones_named_by_index(distributed: L
     distributed.wait_event("intake-1")
     distributed.wait_event("intake-4")
     assert distributed.store_count("events", "cast(data as text) like :raw", raw=f"%{EMAIL}%") == 0
+    for log in distributed.logs:  # the intake's and the worker's
+        assert EMAIL not in log.read_text(), log.name
 
     # JSON Lines, and the same ids again: stored once
     lines = "\n".join(json.dumps(event(n)) for n in (1, 6)).encode()
