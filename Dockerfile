@@ -1,5 +1,5 @@
 # The one image every service of docker-compose.yml runs: worker, beat, Flower,
-# the dashboard and the one-shot migration differ only by their command.
+# the dashboard, the intake and the one-shot migration differ only by their command.
 FROM python:3.11-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/lethe
@@ -25,5 +25,5 @@ COPY registers /etc/lethe/registers
 RUN useradd --system --uid 10001 --home-dir /var/lib/lethe --create-home lethe
 USER lethe
 WORKDIR /var/lib/lethe
-EXPOSE 8000 5555
+EXPOSE 8000 8001 5555
 CMD ["lethe", "--help"]

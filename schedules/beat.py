@@ -1,4 +1,5 @@
-"""The beat schedule, built from settings: the nightly sweep and the daily report.
+"""The beat schedule, built from settings: the nightly sweep, the daily report, and the
+outbox relay (every LETHE_OUTBOX_EVERY seconds, while the shop database has the outbox).
 
 Each tick names its slot (the scheduled local time it stands for); the run
 claims that slot under a unique constraint, so a second beat, a clock jump or
@@ -11,13 +12,19 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pendulum
-from celery.schedules import crontab
+from celery.schedules import crontab, schedstate
+from celery.schedules import schedule as every_schedule
 
 SWEEP_TASK = "lethe.sweep"
 SWEEP_PART_TASK = "lethe.sweep_part"
 REPORT_TASK = "lethe.report"
 NIGHTLY_SWEEP = "nightly-sweep"
 DAILY_REPORT = "daily-report"
+OUTBOX_TASK = "lethe.outbox_relay"
+OUTBOX_RELAY = "outbox-relay"
+# While the shop database has no `lethe_outbox`, beat looks for it again this often:
+# `lethe outbox install` turns the relay on within this delay, without a restart.
+OUTBOX_LOOK_AGAIN = 30.0
 
 
 def hour_minute(at: str) -> tuple[int, int]:
@@ -78,9 +85,48 @@ def beat_schedule(settings: Any) -> dict[str, dict[str, Any]]:
     }
 
 
+class OutboxSchedule(every_schedule):
+    """Every `run_every` while LETHE_SHOP_DATABASE_URL has `lethe_outbox`, else never: a shop
+    without an outbox gets no relay task every two seconds."""
+
+    _seen: tuple[float, bool] | None = None
+
+    def is_due(self, last_run_at: datetime) -> schedstate:
+        due, wait = super().is_due(last_run_at)
+        if due and not self._has_outbox():
+            return schedstate(False, OUTBOX_LOOK_AGAIN)
+        return schedstate(due, wait)
+
+    def _has_outbox(self) -> bool:
+        import time
+
+        from worker.settings import current_settings
+        from worker.shop.outbox import has_outbox
+
+        now = time.monotonic()
+        if self._seen is None or now - self._seen[0] >= OUTBOX_LOOK_AGAIN:
+            self._seen = (now, has_outbox(current_settings().shop_database_url))
+        return self._seen[1]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # beat keeps its entries in its schedule file: the interval only, no URL
+        return (self.__class__, (self.run_every,))
+
+
+def outbox_entry(settings: Any) -> dict[str, Any]:
+    every = settings.outbox_every
+    return {
+        "task": OUTBOX_TASK,
+        "schedule": OutboxSchedule(timedelta(seconds=every)),
+        # ticks queued while no worker ran are dropped, not run one after another:
+        # the next one relays the whole backlog
+        "options": {"expires": max(every * 5, 10.0)},
+    }
+
+
 def install(app: Any, settings: Any) -> None:
     """Give the Celery app its beat schedule, in the sweep's own time zone."""
-    app.conf.beat_schedule = beat_schedule(settings)
+    app.conf.beat_schedule = {**beat_schedule(settings), OUTBOX_RELAY: outbox_entry(settings)}
     # crontab reads hours in the app's time zone; only beat and ETAs use it.
     app.conf.timezone = settings.sweep.timezone
     # beat opens its schedule file before any other Lethe code makes the folder

@@ -62,6 +62,10 @@ class Settings:
     dashboard_token: str | None
     queue_prefix: str
     sweep: SweepSettings = field(default_factory=SweepSettings)
+    # LETHE_OUTBOX_EVERY: seconds between two runs of the outbox relay (beat's schedule)
+    outbox_every: float = 2.0
+    # LETHE_INTAKE_TOKEN: the HTTP intake's own bearer token (`lethe intake`)
+    intake_token: str | None = None
 
     @property
     def embedded(self) -> bool:
@@ -95,6 +99,8 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         dashboard_token=env.get("LETHE_DASHBOARD_TOKEN") or None,
         queue_prefix=env.get("LETHE_QUEUE_PREFIX") or "lethe",
         sweep=_sweep_settings(env, embedded=broker_url.startswith("filesystem://")),
+        outbox_every=read_number(env, "LETHE_OUTBOX_EVERY", 2.0, most=3600),
+        intake_token=env.get("LETHE_INTAKE_TOKEN") or None,
     )
 
 

@@ -16,6 +16,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import pytest
 from harness import (
     BIN,
+    MARIADB_URL,
+    PHP,
     POSTGRES_URL,
     RABBITMQ_URL,
     RABBITMQCTL,
@@ -63,6 +65,42 @@ def postgres_url(postgres_server: str) -> Iterator[str]:
     with admin.connect() as connection:
         connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def mariadb_server() -> str:
+    import sqlalchemy as sa
+
+    try:
+        with sa.create_engine(MARIADB_URL).connect() as connection:
+            connection.execute(sa.text("select 1"))
+    except Exception as exc:  # any failure to connect means: no server for this run
+        _unavailable("MariaDB", exc)
+    return MARIADB_URL
+
+
+@pytest.fixture
+def mariadb_url(mariadb_server: str) -> Iterator[str]:
+    """A fresh database of our own on the shared MariaDB server, dropped afterwards."""
+    import sqlalchemy as sa
+
+    name = f"lethe_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(mariadb_server)
+    with admin.begin() as connection:
+        connection.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
+    base = mariadb_server.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    with admin.begin() as connection:
+        connection.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def php() -> str:
+    """Debian's php-cli with PDO MySQL and curl: the PHP shop's code runs on it."""
+    if not PHP:
+        _unavailable("php", FileNotFoundError("not on PATH: ./run-tests installs php-cli"))
+    return PHP
 
 
 @pytest.fixture(scope="session")

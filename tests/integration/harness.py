@@ -9,6 +9,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,10 +26,13 @@ RABBITMQ_URL = os.environ.get("LETHE_TEST_RABBITMQ_URL", "amqp://guest:guest@127
 POSTGRES_URL = os.environ.get(
     "LETHE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
+MARIADB_URL = os.environ.get("LETHE_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
 # The fault tests close RabbitMQ connections with it, so it must run on the server's machine.
 RABBITMQCTL = shutil.which("rabbitmqctl")
 # The Redis crash tests start a server of their own, to kill it.
 REDIS_SERVER = shutil.which("redis-server")
+# The PHP shop's code (examples/php/) runs on Debian's php-cli, installed by ./run-tests.
+PHP = shutil.which("php")
 
 
 class Lethe:
@@ -100,6 +105,22 @@ class Lethe:
         assert process.poll() is None, f"worker died at start:\n{log.read_text()}"
         return process
 
+    def spawn(self, *command: str, name: str) -> subprocess.Popen:
+        """A long-running process of this install (beat, the intake, a relay), logged to
+        `name`.log and stopped with the workers."""
+        log = self.home / f"{name}.log"
+        process = subprocess.Popen(
+            list(command),
+            env=self.env,
+            cwd=self.home,
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.workers.append(process)
+        self.logs.append(log)
+        return process
+
     def kill_workers(self, sig: int = 9) -> None:
         for process in self.workers:
             if process.poll() is None:
@@ -152,6 +173,31 @@ class Lethe:
             f"{events} events in the store",
             self.logs,
         )
+
+
+def start_intake(lethe: Lethe) -> str:
+    """`lethe intake` on a free port, with a token of its own unless one is set; its URL."""
+    lethe.env.setdefault("LETHE_INTAKE_TOKEN", f"intake-{uuid.uuid4().hex}")
+    port = free_port()
+    process = lethe.spawn(LETHE, "intake", "--port", str(port), name=f"intake-{port}")
+    base = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        assert process.poll() is None, f"intake died:\n{lethe.logs[-1].read_text()}"
+        try:
+            urllib.request.urlopen(base + "/openapi.json", timeout=2)
+            return True
+        except OSError:
+            return False
+
+    wait_for(answers, 30, "the intake to answer", lethe.logs)
+    return base
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def rabbitmqctl(*args: str) -> str:

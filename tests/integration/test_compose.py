@@ -5,10 +5,12 @@ built or started: docs/operations.md says so."""
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -18,10 +20,11 @@ from harness import ROOT
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 RABBITMQ_FILE = ROOT / "docker-compose.rabbitmq.yml"  # an override: RabbitMQ as the broker
 ENV_EXAMPLE = ROOT / ".env.example"
-LETHE_SERVICES = {"migrate", "worker", "beat", "flower", "dashboard"}
+LETHE_SERVICES = {"migrate", "worker", "beat", "flower", "dashboard", "intake"}
 SECRETS = (
     "LETHE_SECRET",
     "LETHE_DASHBOARD_TOKEN",
+    "LETHE_INTAKE_TOKEN",
     "POSTGRES_PASSWORD",
     "FLOWER_BASIC_AUTH",
     "RABBITMQ_PASSWORD",
@@ -194,3 +197,105 @@ def test_the_rabbitmq_override_moves_every_lethe_service_to_rabbitmq():
         # the rest of the settings are the base file's
         assert env["LETHE_DATABASE_URL"].endswith("@postgres:5432/lethe"), name
         assert env["LETHE_SECRET"] and env["LETHE_LOG_FORMAT"] == "json", name
+
+
+def test_the_stack_starts_for_real_and_every_service_passes_its_health_check(
+    tmp_path: Path, own_redis, postgres_url: str, mariadb_url: str
+):
+    """Every Lethe service of docker-compose.yml started with its own command and environment
+    (.env.example's values, the shop pointed at the loopback MariaDB), in dependency order,
+    each checked by its own health check; then an event posted to the intake is stored by
+    the worker, and a row of the shop's outbox by beat's relay."""
+    import json
+    import urllib.request
+
+    import sqlalchemy as sa
+    from compose_stack import Loopback, Stack
+
+    env_file = tmp_path / ".env"
+    env_file.write_text(
+        ENV_EXAMPLE.read_text() + f"\nLETHE_SHOP_DATABASE_URL={mariadb_url}\nLETHE_OUTBOX_EVERY=1\n"
+    )
+    result = compose("config", env_file=env_file)
+    assert result.returncode == 0, result.stderr
+    stack = Stack(
+        config=yaml.safe_load(result.stdout),
+        folder=tmp_path / "stack",
+        loopback=Loopback({"redis": own_redis.url, "postgres": postgres_url}),
+        external={"redis", "postgres"},
+    )
+    stack.folder.mkdir()
+    order = stack.order()
+    assert order.index("migrate") < min(order.index(name) for name in LETHE_SERVICES - {"migrate"})
+    assert set(order) == LETHE_SERVICES
+    try:
+        stack.start("migrate")
+        stack.wait_exit("migrate", 0)
+        # the shop's outbox, as its DBA makes it, with the stack's own settings
+        install = subprocess.run(
+            ["lethe", "outbox", "install"],
+            env=stack.started["migrate"].env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert install.returncode == 0, install.stderr
+        for name in order[1:]:
+            stack.start(name)
+        for name in order[1:]:
+            stack.wait_healthy(name)
+
+        intake = stack.started["intake"].env
+        base = f"http://127.0.0.1:{stack.port(8001)}"
+        event = {
+            "id": "compose-1",
+            "type": "order.closed",
+            "subject": "customer:1",
+            "occurred_at": "2026-03-01T10:00:00+01:00",
+            "data": {"order": "C-1"},
+        }
+        request = urllib.request.Request(
+            base + "/v1/events",
+            data=json.dumps([event]).encode(),
+            headers={
+                "Authorization": f"Bearer {intake['LETHE_INTAKE_TOKEN']}",
+                "Content-Type": "application/json",
+            },
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.status == 202
+        shop = sa.create_engine(mariadb_url)
+        with shop.begin() as connection:
+            connection.execute(
+                sa.text(
+                    "insert into lethe_outbox (id, type, subject, occurred_at) values "
+                    "('compose-2', 'order.closed', 'customer:2', '2026-03-01T11:00:00+01:00')"
+                )
+            )
+        shop.dispose()
+        store = sa.create_engine(intake["LETHE_DATABASE_URL"])
+        deadline = time.monotonic() + 60
+        while True:
+            with store.connect() as connection:
+                stored = connection.execute(sa.text("select count(*) from events")).scalar_one()
+            if stored == 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        store.dispose()
+        assert stored == 2, stack.tail("worker") + stack.tail("beat")
+
+        token = stack.started["dashboard"].env["LETHE_DASHBOARD_TOKEN"]
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{stack.port(8000)}/metrics",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert "lethe_outbox_pending 0.0" in response.read().decode()
+        user, password = stack.started["flower"].env["FLOWER_BASIC_AUTH"].split(":", 1)
+        request = urllib.request.Request(f"http://127.0.0.1:{stack.port(5555)}/")
+        credentials = base64.b64encode(f"{user}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {credentials}")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.status == 200
+    finally:
+        stack.stop()

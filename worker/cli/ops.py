@@ -64,6 +64,7 @@ def dashboard(host: str, port: int, grace_text: str | None) -> None:
         grace=_grace(grace_text),
         flower_url=os.environ.get("LETHE_FLOWER_URL") or None,
         broker=lambda: broker_check(settings, timeout=2.0),
+        shop_database_url=settings.shop_database_url,
     )
     log.info("dashboard listening", host=host, port=port)
     # log_config=None: uvicorn's records go through Lethe's processors; its access

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 from worker.domain.durations import Duration
 from worker.logs import log
 from worker.ops.dashboard import figures
+from worker.shop.outbox import OutboxUnavailable, backlog, has_outbox
 from worker.store.schema import DeadLetter, Erasure, Hold, PurgeRun
 from worker.store.sessions import now_utc, reading
 
@@ -46,8 +47,10 @@ class LetheCollector(Collector):
         grace: Duration = figures.DEFAULT_GRACE,
         known_types: Iterable[str] = (),
         clock: Callable[[], datetime] = now_utc,
+        shop_database_url: str | None = None,
     ):
         self.database_url = database_url
+        self.shop_database_url = shop_database_url
         self.grace = grace
         self.known_types = frozenset(known_types)
         self.clock = clock
@@ -66,6 +69,7 @@ class LetheCollector(Collector):
         up.add_metric([], 1)
         yield up
         yield from metrics
+        yield from self._outbox()
         yield GaugeMetricFamily(
             "lethe_metrics_collect_seconds",
             "Time the store's aggregate queries took for this scrape",
@@ -122,6 +126,26 @@ class LetheCollector(Collector):
             or 0,
         )
         yield from self._sweeps(session)
+
+    def _outbox(self) -> Iterable[Metric]:
+        """The shop's outbox backlog, when the shop database has one (`lethe outbox install`)."""
+        if self.shop_database_url is None or not has_outbox(self.shop_database_url):
+            return
+        try:
+            waiting = backlog(self.shop_database_url)
+        except OutboxUnavailable:
+            log.warning("metrics: shop outbox unavailable")
+            return
+        yield GaugeMetricFamily(
+            "lethe_outbox_pending",
+            "Rows waiting in the shop database's lethe_outbox for the relay",
+            value=waiting.pending,
+        )
+        yield GaugeMetricFamily(
+            "lethe_outbox_oldest_seconds",
+            "How long the oldest row of lethe_outbox has waited (0 when none waits)",
+            value=waiting.oldest_seconds or 0.0,
+        )
 
     def _sweeps(self, session: Session) -> Iterable[Metric]:
         runs = GaugeMetricFamily("lethe_sweeps", "Sweeps recorded, by status", labels=["status"])

@@ -33,6 +33,7 @@ from worker.ops.dashboard import chart, figures
 from worker.ops.metrics import LetheCollector
 from worker.ops.status import Check, Level, schema_check, store_checks, worst
 from worker.settings import safe_url
+from worker.shop.outbox import Backlog, OutboxUnavailable, backlog, has_outbox
 from worker.store.sessions import now_utc, reading
 
 _SECURITY_HEADERS = {
@@ -62,6 +63,8 @@ class DashboardConfig:
     clock: Callable[[], datetime] = now_utc
     # `lethe status`'s broker check, so the verdict says what `lethe status` says
     broker: Callable[[], Check] | None = None
+    # the shop database, for its outbox's backlog (shown once `lethe outbox install` ran)
+    shop_database_url: str | None = None
 
 
 class TokenGate:
@@ -142,12 +145,28 @@ def _templates() -> Environment:
     return env
 
 
+def _outbox_backlog(url: str | None) -> Backlog | None:
+    """The shop's outbox backlog, or None where there is no outbox (nor a reachable shop)."""
+    if url is None or not has_outbox(url):
+        return None
+    try:
+        return backlog(url)
+    except OutboxUnavailable:
+        return None
+
+
 def create_app(config: DashboardConfig) -> Starlette:
     """The dashboard for one store; `lethe dashboard` serves it with uvicorn."""
     templates = _templates()
     metrics_registry = CollectorRegistry()
     metrics_registry.register(
-        LetheCollector(config.database_url, config.grace, config.known_types, config.clock)
+        LetheCollector(
+            config.database_url,
+            config.grace,
+            config.known_types,
+            config.clock,
+            shop_database_url=config.shop_database_url,
+        )
     )
 
     def local(moment: datetime | None) -> str:
@@ -203,6 +222,7 @@ def create_app(config: DashboardConfig) -> Starlette:
         return page(
             request,
             "overview.html",
+            outbox=_outbox_backlog(config.shop_database_url),
             data=data,
             checks=checks,
             verdict=worst(checks),
