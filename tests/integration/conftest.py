@@ -1,5 +1,6 @@
-"""Real services for integration tests: a PostgreSQL database and a Redis key prefix (or a
-RabbitMQ queue prefix) per run, and real `lethe` / `celery` processes started as a user would.
+"""Real services for integration tests: a PostgreSQL database (or a MariaDB one, for a
+shop) and a Redis key prefix (or a RabbitMQ queue prefix) per run, and real `lethe` /
+`celery` processes started as a user would.
 
 Nothing here assumes an empty server: every run makes its own database and prefix
 and removes them afterwards.
@@ -16,6 +17,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import pytest
 from harness import (
     BIN,
+    MARIADB_URL,
     POSTGRES_URL,
     RABBITMQ_URL,
     RABBITMQCTL,
@@ -62,6 +64,37 @@ def postgres_url(postgres_server: str) -> Iterator[str]:
     yield f"{base}/{name}"
     with admin.connect() as connection:
         connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def mariadb_server() -> str:
+    import sqlalchemy as sa
+
+    server = MARIADB_URL.rstrip("/")
+    try:
+        with sa.create_engine(server).connect() as connection:
+            connection.execute(sa.text("select 1"))
+    except Exception as exc:  # any failure to connect means: no server for this run
+        _unavailable("MariaDB", exc)
+    return server
+
+
+@pytest.fixture
+def mariadb_url(mariadb_server: str) -> Iterator[str]:
+    """A fresh MariaDB database of our own on the shared server (a shop's), dropped
+    afterwards: mysql+pymysql://root@127.0.0.1:3306/lethe_test_<hex>."""
+    import sqlalchemy as sa
+
+    name = f"lethe_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(mariadb_server)
+    with admin.connect() as connection:
+        connection.execute(
+            sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci")
+        )
+    yield f"{mariadb_server}/{name}"
+    with admin.connect() as connection:
+        connection.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
     admin.dispose()
 
 

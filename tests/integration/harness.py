@@ -24,6 +24,8 @@ RABBITMQ_URL = os.environ.get("LETHE_TEST_RABBITMQ_URL", "amqp://guest:guest@127
 POSTGRES_URL = os.environ.get(
     "LETHE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
+# The server only: each test makes a database of its own on it (conftest.mariadb_url).
+MARIADB_URL = os.environ.get("LETHE_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306")
 # The fault tests close RabbitMQ connections with it, so it must run on the server's machine.
 RABBITMQCTL = shutil.which("rabbitmqctl")
 # The Redis crash tests start a server of their own, to kill it.
