@@ -21,7 +21,7 @@ from harness import Lethe
 
 # Far enough after the data that the old customers are due (3 years after their last order).
 NOW = "2026-11-26T03:00:00+01:00"
-LATER = "2027-06-01T03:00:00+02:00"
+LATER = "2026-11-27T03:00:00+01:00"  # the next night: a sweep may not run ahead of the clock
 ZERO = "0000-00-00 00:00:00"
 
 SCHEMA = [
