@@ -353,3 +353,12 @@ def build_php_shop(url: str, customers: int = 24, subscribers: int = 8) -> PhpSh
     finally:
         engine.dispose()
     return shop
+
+
+_END_OF_ORDERS = "            note: the order's reference and amount back the invoice"
+
+
+def register_with(targets: str) -> str:
+    """The register with more targets under shop.customers (after ps_orders')."""
+    at = REGISTER.index("\n", REGISTER.index(_END_OF_ORDERS)) + 1
+    return REGISTER[:at] + targets + REGISTER[at:]

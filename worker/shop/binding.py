@@ -159,7 +159,7 @@ def _engine(url: str) -> Engine:
                 options["connect_args"] = mysql.CONNECT_ARGS
                 options["pool_recycle"] = mysql.POOL_RECYCLE
         try:
-            _engines[url] = sa.create_engine(url, **options)
+            engine = sa.create_engine(url, **options)
         except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
             raise ShopUnavailable(
                 f"LETHE_SHOP_DATABASE_URL is not a database URL Lethe can use "
@@ -167,6 +167,9 @@ def _engine(url: str) -> Engine:
                 "as postgresql+psycopg://user@host/shop, mysql+pymysql://user@host/shop "
                 "(mariadb+pymysql:// too) or sqlite:////srv/shop/shop.sqlite3"
             ) from None
+        if mysql.is_mysql(engine.dialect):
+            sa.event.listen(engine, "handle_error", mysql.refusal_as_integrity_error)
+        _engines[url] = engine
     return _engines[url]
 
 

@@ -180,3 +180,20 @@ def exactly_one_of(column: sa.Column, values: list[Any]) -> Any:
 
 def _quoted(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
+
+
+# What pymysql raises as OperationalError although the server is well and only refuses
+# the row: a CHECK (MariaDB 4025, MySQL 3819) and a trigger's SIGNAL (1644). Taken for
+# an outage, one refused person would roll back every batch at every sweep, for good.
+_REFUSALS = frozenset({4025, 3819, 1644})
+
+
+def refusal_as_integrity_error(context: Any) -> Exception | None:
+    """For the engine's handle_error event: a refusal raised as IntegrityError, as
+    PostgreSQL's and SQLite's drivers raise it, so that the sweep fails that person alone."""
+    orig = context.original_exception
+    if context.is_disconnect or type(orig).__module__.split(".")[0] != "pymysql":
+        return None
+    if not orig.args or orig.args[0] not in _REFUSALS:
+        return None
+    return sa.exc.IntegrityError(context.statement, None, orig, hide_parameters=True)

@@ -1,0 +1,146 @@
+"""`lethe shop check` on a MariaDB shop reads its real constraints: UNIQUE over several
+columns and on a prefix, column-level CHECKs (which SQLAlchemy's reflection misses),
+lengths in characters, NOT NULL, ENUMs, and triggers (warned about); and a row a
+constraint refuses during a sweep fails that person alone, its audit naming the
+constraint and quoting nothing."""
+
+from __future__ import annotations
+
+import json
+
+from harness import Lethe
+from php_shop import NOW, build_php_shop, register_with, write_register
+
+EXTRA_TABLES = [
+    """CREATE TABLE `ps_wishlist` (
+      `id_wishlist` INT(10) UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+      `id_customer` INT(10) UNSIGNED NOT NULL,
+      `name` VARCHAR(64) NOT NULL DEFAULT '',
+      `token` VARCHAR(64) NOT NULL DEFAULT '',
+      UNIQUE KEY `customer_name` (`id_customer`, `name`),
+      UNIQUE KEY `token` (`token`(12))
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+    """CREATE TABLE `ps_contact` (
+      `id_customer` INT(10) UNSIGNED NOT NULL PRIMARY KEY,
+      `email` VARCHAR(255) NOT NULL DEFAULT '' CHECK (`email` LIKE '%@%')
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+    """CREATE TABLE `ps_profile` (
+      `id_customer` INT(10) UNSIGNED NOT NULL PRIMARY KEY,
+      `phone` VARCHAR(16) NOT NULL DEFAULT '',
+      `firstname` VARCHAR(64) NOT NULL DEFAULT '',
+      `title` ENUM('mr', 'mrs', 'mx') NOT NULL DEFAULT 'mx'
+    ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4""",
+    "INSERT INTO ps_wishlist (id_customer, name, token) VALUES "
+    "(1, 'Noël', 'tok-0001-aaaa'), (1, 'Anniversaire', 'tok-0002-bbbb')",
+    "INSERT INTO ps_contact VALUES (1, 'client.1@example.org')",
+    "INSERT INTO ps_profile VALUES (1, '0612345601', 'Jeanne', 'mrs')",
+    # a copy of every change, old values included: Lethe cannot see into it
+    """CREATE TABLE `ps_customer_history` (
+      `id` INT AUTO_INCREMENT PRIMARY KEY, `id_customer` INT UNSIGNED, `email` VARCHAR(255)
+    )""",
+    """CREATE TRIGGER `ps_customer_history_copy` AFTER UPDATE ON `ps_customer`
+      FOR EACH ROW INSERT INTO ps_customer_history (id_customer, email)
+      VALUES (OLD.id_customer, OLD.email)""",
+]
+
+
+def _target(table: str, columns: str) -> str:
+    return (
+        f"          - table: {table}\n"
+        "            key: id_customer\n"
+        f"            columns: {{{columns}}}\n"
+    )
+
+
+def test_the_shop_check_reads_mariadbs_own_constraints(embedded: Lethe, mariadb_url: str, tmp_path):
+    shop = build_php_shop(mariadb_url, customers=4, subscribers=2)
+    shop.execute(*EXTRA_TABLES)
+    embedded.env["LETHE_SHOP_DATABASE_URL"] = mariadb_url
+    path = write_register(
+        tmp_path,
+        embedded,
+        register_with(
+            _target("ps_wishlist", "name: redact, token: keyed_hash")
+            + _target("ps_contact", "email: keyed_hash")
+            + _target("ps_profile", "phone: keyed_hash, title: redact, firstname: null")
+        ),
+    )
+    result = embedded.run("shop", "check", check=False)
+    assert result.returncode == 1, result.stdout + result.stderr
+    said = result.stderr
+    for problem in [
+        # UNIQUE (id_customer, name): two lists of one person redacted would be one
+        "target 'ps_wishlist': column 'name' is UNIQUE and redact gives many rows the same",
+        "column 'token' is UNIQUE on its first 12 characters only, and keyed_hash needs 18",
+        # a column-level CHECK, read from information_schema.CHECK_CONSTRAINTS
+        "the shop's CHECK constraint email (`email` like '%@%') refuses email",
+        # VARCHAR(16) in utf8mb4 holds 16 characters (64 bytes)
+        "column 'phone' holds 16 characters, keyed_hash writes 18",
+        "column 'title' is of type other and redact needs a text column",
+        "column 'firstname' is NOT NULL",
+    ]:
+        assert problem in said, f"{problem!r} not in:\n{said}"
+    assert str(path) in said
+
+    # what fits: the trigger is named, not refused
+    write_register(
+        tmp_path,
+        embedded,
+        register_with(
+            _target("ps_wishlist", "token: pseudonym") + _target("ps_contact", "email: null")
+        ),
+    )
+    result = embedded.run("shop", "check", check=False)
+    assert result.returncode == 1, "ps_contact.email is NOT NULL: null cannot fit"
+    write_register(
+        tmp_path,
+        embedded,
+        register_with(
+            _target("ps_profile", "phone: redact, firstname: pseudonym")
+            + _target("ps_wishlist", "name: keyed_hash")
+        ),
+    )
+    result = embedded.run("shop", "check")
+    assert "ps_customer_history_copy" in result.stdout + result.stderr
+    assert "6 targets over 6 tables fit" in result.stdout + result.stderr
+
+
+def test_a_row_a_check_refuses_fails_that_customer_alone_and_quotes_nothing(
+    embedded: Lethe, mariadb_url: str, tmp_path
+):
+    # Newsletter 2 is a shop's own flag meaning "send to the address as it is": its CHECK
+    # allows only a real address there. The shop check tries the newest rows, which pass;
+    # customer 1, the oldest, is the one row it refuses.
+    shop = build_php_shop(mariadb_url, customers=24, subscribers=2)
+    shop.execute(
+        "UPDATE ps_customer SET newsletter = 2 WHERE id_customer = 1",
+        "ALTER TABLE ps_customer ADD CONSTRAINT `plain_mail` "
+        "CHECK (`newsletter` <> 2 OR `email` LIKE '%@%')",
+    )
+    embedded.env["LETHE_SHOP_DATABASE_URL"] = mariadb_url
+    write_register(tmp_path, embedded)
+    embedded.start_worker()
+    events = str(shop.events_file(tmp_path))
+    embedded.python(
+        "import json\n"
+        "from worker.client import emit_many\n"
+        f"sent = emit_many([json.loads(line) for line in open({events!r})])\n"
+        "assert not sent.refused, sent.refused\n"
+    )
+    embedded.wait_stored(len(shop.events))
+    embedded.run("shop", "check")
+    ran = embedded.run("purge", "--now", NOW, "--format", "json", check=False)
+    assert ran.returncode == 4, ran.stderr
+    first = json.loads(ran.stdout)
+    ran = embedded.run("purge", "--approve", str(first["run"]), "--format", "json", check=False)
+    assert ran.stdout, ran.stderr
+    done = json.loads(ran.stdout)
+    assert done["failed"] == 1 and done["erased"] > 1, done
+    customer = shop.read("ps_customer")[1]
+    assert customer["email"] == "client.1@example.org", "the refused row was half written"
+    assert shop.read("ps_customer")[2]["email"].startswith("h:")
+    audit = json.loads(embedded.run("audit", "--format", "json").stdout)
+    failed = [r for r in audit if r["outcome"] == "failed"]
+    assert len({r["subject_ref"] for r in failed}) == 1
+    assert "IntegrityError: CHECK constraint plain_mail" in json.dumps(failed)
+    assert "example.org" not in json.dumps(audit)
