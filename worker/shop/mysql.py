@@ -140,7 +140,7 @@ _CONSTRAINT_NAME = r"[A-Za-z_][A-Za-z0-9_$]{0,63}"
 # server error codes (MariaDB's and MySQL's own numbering), each with what names the
 # constraint at the END of its message, after any value the message quotes
 _MYSQL_KINDS = {
-    1062: ("UNIQUE", re.compile(rf"for key '(?:{_CONSTRAINT_NAME}\.)?({_CONSTRAINT_NAME})'$")),
+    1062: ("UNIQUE", re.compile(rf"for key '(?:{_CONSTRAINT_NAME}\.)*({_CONSTRAINT_NAME})'$")),
     1048: ("NOT NULL", re.compile(rf"^Column '({_CONSTRAINT_NAME})' cannot be null$")),
     # MariaDB: "CONSTRAINT `email` failed for `shop`.`ps_customer`"
     4025: ("CHECK", re.compile(rf"^CONSTRAINT `({_CONSTRAINT_NAME})` failed for ")),
