@@ -144,3 +144,65 @@ def test_a_row_a_check_refuses_fails_that_customer_alone_and_quotes_nothing(
     assert len({r["subject_ref"] for r in failed}) == 1
     assert "IntegrityError: CHECK constraint plain_mail" in json.dumps(failed)
     assert "example.org" not in json.dumps(audit)
+
+
+VISITS = """\
+  - id: shop.visits
+    name: Visit statistics
+    role: controller
+    controller: Boutique PHP
+    subjects: [visitor]
+    data: [Browsing]
+    purposes:
+      - purpose: Audience statistics
+        legal_basis: consent
+    retention:
+      - clock: [visit.recorded]
+        keep: 13 months
+        then: delete
+        source: CNIL, cookies and trackers
+        targets:
+          - table: ps_connections_guest
+            key: visitor
+            key_value: subject
+            delete_rows: true
+"""
+
+
+def test_a_subject_in_a_text_key_is_matched_byte_for_byte_not_by_the_collation(
+    embedded: Lethe, mariadb_url: str, tmp_path
+):
+    # utf8mb4_general_ci finds 'visitor:AB' and 'visitor:ab ' for 'visitor:ab': three
+    # people to Lethe, one row each, and only one of them is due
+    shop = build_php_shop(mariadb_url, customers=1, subscribers=1)
+    shop.execute(
+        "CREATE TABLE `ps_connections_guest` (`id` INT AUTO_INCREMENT PRIMARY KEY, "
+        "`visitor` VARCHAR(64) NOT NULL DEFAULT '', KEY (`visitor`)) "
+        "DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci",
+        "INSERT INTO ps_connections_guest (visitor) VALUES "
+        "('visitor:ab'), ('visitor:AB'), ('visitor:ab ')",
+    )
+    embedded.env["LETHE_SHOP_DATABASE_URL"] = mariadb_url
+    text = register_with("").replace(
+        "subject_kinds: [customer, subscriber]", "subject_kinds: [customer, subscriber, visitor]"
+    )
+    text = text.replace("events:\n", "events:\n  visit.recorded: a visit to the shop\n")
+    write_register(tmp_path, embedded, text + VISITS)
+    embedded.start_worker()
+    visits = [
+        ("visitor:ab", "2024-01-10T10:00:00+01:00"),
+        ("visitor:AB", "2026-11-20T10:00:00+01:00"),
+        ("visitor:ab ", "2026-11-20T10:00:00+01:00"),
+    ]
+    code = "from worker.client import emit\n" + "".join(
+        f"emit('visit.recorded', subject={s!r}, occurred_at={at!r}, id='visit-{n}')\n"
+        for n, (s, at) in enumerate(visits)
+    )
+    embedded.python(code)
+    embedded.wait_stored(3)
+    ran = embedded.run("purge", "--now", NOW, "--format", "json", check=False)
+    first = json.loads(ran.stdout)
+    ran = embedded.run("purge", "--approve", str(first["run"]), "--format", "json", check=False)
+    assert json.loads(ran.stdout)["erased"] >= 1, ran.stderr
+    left = sorted(r["visitor"] for r in shop.read("ps_connections_guest").values())
+    assert left == ["visitor:AB", "visitor:ab "]

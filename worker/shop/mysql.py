@@ -169,11 +169,12 @@ def mysql_constraint(orig: Any) -> str | None:
 
 def exactly_one_of(column: sa.Column, values: list[Any]) -> Any:
     """`column IN (values)` compared byte for byte. MySQL's usual collations ignore case
-    and trailing blanks (utf8mb4_general_ci), so `newsletter:Ab` would find the row of
-    `newsletter:ab`, another person. The plain IN keeps the key's index in use; the
-    column goes to utf8mb4 first, as a latin1 or utf8mb3 column takes no utf8mb4_bin."""
+    and trailing blanks (utf8mb4_general_ci, and even utf8mb4_bin pads), so `visitor:ab`
+    would find the rows of `visitor:AB` and `visitor:ab `, other people. The plain IN
+    keeps the key's index in use; the column goes to utf8mb4 first, then to bytes, which
+    compare exactly whatever the table's charset (latin1, utf8mb3)."""
     exact = sa.literal_column(
-        f"CONVERT({_quoted(column.name)} USING utf8mb4) COLLATE utf8mb4_bin", type_=column.type
+        f"CAST(CONVERT({_quoted(column.name)} USING utf8mb4) AS BINARY)", type_=column.type
     )
     return sa.and_(column.in_(values), exact.in_(values))
 
