@@ -218,6 +218,12 @@ def _update_rows(connection, bound, columns: list[str], changes: list[dict[str, 
             {alias: [ch[n] for ch in changes] for alias, n in zip(aliases, names, strict=True)},
         )
         return
+    if mysql.is_mysql(connection.dialect):
+        sql, params = mysql.joined_update(
+            connection.dialect, table, bound.primary_key, columns, changes
+        )
+        connection.exec_driver_sql(sql, params)
+        return
     statement = (
         sa.update(table)
         .where(*(c == sa.bindparam(f"pk_{c.name}") for c in pk))
