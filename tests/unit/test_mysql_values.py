@@ -91,3 +91,28 @@ def test_a_mysql_refusal_names_its_constraint_and_never_the_values(
 def test_a_signal_from_a_trigger_names_nothing() -> None:
     # SIGNAL's MESSAGE_TEXT is the shop's own and may say anything about the row
     assert mysql_constraint(_error(1644, "refused for jeanne@example.org")) is None
+
+
+def test_a_mysql_url_without_its_database_is_refused_with_the_form_to_use() -> None:
+    from worker.shop.binding import ShopUnavailable, shop_engine
+
+    with pytest.raises(ShopUnavailable, match="no database.*mysql\\+pymysql://user@host:3306/shop"):
+        shop_engine("mysql+pymysql://root@127.0.0.1:3306")
+
+
+@pytest.mark.parametrize("url", ["mysql://root@127.0.0.1/shop", "mariadb://root@127.0.0.1/shop"])
+def test_a_mysql_url_without_the_driver_lethe_installs_says_which_to_name(url: str) -> None:
+    from worker.shop.binding import ShopUnavailable, shop_engine
+
+    with pytest.raises(ShopUnavailable, match="mysql\\+pymysql://.*mariadb\\+pymysql://"):
+        shop_engine(url)
+
+
+@pytest.mark.parametrize(
+    "url", ["mysql+pymysql://root@127.0.0.1/shop", "mariadb+pymysql://root@127.0.0.1/shop"]
+)
+def test_both_spellings_of_a_mariadb_url_make_a_shop_engine(url: str) -> None:
+    from worker.shop.binding import shop_engine
+    from worker.shop.mysql import is_mysql
+
+    assert is_mysql(shop_engine(url).dialect)  # nothing connects until a query

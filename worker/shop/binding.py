@@ -139,7 +139,14 @@ def shop_engine(url: str) -> Engine:
             "shop's database (`lethe demo` builds a demo shop in $LETHE_HOME/demo/"
             "shop.sqlite3 that it can point at)"
         )
-    return _engine(url)
+    engine = _engine(url)
+    if mysql.is_mysql(engine.dialect) and not engine.url.database:
+        # without one, every query fails with "No database selected", which reads as an outage
+        raise ShopUnavailable(
+            "LETHE_SHOP_DATABASE_URL names a MariaDB/MySQL server but no database: end it "
+            "with the shop's database, as in mysql+pymysql://user@host:3306/shop"
+        )
+    return engine
 
 
 _engines: dict[str, Engine] = {}
