@@ -206,3 +206,42 @@ def test_a_subject_in_a_text_key_is_matched_byte_for_byte_not_by_the_collation(
     assert json.loads(ran.stdout)["erased"] >= 1, ran.stderr
     left = sorted(r["visitor"] for r in shop.read("ps_connections_guest").values())
     assert left == ["visitor:AB", "visitor:ab "]
+
+
+def test_a_zero_date_is_written_back_as_it_was_under_a_strict_no_zero_date_mode(
+    mariadb_url: str, tmp_path
+):
+    # A shop whose server runs STRICT_ALL_TABLES,NO_ZERO_DATE still holds the zero dates
+    # written before: the sweep writes a row's target columns back whole, zero date
+    # included. The shared test server's global mode is not ours to change, so the
+    # session starts in the shop's mode, then runs what Lethe's connections run.
+    import sqlalchemy as sa
+
+    from worker.domain.register_file import load_register
+    from worker.shop.apply import apply_targets
+    from worker.shop.binding import bind_targets, dispose_engines, shop_engine
+    from worker.shop.mysql import SESSION_SETUP
+
+    build_php_shop(mariadb_url, customers=1, subscribers=1)
+    path = tmp_path / "register.yaml"
+    path.write_text(register_with(""))
+    engine = shop_engine(mariadb_url)
+    try:
+        bound = bind_targets(load_register(path), path, engine, b"s" * 32)["shop.customers"]
+        orders = [b for b in bound if b.table.name == "ps_orders"]
+        with engine.begin() as connection:
+            connection.exec_driver_sql(
+                "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_DATE,NO_ZERO_IN_DATE'"
+            )
+            connection.exec_driver_sql(SESSION_SETUP)
+            applied = apply_targets(connection, [("customer:1", orders[0])], b"s" * 32)
+        assert applied.rows[("customer:1", "shop.customers", "ps_orders")] == 2
+        with engine.connect() as connection:
+            rows = connection.execute(
+                sa.text("SELECT gift_message, invoice_date FROM ps_orders ORDER BY id_order")
+            ).all()
+        assert [r.gift_message for r in rows] == [None, None]
+        assert rows[1].invoice_date == "0000-00-00 00:00:00"
+        assert rows[0].invoice_date.month == 1 and rows[0].invoice_date.day == 1
+    finally:
+        dispose_engines()

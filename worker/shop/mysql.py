@@ -25,11 +25,14 @@ from sqlalchemy.engine import Connection, Dialect
 # reads as the moment it is: the server here has no named zones loaded (`SET time_zone =
 # 'Europe/Paris'` fails with error 1298), and a fixed offset would be wrong half the year.
 # DATETIME, the PHP shops' usual column, is never converted: it is the shop's wall clock.
-CONNECT_ARGS = {
-    "charset": "utf8mb4",
-    "init_command": "SET time_zone = '+00:00'",
-    "connect_timeout": 10,
-}
+# NO_ZERO_DATE and NO_ZERO_IN_DATE go from the session's sql_mode: a sweep writes a
+# row's target columns back whole, a zero date left as it is included, and under a strict
+# mode with them MariaDB refuses that (error 1292). Lethe never makes a zero date.
+SESSION_SETUP = (
+    "SET time_zone = '+00:00', sql_mode = "
+    "REPLACE(REPLACE(@@sql_mode, 'NO_ZERO_IN_DATE', ''), 'NO_ZERO_DATE', '')"
+)
+CONNECT_ARGS = {"charset": "utf8mb4", "init_command": SESSION_SETUP, "connect_timeout": 10}
 # MySQL closes a connection idle for wait_timeout (8 hours by default): a worker's pool
 # between two nightly sweeps would hand out dead ones, so they are replaced before that.
 POOL_RECYCLE = 3600
@@ -184,9 +187,10 @@ def _quoted(name: str) -> str:
 
 
 # What pymysql raises as OperationalError although the server is well and only refuses
-# the row: a CHECK (MariaDB 4025, MySQL 3819) and a trigger's SIGNAL (1644). Taken for
+# the row: a CHECK (MariaDB 4025, MySQL 3819), a trigger's SIGNAL (1644), a value its
+# column's type refuses under a strict sql_mode (1292). Taken for
 # an outage, one refused person would roll back every batch at every sweep, for good.
-_REFUSALS = frozenset({4025, 3819, 1644})
+_REFUSALS = frozenset({4025, 3819, 1644, 1292})
 
 
 def refusal_as_integrity_error(context: Any) -> Exception | None:
