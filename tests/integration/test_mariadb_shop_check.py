@@ -245,3 +245,59 @@ def test_a_zero_date_is_written_back_as_it_was_under_a_strict_no_zero_date_mode(
         assert rows[0].invoice_date.month == 1 and rows[0].invoice_date.day == 1
     finally:
         dispose_engines()
+
+
+ODD_NAMES = """\
+  - id: shop.odd
+    name: Names that need backticks
+    role: controller
+    controller: Boutique PHP
+    subjects: [visitor]
+    data: [Identity]
+    purposes:
+      - purpose: Test
+        legal_basis: consent
+    retention:
+      - clock: [visit.recorded]
+        keep: 13 months
+        then: anonymise
+        source: test
+        targets:
+          - table: "ps_order detail"
+            key: "visitor ref"
+            key_value: subject
+            columns: {"e-mail": keyed_hash, "order": redact, "50%": "null"}
+"""
+
+
+def test_tables_and_columns_whose_names_need_backticks_are_swept(mariadb_url: str, tmp_path):
+    import sqlalchemy as sa
+
+    from worker.domain.register_file import load_register
+    from worker.shop.apply import apply_targets
+    from worker.shop.binding import bind_targets, dispose_engines, shop_engine
+
+    shop = build_php_shop(mariadb_url, customers=1, subscribers=1)
+    shop.execute(
+        "CREATE TABLE `ps_order detail` (`id` INT PRIMARY KEY, `visitor ref` VARCHAR(64), "
+        "`e-mail` VARCHAR(255), `order` VARCHAR(64), `50%` VARCHAR(10))",
+        "INSERT INTO `ps_order detail` VALUES (1, 'visitor:v1', 'a@example.org', 'x', 'y'), "
+        "(2, 'visitor:V1', 'b@example.org', 'x', 'y')",
+    )
+    text = register_with("").replace(
+        "subject_kinds: [customer, subscriber]", "subject_kinds: [customer, subscriber, visitor]"
+    )
+    text = text.replace("events:\n", "events:\n  visit.recorded: a visit to the shop\n")
+    path = tmp_path / "register.yaml"
+    path.write_text(text + ODD_NAMES)
+    engine = shop_engine(mariadb_url)
+    try:
+        [odd] = bind_targets(load_register(path), path, engine, b"s" * 32)["shop.odd"]
+        with engine.begin() as connection:
+            apply_targets(connection, [("visitor:v1", odd)], b"s" * 32)
+        with engine.connect() as connection:
+            rows = connection.execute(sa.text("SELECT * FROM `ps_order detail` ORDER BY id")).all()
+    finally:
+        dispose_engines()
+    assert rows[0][2].startswith("h:") and rows[0][3:] == ("[redacted]", None)
+    assert rows[1][2:] == ("b@example.org", "x", "y"), "visitor:V1 is someone else"

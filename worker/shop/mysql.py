@@ -220,17 +220,15 @@ def joined_update(
     10.x and MySQL 5.7 and 8 alike (a VALUES table is spelled differently by each).
     Values go through each column's own bind processing (a TIMESTAMP's UTC), as an
     executemany's would."""
+    # the dialect's preparer doubles a name's % already, as pymysql's format paramstyle needs
     preparer = dialect.identifier_preparer
-
-    def quote(name: str) -> str:
-        return preparer.quote(name).replace("%", "%%")  # pymysql's format paramstyle
-
+    quote = preparer.quote
     keys = [(f"k{i}", name) for i, name in enumerate(pk)]
     values = [(f"v{i}", name) for i, name in enumerate(columns)]
     first = "SELECT " + ", ".join(f"%s AS {alias}" for alias, _ in keys + values)
     rest = " UNION ALL SELECT " + ", ".join(["%s"] * (len(keys) + len(values)))
     sql = (
-        f"UPDATE {preparer.format_table(table).replace('%', '%%')} AS t "
+        f"UPDATE {preparer.format_table(table)} AS t "
         f"JOIN ({first}{rest * (len(changes) - 1)}) AS u ON "
         + " AND ".join(f"t.{quote(name)} = u.{alias}" for alias, name in keys)
         + " SET "
