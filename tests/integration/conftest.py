@@ -1,5 +1,6 @@
-"""Real services for integration tests: a PostgreSQL database and a Redis key prefix (or a
-RabbitMQ queue prefix) per run, and real `lethe` / `celery` processes started as a user would.
+"""Real services for integration tests: a PostgreSQL database (or a MariaDB one, for a
+shop) and a Redis key prefix (or a RabbitMQ queue prefix) per run, and real `lethe` /
+`celery` processes started as a user would.
 
 Nothing here assumes an empty server: every run makes its own database and prefix
 and removes them afterwards.
@@ -81,15 +82,17 @@ def mariadb_server() -> str:
 
 @pytest.fixture
 def mariadb_url(mariadb_server: str) -> Iterator[str]:
-    """A fresh database of our own on the shared MariaDB server, dropped afterwards."""
+    """A fresh MariaDB database of our own on the shared server (a shop's), dropped
+    afterwards: mysql+pymysql://root@127.0.0.1:3306/lethe_test_<hex>."""
     import sqlalchemy as sa
 
     name = f"lethe_test_{uuid.uuid4().hex[:10]}"
     admin = sa.create_engine(mariadb_server)
     with admin.begin() as connection:
-        connection.execute(sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4"))
-    base = mariadb_server.rsplit("/", 1)[0]
-    yield f"{base}/{name}"
+        connection.execute(
+            sa.text(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci")
+        )
+    yield sa.make_url(mariadb_server).set(database=name).render_as_string(hide_password=False)
     with admin.begin() as connection:
         connection.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
     admin.dispose()

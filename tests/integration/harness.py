@@ -26,6 +26,8 @@ RABBITMQ_URL = os.environ.get("LETHE_TEST_RABBITMQ_URL", "amqp://guest:guest@127
 POSTGRES_URL = os.environ.get(
     "LETHE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
+# Each test makes a database of its own on this server (conftest.mariadb_url); the URL's
+# own database, if it names one, is only where the first connection lands.
 MARIADB_URL = os.environ.get("LETHE_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
 # The fault tests close RabbitMQ connections with it, so it must run on the server's machine.
 RABBITMQCTL = shutil.which("rabbitmqctl")

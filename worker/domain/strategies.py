@@ -52,6 +52,8 @@ class ColumnFacts:
     # A timestamp with time zone: the zone its years begin in (the register's). A shop's
     # 1 January 00:30 in Paris is still the last year in UTC, its database's usual zone.
     zone: str | None = None
+    # UNIQUE on the column's first N characters only (MySQL's `UNIQUE KEY (email(20))`)
+    unique_prefix: int | None = None
 
 
 @dataclass(frozen=True)
@@ -228,7 +230,31 @@ def apply(name: str, value: Any, ctx: Context) -> Any:
         # PostgreSQL's CHAR(n) comes back blank-padded, but the blanks are no part of the
         # value (its text casts drop them, SQLite never adds them): one value, one hash
         value = value.rstrip(" ")
+    if ctx.column.kind in ("date", "datetime") and isinstance(value, str):
+        zero = _ZERO_IN_DATE.fullmatch(value)
+        if zero is not None:
+            return _zero_date(name, value, zero["year"], ctx)
     return STRATEGIES[name](value, ctx)
+
+
+# MySQL's "zero" dates, which a permissive sql_mode lets a shop store (PrestaShop writes
+# 0000-00-00 00:00:00 for "no invoice yet") and pymysql returns as text, not as a date:
+# all zero, or a known year with an unknown month or day (1985-00-00).
+_ZERO_IN_DATE = re.compile(
+    r"(?P<year>[0-9]{4})-(?:00-[0-9]{2}|[0-9]{2}-00)(?: [0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?)?"
+)
+
+
+def _zero_date(name: str, value: str, year_digits: str, ctx: Context) -> Any:
+    """A zero date is no date: `null` empties it and the other strategies leave it as it
+    is (it holds nothing to generalise), except that `year` keeps the year of a partial
+    one and drops its month: `1985-06-00` becomes 1 January 1985."""
+    if name == "null":
+        return None
+    if name != "year" or year_digits == "0000":
+        return value
+    first = date(int(year_digits), 1, 1)
+    return first if ctx.column.kind == "date" else datetime(first.year, 1, 1)
 
 
 def column_problem(name: str, column: ColumnFacts, one_row_per_subject: bool) -> str | None:
@@ -285,6 +311,12 @@ def _unfit(name: str, column: ColumnFacts, one_row_per_subject: bool) -> str | N
     needed = MIN_LENGTH.get(name)
     if column.kind == "text" and column.length is not None and needed and column.length < needed:
         return f"{where} holds {column.length} characters, {name} writes {needed}"
+    prefix = column.unique_prefix
+    if name in ("keyed_hash", "pseudonym") and prefix is not None and needed and prefix < needed:
+        return (
+            f"{where} is UNIQUE on its first {prefix} characters only, and {name} needs "
+            f"{needed} to stay unique (widen the index's prefix)"
+        )
     return None
 
 
@@ -299,9 +331,11 @@ def pseudonym_digits(column: ColumnFacts) -> int:
 
 
 def _room(column: ColumnFacts, prefix: int, wanted: int) -> int:
-    if column.length is None:
+    # a unique prefix index compares only its first characters: the digits must fit in it
+    limits = [n for n in (column.length, column.unique_prefix) if n is not None]
+    if not limits:
         return wanted
-    return max(1, min(wanted, column.length - prefix))
+    return max(1, min(wanted, min(limits) - prefix))
 
 
 def is_anonymised(value: Any) -> bool:

@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection
 
 from worker.domain.hashing import value_hash
 from worker.domain.strategies import Context, apply, is_anonymised
+from worker.shop import mysql
 from worker.shop.binding import BoundTarget
 from worker.store.sessions import ONE_OF_CHUNK, chunks, one_of
 
@@ -132,12 +133,19 @@ def apply_targets(
     return applied
 
 
+def _named(key: sa.Column, values: list[Any], connection: Connection) -> Any:
+    """The rows whose key is one of `values`, as Python compares them."""
+    if mysql.is_mysql(connection.dialect) and isinstance(key.type, sa.String):
+        return mysql.exactly_one_of(key, values)
+    return one_of(key, values, connection)
+
+
 def _delete(connection, bound, chunk, keys, secret, applied) -> None:
     table = bound.table
     key_col = table.c[bound.target.key]
     if bound.target.suppress:
         query = sa.select(key_col, *(table.c[c] for c in bound.target.suppress)).where(
-            one_of(key_col, chunk, connection)
+            _named(key_col, chunk, connection)
         )
         for key, *values in connection.execute(query):
             subject = _subject_of(keys, key)
@@ -146,10 +154,18 @@ def _delete(connection, bound, chunk, keys, secret, applied) -> None:
                     applied.suppressed.append(
                         (subject, value_hash(secret, str(value)), bound.activity)
                     )
-    result = connection.execute(
-        sa.delete(table).where(one_of(key_col, chunk, connection)).returning(key_col)
-    )
-    for (key,) in result:
+    where = _named(key_col, chunk, connection)
+    if not connection.dialect.delete_returning:
+        # MySQL has no DELETE ... RETURNING (MariaDB has): the rows are counted under a
+        # lock first, so none comes or goes between the count and the DELETE
+        counted = sa.select(key_col).where(where).with_for_update()
+        deleted = [key for (key,) in connection.execute(counted)]
+        connection.execute(sa.delete(table).where(where))
+    else:
+        deleted = [
+            key for (key,) in connection.execute(sa.delete(table).where(where).returning(key_col))
+        ]
+    for key in deleted:
         applied.rows[(_subject_of(keys, key), bound.activity, bound.name)] += 1
 
 
@@ -159,7 +175,7 @@ def _anonymise(connection, bound, chunk, keys, secret, applied) -> None:
     pk = [table.c[c] for c in bound.primary_key]
     columns = list(bound.target.columns)
     selected = [*pk, key_col, *(table.c[c] for c in columns if c not in bound.primary_key)]
-    query = sa.select(*dict.fromkeys(selected)).where(one_of(key_col, chunk, connection))
+    query = sa.select(*dict.fromkeys(selected)).where(_named(key_col, chunk, connection))
     changes: list[dict[str, Any]] = []
     for row in connection.execute(query).mappings():
         subject = _subject_of(keys, row[bound.target.key])
@@ -201,6 +217,12 @@ def _update_rows(connection, bound, columns: list[str], changes: list[dict[str, 
             statement,
             {alias: [ch[n] for ch in changes] for alias, n in zip(aliases, names, strict=True)},
         )
+        return
+    if mysql.is_mysql(connection.dialect):
+        sql, params = mysql.joined_update(
+            connection.dialect, table, bound.primary_key, columns, changes
+        )
+        connection.exec_driver_sql(sql, params)
         return
     statement = (
         sa.update(table)
@@ -246,7 +268,7 @@ def _count(connection, bound, chunk, keys, applied) -> None:
     key_col = bound.table.c[bound.target.key]
     query = (
         sa.select(key_col, sa.func.count())
-        .where(one_of(key_col, chunk, connection))
+        .where(_named(key_col, chunk, connection))
         .group_by(key_col)
     )
     for key, rows in connection.execute(query):

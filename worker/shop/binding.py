@@ -25,6 +25,7 @@ from worker.domain.register_file import RegisterProblem, register_line
 from worker.domain.strategies import ColumnFacts, column_problem
 from worker.logs import log
 from worker.settings import safe_url, sqlite_file
+from worker.shop import mysql
 from worker.shop.constraints import (
     Check,
     Domain,
@@ -138,7 +139,14 @@ def shop_engine(url: str) -> Engine:
             "shop's database (`lethe demo` builds a demo shop in $LETHE_HOME/demo/"
             "shop.sqlite3 that it can point at)"
         )
-    return _engine(url)
+    engine = _engine(url)
+    if mysql.is_mysql(engine.dialect) and not engine.url.database:
+        # without one, every query fails with "No database selected", which reads as an outage
+        raise ShopUnavailable(
+            "LETHE_SHOP_DATABASE_URL names a MariaDB/MySQL server but no database: end it "
+            "with the shop's database, as in mysql+pymysql://user@host:3306/shop"
+        )
+    return engine
 
 
 _engines: dict[str, Engine] = {}
@@ -154,14 +162,21 @@ def _engine(url: str) -> Engine:
             options["pool_pre_ping"] = True
             if url.startswith("postgresql+psycopg"):
                 options["connect_args"] = POSTGRES_CONNECT_ARGS
+            elif url.startswith(("mysql", "mariadb")):
+                options["connect_args"] = mysql.CONNECT_ARGS
+                options["pool_recycle"] = mysql.POOL_RECYCLE
         try:
-            _engines[url] = sa.create_engine(url, **options)
+            engine = sa.create_engine(url, **options)
         except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
             raise ShopUnavailable(
                 f"LETHE_SHOP_DATABASE_URL is not a database URL Lethe can use "
-                f"({type(exc).__name__}): give a PostgreSQL or SQLite URL such as "
-                "postgresql+psycopg://user@host/shop or sqlite:////srv/shop/shop.sqlite3"
+                f"({type(exc).__name__}): give a PostgreSQL, MariaDB/MySQL or SQLite URL such "
+                "as postgresql+psycopg://user@host/shop, mysql+pymysql://user@host/shop "
+                "(mariadb+pymysql:// too) or sqlite:////srv/shop/shop.sqlite3"
             ) from None
+        if mysql.is_mysql(engine.dialect):
+            sa.event.listen(engine, "handle_error", mysql.refusal_as_integrity_error)
+        _engines[url] = engine
     return _engines[url]
 
 
@@ -208,6 +223,8 @@ def bind_targets(
     metadata.reflect(engine, only=wanted)
     for name in wanted:
         operable_domains(metadata.tables[name])
+        if mysql.is_mysql(engine.dialect):
+            mysql.utc_timestamps(metadata.tables[name])
     unique = {name: unique_sets(inspector, name) for name in wanted}
     domains = {name: column_domains(inspector, name) for name in wanted}
     checks = {name: check_constraints(inspector, name, domains[name]) for name in wanted}
@@ -406,10 +423,15 @@ def _facts(
 ) -> ColumnFacts:
     # a domain column is what its base type is, with the length the catalog gives
     stored = domain_base(column.type)
-    kind, length = _kind(stored)
+    utc_timestamp = isinstance(stored, mysql.UtcTimestamp)
+    kind, length = ("datetime", None) if utc_timestamp else _kind(stored)
     if domain is not None and kind == "text":
         length = domain.length
-    aware = kind == "datetime" and bool(getattr(stored, "timezone", False))
+    aware = kind == "datetime" and (utc_timestamp or bool(getattr(stored, "timezone", False)))
+    # a unique index on the first N characters of a column (MySQL's `email(20)`): the
+    # strategy's output must differ within them
+    prefixes = [u.prefix[column.name] for u in unique if column.name in u.prefix]
+    whole_unique = any(column.name in u.columns and column.name not in u.prefix for u in unique)
     return ColumnFacts(
         name=column.name,
         kind=kind,
@@ -425,10 +447,13 @@ def _facts(
         foreign_key=bool(column.foreign_keys),
         padded=isinstance(stored, sa.CHAR),
         zone=zone if aware else None,
+        unique_prefix=min(prefixes) if prefixes and not whole_unique else None,
     )
 
 
 def _integer_bits(column_type: sa.types.TypeEngine, dialect: str) -> int:
+    if dialect in ("mysql", "mariadb"):
+        return mysql.integer_bits(column_type) or 32
     if isinstance(column_type, sa.SmallInteger):
         return 16
     if isinstance(column_type, sa.BigInteger) or dialect == "sqlite":
@@ -437,6 +462,8 @@ def _integer_bits(column_type: sa.types.TypeEngine, dialect: str) -> int:
 
 
 def _kind(column_type: sa.types.TypeEngine) -> tuple[str, int | None]:
+    if isinstance(column_type, sa.Enum):
+        return "other", None  # MySQL's ENUM and SET take their listed values only
     if isinstance(column_type, sa.DateTime):
         return "datetime", None
     if isinstance(column_type, sa.Date):

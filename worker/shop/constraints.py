@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -27,6 +27,7 @@ from sqlalchemy.dialects.postgresql import DOMAIN
 from sqlalchemy.engine import Engine
 
 from worker.domain.strategies import ColumnFacts, Context, StrategyError, apply
+from worker.shop import mysql
 
 # Rows a CHECK constraint is tried on: enough to meet the usual shapes of a column's values,
 # few enough to cost a start nothing.
@@ -53,6 +54,8 @@ class Unique:
 
     columns: frozenset[str]
     whole: bool = True
+    # characters of a column the index keeps, where it keeps only its first (MySQL)
+    prefix: dict[str, int] = field(default_factory=dict, compare=False, hash=False)
 
 
 @dataclass(frozen=True)
@@ -88,15 +91,27 @@ def unique_sets(inspector: sa.Inspector, table: str) -> list[Unique]:
     names = [c["name"] for c in inspector.get_columns(table)]
     pk = inspector.get_pk_constraint(table).get("constrained_columns") or []
     found = [Unique(frozenset(pk))] if pk else []
-    found += [Unique(frozenset(c["column_names"])) for c in inspector.get_unique_constraints(table)]
+    if not mysql.is_mysql(inspector.bind.dialect):
+        # MySQL's are its unique indexes again, without their prefix lengths
+        found += [
+            Unique(frozenset(c["column_names"])) for c in inspector.get_unique_constraints(table)
+        ]
     for index in inspector.get_indexes(table):
         if not index.get("unique"):
             continue
         # an expression is None among the index's columns; its text names the columns
         plain = {c for c in index["column_names"] if c is not None}
         named = set().union(*(named_in(e, names) for e in index.get("expressions") or []))
-        partial = any(k.endswith("_where") and v for k, v in index["dialect_options"].items())
-        found.append(Unique(frozenset(plain | named), whole=not named and not partial))
+        partial = any(
+            k.endswith("_where") and v for k, v in index.get("dialect_options", {}).items()
+        )
+        found.append(
+            Unique(
+                frozenset(plain | named),
+                whole=not named and not partial,
+                prefix=mysql.prefix_lengths(index),
+            )
+        )
     if inspector.bind.dialect.name == "sqlite":
         found += _sqlite_expression_indexes(inspector, table, names)
     return found
@@ -129,10 +144,13 @@ def check_constraints(
     """The table's CHECK constraints, and those of the domains its columns are declared
     with (`domains`, from column_domains), each written on its column as a table's is."""
     names = [c["name"] for c in inspector.get_columns(table)]
-    found = [
-        Check(c.get("name"), c["sqltext"], frozenset(named_in(c["sqltext"], names)))
-        for c in inspector.get_check_constraints(table)
-    ]
+    if mysql.is_mysql(inspector.bind.dialect):
+        # reflection misses MariaDB's column-level CHECKs: the catalog has them all
+        with inspector.bind.connect() as connection:
+            declared = mysql.check_clauses(connection, table)
+    else:
+        declared = [(c.get("name"), c["sqltext"]) for c in inspector.get_check_constraints(table)]
+    found = [Check(name, text, frozenset(named_in(text, names))) for name, text in declared]
     quote = inspector.bind.dialect.identifier_preparer.quote
     for column, domain in (domains or {}).items():
         for name, declared_on, text in domain.checks:
@@ -376,9 +394,10 @@ def _value(i: int, column: sa.Column, value: Any, dialect: str, domain: Domain |
         bound = sa.bindparam(f"v{i}", value, type_=domain_base(column.type))
         return sa.cast(bound, _Spelled(domain.base)).label(column.name)
     bound = sa.bindparam(f"v{i}", value, type_=column.type)
-    if dialect == "sqlite" or isinstance(column.type, sa.types.NullType):
+    if dialect in ("sqlite", "mysql", "mariadb") or isinstance(column.type, sa.types.NullType):
         # SQLite keeps what it is given (a CAST to DATE there would make 2020 of
-        # '2020-05-04'); a type SQLAlchemy does not know cannot be named in a CAST
+        # '2020-05-04'); MySQL's CAST knows no VARCHAR(n) nor TEXT, and compares a
+        # literal as the column would; a type SQLAlchemy does not know cannot be named
         return bound.label(column.name)
     return sa.cast(bound, column.type).label(column.name)  # as the UPDATE would store it
 
@@ -404,7 +423,7 @@ def failure_text(exc: BaseException) -> str:
     Never the message as a whole: PostgreSQL's DETAIL quotes the key's values, and a
     trigger's text may say anything about the row."""
     orig = getattr(exc, "orig", None)
-    said = _postgres_constraint(orig) or _sqlite_constraint(orig)
+    said = _postgres_constraint(orig) or _sqlite_constraint(orig) or mysql.mysql_constraint(orig)
     return f"{type(exc).__name__}: {said}" if said else type(exc).__name__
 
 

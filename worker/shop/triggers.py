@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from worker.shop import mysql
+
 
 @dataclass(frozen=True)
 class Trigger:
@@ -58,8 +60,12 @@ _SQLITE_TRIGGERS = sa.text(
 
 
 def table_triggers(inspector: sa.Inspector, table: str) -> list[Trigger]:
-    """The shop's own triggers on a table (PostgreSQL and SQLite; none read elsewhere)."""
+    """The shop's own triggers on a table (PostgreSQL, MariaDB/MySQL and SQLite)."""
     dialect = inspector.bind.dialect.name
+    if mysql.is_mysql(inspector.bind.dialect):
+        with inspector.bind.connect() as connection:
+            found = mysql.trigger_events(connection, table)
+        return [Trigger(name, frozenset({event.upper()})) for name, event in found]
     if dialect not in ("postgresql", "sqlite"):
         return []
     query = _POSTGRES_TRIGGERS if dialect == "postgresql" else _SQLITE_TRIGGERS
