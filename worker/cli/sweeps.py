@@ -340,27 +340,37 @@ def shop_check() -> None:
         shop_engine,
     )
 
+    from worker.shop.sources import bind_sources
+
     settings = settings_or_exit()
     register = configured_register()
+    problems = []
+    bound: dict = {}
     try:
-        bound = bind_targets(
-            register,
-            settings.register_path,
-            shop_engine(settings.shop_database_url),
-            settings.secret,
-            log_triggers=False,  # said below as plain lines, not as a log record
-        )
-    except ShopMismatch as exc:
-        for problem in exc.problems:
-            click.echo(str(problem), err=True)
-        raise SystemExit(1) from None
+        engine = shop_engine(settings.shop_database_url)
+        try:
+            bound = bind_targets(
+                register,
+                settings.register_path,
+                engine,
+                settings.secret,
+                log_triggers=False,  # said below as plain lines, not as a log record
+            )
+        except ShopMismatch as exc:
+            problems.extend(exc.problems)
+        problems.extend(bind_sources(register, settings.register_path, engine)[1])
     except ShopUnavailable as exc:
         raise click.ClickException(str(exc)) from None
+    if problems:
+        for problem in sorted(problems, key=lambda p: p.line):
+            click.echo(str(problem), err=True)
+        raise SystemExit(1) from None
     for fired in fired_triggers(bound):
         click.echo(str(fired), err=True)
     targets = sum(len(b) for b in bound.values())
     tables = len({t.table.name for b in bound.values() for t in b})
-    click.echo(f"{targets} targets over {tables} tables fit the shop schema", err=True)
+    sources = f" and {len(register.sources)} sources" if register.sources else ""
+    click.echo(f"{targets} targets over {tables} tables{sources} fit the shop schema", err=True)
 
 
 @main.command()

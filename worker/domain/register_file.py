@@ -12,6 +12,7 @@ import yaml
 from pydantic import ValidationError
 
 from worker.domain.register import END_ACTIONS, Activity, LegalBasis, Register, Target
+from worker.domain.sources import source_problems
 from worker.domain.strategies import STRATEGIES
 
 
@@ -128,6 +129,15 @@ def _semantic_problems(register: Register) -> Iterator[tuple[tuple, str]]:
                     f"or fix the name (known: {', '.join(sorted(known_events))})",
                 )
 
+    touching = {
+        (event_type, kind)
+        for activity in register.activities
+        for event_type in activity.event_types
+        for kind in activity.subjects
+    }
+    for s, source in enumerate(register.sources):
+        for where, message in source_problems(source, known_events, register.subject_kinds, touching):
+            yield ("sources", s, *where), message
     yield from unknown(register.holds.place, ("holds",), "place")
     yield from unknown(register.holds.lift, ("holds",), "lift")
     seen: dict[str, int] = {}
