@@ -339,7 +339,6 @@ def shop_check() -> None:
         fired_triggers,
         shop_engine,
     )
-
     from worker.shop.sources import bind_sources
 
     settings = settings_or_exit()

@@ -136,7 +136,8 @@ def _semantic_problems(register: Register) -> Iterator[tuple[tuple, str]]:
         for kind in activity.subjects
     }
     for s, source in enumerate(register.sources):
-        for where, message in source_problems(source, known_events, register.subject_kinds, touching):
+        problems = source_problems(source, known_events, register.subject_kinds, touching)
+        for where, message in problems:
             yield ("sources", s, *where), message
     yield from unknown(register.holds.place, ("holds",), "place")
     yield from unknown(register.holds.lift, ("holds",), "lift")
@@ -213,7 +214,8 @@ def _semantic_problems(register: Register) -> Iterator[tuple[tuple, str]]:
 def _target_problems(
     activity: Activity, target: Target, where: tuple
 ) -> Iterator[tuple[tuple, str]]:
-    """What can be told about a target without the shop: the schema check is in worker/shop/binding.py."""
+    """What can be told about a target without the shop (the schema check is in
+    worker/shop/binding.py)."""
 
     label = f"activity {activity.id!r}, target {target.table!r}"
     for column, strategy in target.columns.items():

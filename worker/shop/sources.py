@@ -123,8 +123,7 @@ def _columns_known(source: Source, names: set[str], problem, label: str, what: s
             if name not in names:
                 problem(
                     where,
-                    f"{label}: {what} has no column {name!r} "
-                    f"(it has {', '.join(sorted(names))})",
+                    f"{label}: {what} has no column {name!r} (it has {', '.join(sorted(names))})",
                 )
                 ok = False
     return ok
