@@ -95,7 +95,8 @@ def unique_sets(inspector: sa.Inspector, table: str) -> list[Unique]:
         # an expression is None among the index's columns; its text names the columns
         plain = {c for c in index["column_names"] if c is not None}
         named = set().union(*(named_in(e, names) for e in index.get("expressions") or []))
-        partial = any(k.endswith("_where") and v for k, v in index.get("dialect_options", {}).items())
+        options = index.get("dialect_options", {})  # MariaDB's reflection gives none
+        partial = any(k.endswith("_where") and v for k, v in options.items())
         found.append(Unique(frozenset(plain | named), whole=not named and not partial))
     if inspector.bind.dialect.name == "sqlite":
         found += _sqlite_expression_indexes(inspector, table, names)
