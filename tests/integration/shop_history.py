@@ -92,8 +92,7 @@ def fill_ps_orders(url: str, rows: list[dict], zero_dates: list[int] = ()) -> No
                 for id_order in zero_dates:
                     connection.execute(
                         sa.text(
-                            "INSERT INTO ps_orders VALUES "
-                            "(:id, 600, 1, '0000-00-00 00:00:00', 1)"
+                            "INSERT INTO ps_orders VALUES (:id, 600, 1, '0000-00-00 00:00:00', 1)"
                         ),
                         {"id": id_order},
                     )

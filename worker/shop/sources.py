@@ -175,7 +175,7 @@ def read_rows(
     while True:
         query = base.order_by(*keys).limit(batch)
         if last is not None:
-            query = query.where(_after(keys, last))
+            query = query.where(after_keys(keys, last))
         with engine.connect() as connection:
             rows = [dict(r) for r in connection.execute(query).mappings()]
         yield from rows
@@ -184,7 +184,7 @@ def read_rows(
         last = tuple(rows[-1][n] for n in bound.order)
 
 
-def _after(keys: list[Any], last: tuple) -> Any:
+def after_keys(keys: list[Any], last: tuple) -> Any:
     """Rows after `last` in keyset order, spelt out (a > x OR (a = x AND b > y) ...):
     row-value comparison is not in every SQLite a shop may run."""
     clauses = []
