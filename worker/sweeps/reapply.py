@@ -19,7 +19,6 @@ import sqlalchemy as sa
 from worker.domain.hashing import subject_ref
 from worker.domain.register import Register
 from worker.domain.sweep_rules import register_digest
-from worker.logs import log
 from worker.settings import Settings
 from worker.shop.apply import apply_targets
 from worker.shop.binding import BoundTarget, ShopUnavailable, bind_targets, shop_engine, unreachable
@@ -89,7 +88,6 @@ def reapply(settings: Settings, register: Register, *, since: datetime | None = 
             raise ShopUnavailable(unreachable(engine, exc)) from None
         rows += _audit(settings, run_id, batch, applied.rows)
     _finish(settings, run_id, "done", rows, subjects=len({s for s, _, _ in work}))
-    log.info("re-erasure done", run=run_id, rows=rows, subjects=len(work))
     store_coverage(settings, scan(settings, register, bound))
     return Reapplied(run_id, len({s for s, _, _ in work}), rows, back)
 
