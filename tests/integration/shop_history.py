@@ -72,8 +72,9 @@ def register_with_sources(lethe: Lethe, tmp_path: Path, sources: str = PS_SOURCE
     """The shipped register with its `sources:` replaced by `sources`."""
     path = copy_register(tmp_path)
     text = path.read_text()
-    head = text.split("\n# Where the shop's existing rows", 1)[0]
-    path.write_text(head + "\n" + sources)
+    head, rest = text.split("\n# Where the shop's existing rows", 1)
+    activities = rest[rest.index("\nactivities:\n") :]
+    path.write_text(head + "\n" + sources + activities)
     lethe.env["LETHE_REGISTER"] = str(path)
     return path
 

@@ -107,13 +107,33 @@ def parse_register(text: str, shown: str = "<register>") -> Register:
         raise RegisterError(
             [_problem_from_pydantic(err, data, lines, shown) for err in exc.errors()]
         ) from None
-    problems = [
-        RegisterProblem(shown, _line_of(lines, where), message)
-        for where, message in _semantic_problems(register)
-    ]
+    found = list(_semantic_problems(register))
+    # a source whose events no rule uses is often the echo of a problem above (a rule
+    # or a kind gone): said only when the activities themselves are sound
+    found += _sources_problems(register, touching_checked=not found)
+    problems = [RegisterProblem(shown, _line_of(lines, where), message) for where, message in found]
     if problems:
         raise RegisterError(problems)
     return register
+
+
+def _sources_problems(register: Register, touching_checked: bool) -> list[tuple[tuple, str]]:
+    touching = {
+        (event_type, kind)
+        for activity in register.activities
+        for event_type in activity.event_types
+        for kind in activity.subjects
+    }
+    found = []
+    for s, source in enumerate(register.sources):
+        problems = source_problems(
+            source,
+            set(register.events),
+            register.subject_kinds,
+            touching if touching_checked else None,
+        )
+        found += [(("sources", s, *where), message) for where, message in problems]
+    return found
 
 
 def _semantic_problems(register: Register) -> Iterator[tuple[tuple, str]]:
@@ -129,16 +149,6 @@ def _semantic_problems(register: Register) -> Iterator[tuple[tuple, str]]:
                     f"or fix the name (known: {', '.join(sorted(known_events))})",
                 )
 
-    touching = {
-        (event_type, kind)
-        for activity in register.activities
-        for event_type in activity.event_types
-        for kind in activity.subjects
-    }
-    for s, source in enumerate(register.sources):
-        problems = source_problems(source, known_events, register.subject_kinds, touching)
-        for where, message in problems:
-            yield ("sources", s, *where), message
     yield from unknown(register.holds.place, ("holds",), "place")
     yield from unknown(register.holds.lift, ("holds",), "lift")
     seen: dict[str, int] = {}

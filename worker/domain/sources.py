@@ -108,13 +108,16 @@ def _text(value: Any) -> str:
 
 
 def source_problems(
-    source: Source, event_types: set[str], kinds: list[str], touching: set[tuple[str, str]]
+    source: Source,
+    event_types: set[str],
+    kinds: list[str],
+    touching: set[tuple[str, str]] | None,
 ) -> Iterator[tuple[tuple, str]]:
     """What is wrong with a source without the shop: (where in the entry, message).
 
     `touching` holds the (event type, subject kind) pairs some activity's rule uses,
     so a source whose events would touch no lifecycle is refused before a backfill
-    sends a million of them for nothing.
+    sends a million of them for nothing (None: not checked).
     """
     label = f"source {source.event!r} from {source.origin!r}"
     if source.event not in event_types:
@@ -166,7 +169,7 @@ def source_problems(
 
 
 def _subject_problems(
-    source: Source, label: str, kinds: list[str], touching: set[tuple[str, str]]
+    source: Source, label: str, kinds: list[str], touching: set[tuple[str, str]] | None
 ) -> Iterator[tuple[tuple, str]]:
     kind, sep, rest = source.subject.partition(":")
     if source.subject.startswith("{") and not sep:
@@ -185,7 +188,7 @@ def _subject_problems(
             ("subject",),
             f"{label}: unknown subject kind {kind!r} (declared kinds: {', '.join(kinds)})",
         )
-    elif (source.event, kind) not in touching:
+    elif touching is not None and (source.event, kind) not in touching:
         yield (
             ("event",),
             f"{label}: no activity's rule uses {source.event!r} about a {kind}: its events "
