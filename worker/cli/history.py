@@ -55,8 +55,9 @@ def backfill(dry_run: bool, only: int | None, until_text: str | None, fmt: str) 
     settings = settings_or_exit()
     register = configured_register()
     until = now_option(until_text, "--until") if until_text else None
-    if not dry_run:
-        store_url()  # migrated when embedded: the backfill is recorded there
+    # migrated when embedded: the backfill is recorded there, and the audit says who
+    # was erased already (their rows are not sent again)
+    store_url()
     try:
         sources = chosen_sources(settings, register, only)
         engine = shop_engine(settings.shop_database_url)

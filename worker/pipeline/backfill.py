@@ -16,14 +16,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import func, select
+
 from worker.client import EventInvalid, build_event, emit_many
+from worker.domain.hashing import subject_ref
 from worker.domain.register import Register
 from worker.domain.sources import Skipped, fill, instant_of, placeholders
 from worker.settings import Settings
 from worker.shop.binding import ShopMismatch, shop_engine
 from worker.shop.sources import BoundSource, bind_sources, read_rows
-from worker.store.schema import Backfill
-from worker.store.sessions import now_utc, transaction
+from worker.store.schema import Backfill, Erasure
+from worker.store.sessions import ONE_OF_CHUNK, chunks, now_utc, one_of, reading, transaction
 
 
 @dataclass
@@ -105,7 +108,9 @@ def backfill(
             on_source(bound)
         report = SourceReport(bound.index, bound.source.event, bound.source.origin)
         reports.append(report)
-        events = _events(engine, bound, register.timezone, until, report, progress)
+        events = _not_erased_before(
+            settings, _events(engine, bound, register.timezone, until, report, progress), report
+        )
         if dry_run:
             for event in events:
                 try:
@@ -176,6 +181,36 @@ def _events(
         }
     if progress and pending:
         progress(pending)
+
+
+def _not_erased_before(
+    settings: Settings, events: Iterator[dict[str, Any]], report: SourceReport
+) -> Iterator[dict[str, Any]]:
+    """The events, less those about a person the audit shows erased after the event's
+    instant: their row is what the erasure left (anonymised, kept by law), or a row back
+    after a restore, which `lethe purge --reapply` erases again. Sent, it would give a
+    person Lethe has forgotten a lifecycle again, and erase them once more."""
+    for batch in chunks(events, ONE_OF_CHUNK):
+        refs = {subject_ref(settings.secret, e["subject"]) for e in batch}
+        with reading(settings.database_url) as session:
+            erased = dict(
+                session.execute(
+                    select(Erasure.subject_ref, func.max(Erasure.erased_at))
+                    .where(
+                        one_of(Erasure.subject_ref, sorted(refs), session.get_bind()),
+                        Erasure.outcome.in_(("erased", "reapplied")),
+                    )
+                    .group_by(Erasure.subject_ref)
+                ).all()
+            )
+        for event in batch:
+            last = erased.get(subject_ref(settings.secret, event["subject"]))
+            if last is not None and event["occurred_at"] <= last:
+                report.events -= 1
+                report.skipped += 1
+                report.skipped_by["erased_before"] += 1
+                continue
+            yield event
 
 
 def _record_start(settings: Settings, sources: list[BoundSource]) -> int:
