@@ -13,6 +13,7 @@ import string
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -91,9 +92,14 @@ def placeholders(template: str) -> list[str]:
 def fill(template: str, row: Mapping[str, Any]) -> str:
     """The template with each `{column}` replaced by the row's value as text."""
     return "".join(
-        text + ("" if field is None else _text(row[field]))
-        for text, field, _, _ in string.Formatter().parse(template)
+        text if field is None else text + _text(row[field]) for text, field in _parsed(template)
     )
+
+
+@lru_cache(maxsize=256)
+def _parsed(template: str) -> tuple[tuple[str, str | None], ...]:
+    # parsed once per template, not once per row: a backfill fills millions
+    return tuple((text, field) for text, field, _, _ in string.Formatter().parse(template))
 
 
 def _text(value: Any) -> str:
@@ -290,5 +296,8 @@ _ZERO_DATE = re.compile(r"(0000-\d\d-\d\d|\d{4}-00-\d\d|\d{4}-\d\d-00)")
 
 
 def _latest_reading(wall: datetime, zone: ZoneInfo) -> datetime:
-    readings = [wall.replace(tzinfo=zone, fold=fold).astimezone(UTC) for fold in (0, 1)]
-    return max(readings)
+    first = wall.replace(tzinfo=zone)
+    second = first.replace(fold=1)
+    if first.utcoffset() == second.utcoffset():  # every hour but one or two a year
+        return first.astimezone(UTC)
+    return max(first.astimezone(UTC), second.astimezone(UTC))
