@@ -73,6 +73,15 @@ def test_a_backfill_sends_each_row_once_in_the_registers_zone_and_the_sweep_wait
     # both nights' 02:30 read as the later instant they can mean: 01:30 UTC
     assert report["latest"] == "2026-10-25T01:30:00+00:00"
     assert embedded.store_count("events") in (0, -1), "a dry run sends nothing"
+    [until] = json.loads(
+        embedded.run(
+            "backfill", "--dry-run", "--source", "1", "--until", "2020-01-01T00:00:00+01:00",
+            "--format", "json",
+        ).stdout
+    )  # fmt: skip
+    assert (until["events"], until["after_until"]) == (BULK, 2)
+    wrong = embedded.run("backfill", "--dry-run", "--source", "2", check=False)
+    assert wrong.returncode == 2 and "there is no source 2: the register has 1" in wrong.stderr
 
     embedded.run("backfill")
     embedded.start_worker()

@@ -35,7 +35,7 @@ from worker.store.schema import Backfill, PurgeRun, StoredLifecycle
 from worker.store.sessions import reading
 from worker.sweeps import claims
 from worker.sweeps.claims import subject_targets, targets_of
-from worker.sweeps.runs import SweepResult
+from worker.sweeps.runs import REAPPLY_SCHEDULE, SweepResult
 
 
 def limits_of(settings: Settings) -> ApprovalLimits:
@@ -72,7 +72,12 @@ def plan_sweep(
         recent = list(
             session.scalars(
                 select(PurgeRun.due)
-                .where(PurgeRun.status == "done", PurgeRun.id != run.id)
+                # a re-erasure after a restore (worker/sweeps/reapply.py) is no night's size
+                .where(
+                    PurgeRun.status == "done",
+                    PurgeRun.id != run.id,
+                    PurgeRun.schedule != REAPPLY_SCHEDULE,
+                )
                 .order_by(PurgeRun.id.desc())
                 .limit(limits_of(settings).history)
             )

@@ -25,6 +25,7 @@ from worker.shop.binding import BoundTarget, ShopUnavailable, bind_targets, shop
 from worker.store.schema import Erasure, PurgeRun
 from worker.store.sessions import chunks, now_utc, transaction
 from worker.sweeps.coverage import scan, store_coverage
+from worker.sweeps.runs import REAPPLY_SCHEDULE
 
 # Subjects per shop transaction: as a sweep's batch, small enough that one failure rolls
 # back little, large enough that the round trips do not dominate.
@@ -60,7 +61,7 @@ def reapply(settings: Settings, register: Register, *, since: datetime | None = 
     moment = now_utc()
     with transaction(settings.database_url) as session:
         run = PurgeRun(
-            schedule="reapply",
+            schedule=REAPPLY_SCHEDULE,
             now_at=moment,
             started_at=moment,
             heartbeat_at=moment,
