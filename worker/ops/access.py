@@ -65,7 +65,10 @@ def access_report(
             entry = session.get(Suppression, value_hash(settings.secret, value))
             suppressed[name] = bool(entry and in_force(entry.opposed_at, entry.subscribed_at))
     engine = shop_engine(settings.shop_database_url)
-    bound = bind_targets(register, settings.register_path, engine, settings.secret)
+    # no trigger warning: it would be a log line about this request, and stdout is the report
+    bound = bind_targets(
+        register, settings.register_path, engine, settings.secret, log_triggers=False
+    )
     activities = []
     for activity in register.activities:
         if kind not in activity.subjects:
