@@ -18,6 +18,7 @@ from celery.schedules import schedule as every_schedule
 SWEEP_TASK = "lethe.sweep"
 SWEEP_PART_TASK = "lethe.sweep_part"
 REPORT_TASK = "lethe.report"
+COVERAGE_TASK = "lethe.coverage"
 NIGHTLY_SWEEP = "nightly-sweep"
 DAILY_REPORT = "daily-report"
 OUTBOX_TASK = "lethe.outbox_relay"
@@ -25,6 +26,7 @@ OUTBOX_RELAY = "outbox-relay"
 # While the shop database has no `lethe_outbox`, beat looks for it again this often:
 # `lethe outbox install` turns the relay on within this delay, without a restart.
 OUTBOX_LOOK_AGAIN = 30.0
+SHOP_COVERAGE = "shop-coverage"
 
 
 def hour_minute(at: str) -> tuple[int, int]:
@@ -81,6 +83,13 @@ def beat_schedule(settings: Any) -> dict[str, dict[str, Any]]:
             "task": REPORT_TASK,
             "schedule": crontab(hour=report_hour, minute=report_minute),
             "kwargs": {"schedule": DAILY_REPORT},
+        },
+        # An hour before the sweep: /metrics then shows rows uncovered or back after a
+        # restore, and the sweep erases again what came back (worker/sweeps/reapply.py).
+        SHOP_COVERAGE: {
+            "task": COVERAGE_TASK,
+            "schedule": crontab(hour=(sweep_hour - 1) % 24, minute=sweep_minute),
+            "kwargs": {"schedule": SHOP_COVERAGE},
         },
     }
 

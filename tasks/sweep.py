@@ -88,7 +88,30 @@ def sweep(
         held=result.held,
         note=result.note,
     )
+    if result.status == "done":
+        _reapply_if_back(rt)
     return {"status": result.status, "run": run_id, "erased": result.erased}
+
+
+def _reapply_if_back(rt: Runtime) -> None:
+    """Rows the coverage task found back after their erasure (a restored backup) are erased
+    again by the nightly sweep itself, each with its own `reapplied` audit row."""
+    from worker.sweeps.coverage import stored_back
+    from worker.sweeps.reapply import reapply
+
+    if not stored_back(rt.settings):
+        return
+    try:
+        done = reapply(rt.settings, rt.register)
+    except (ShopMismatch, ShopUnavailable, OperationalError, InterfaceError) as exc:
+        rt.log.error("ALERT re-erasure after a restore failed", error=type(exc).__name__)
+        return
+    rt.log.warning(
+        "rows back after their erasure were erased again",
+        run=done.run_id,
+        subjects=done.subjects,
+        rows=done.rows,
+    )
 
 
 @app.task(name=SWEEP_PART_TASK, bind=True, acks_late=True, max_retries=MAX_RETRIES)

@@ -165,7 +165,7 @@ def create_app(settings: Settings | None = None) -> Celery:
     settings = settings or current_settings()
     from schedules.beat import install as install_beat_schedule
 
-    app = Celery("lethe", include=["tasks.ingest", "tasks.sweep", "tasks.outbox"])
+    app = Celery("lethe", include=["tasks.ingest", "tasks.sweep", "tasks.outbox", "tasks.coverage"])
     app.conf.update(celery_config(settings))
     # Beside the config, not in it: `celery inspect conf` and Flower show any worker's
     # config to whoever reaches the broker, and this holds the secret and DB passwords.

@@ -35,13 +35,34 @@ AWAITING_APPROVAL = 4
 )
 @click.option("--now", "now_text", help="erase what is due at this instant (ISO 8601 with offset)")
 @click.option("--approve", "approve_run", type=int, metavar="RUN", help="let a stopped run go on")
+@click.option(
+    "--reapply", is_flag=True, help="erase again the rows found back after a restore, only that"
+)
+@click.option("--since", "since_text", help="with --reapply: subjects erased since (ISO)")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
-def purge(dry_run: bool, now_text: str | None, approve_run: int | None, fmt: str) -> None:
+def purge(
+    dry_run: bool,
+    now_text: str | None,
+    approve_run: int | None,
+    reapply: bool,
+    since_text: str | None,
+    fmt: str,
+) -> None:
     """Run a sweep now: the same code beat runs at night.
 
     Exits 4 when the sweep stopped for approval (first sweep on a register, far
     more than usual): check with --dry-run, then `lethe purge --approve RUN`.
+    With --reapply, erases again what was erased and is back in the shop (a
+    restored backup): `lethe shop coverage` counts those rows.
     """
+    if reapply or since_text:
+        if not reapply or dry_run or now_text or approve_run is not None:
+            raise click.UsageError(
+                "--since goes with --reapply, and --reapply with no --dry-run, --now or "
+                "--approve (`lethe shop coverage` shows what it would erase again)"
+            )
+        _reapply(since_text, fmt)
+        return
     from worker.runtime import runtime
     from worker.shop.binding import ShopMismatch, ShopUnavailable
     from worker.sweeps.run import approve, fail_run, open_run, run_sweep
@@ -96,6 +117,41 @@ def purge(dry_run: bool, now_text: str | None, approve_run: int | None, fmt: str
     _report(url, settings.secret, result, fmt)
     if result.status == "awaiting_approval":
         raise SystemExit(AWAITING_APPROVAL)
+
+
+def _reapply(since_text: str | None, fmt: str) -> None:
+    from worker.shop.binding import ShopMismatch, ShopUnavailable
+    from worker.sweeps.reapply import reapply
+
+    store_url()
+    settings = settings_or_exit()
+    register = configured_register()
+    since = now_option(since_text, "--since") if since_text else None
+    try:
+        done = reapply(settings, register, since=since)
+    except ShopMismatch as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        raise SystemExit(1) from None
+    except ShopUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    summary = {
+        "run": done.run_id,
+        "status": "done" if done.run_id else "nothing_back",
+        "back": done.back_before,
+        "subjects": done.subjects,
+        "rows": done.rows,
+    }
+    if fmt == "json":
+        json.dump(summary, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    if done.run_id is None:
+        note("no rows are back after an erasure: nothing to erase again")
+    else:
+        note(
+            f"run {done.run_id}: {done.subjects} subject(s) erased again ({done.rows} rows), "
+            "each audited as reapplied"
+        )
 
 
 # Any failure of the store's database, SQLAlchemy's or the driver's own (COPY runs on the
@@ -339,28 +395,37 @@ def shop_check() -> None:
         fired_triggers,
         shop_engine,
     )
+    from worker.shop.sources import bind_sources
 
     settings = settings_or_exit()
     register = configured_register()
+    problems = []
+    bound: dict = {}
     try:
-        bound = bind_targets(
-            register,
-            settings.register_path,
-            shop_engine(settings.shop_database_url),
-            settings.secret,
-            log_triggers=False,  # said below as plain lines, not as a log record
-        )
-    except ShopMismatch as exc:
-        for problem in exc.problems:
-            click.echo(str(problem), err=True)
-        raise SystemExit(1) from None
+        engine = shop_engine(settings.shop_database_url)
+        try:
+            bound = bind_targets(
+                register,
+                settings.register_path,
+                engine,
+                settings.secret,
+                log_triggers=False,  # said below as plain lines, not as a log record
+            )
+        except ShopMismatch as exc:
+            problems.extend(exc.problems)
+        problems.extend(bind_sources(register, settings.register_path, engine)[1])
     except ShopUnavailable as exc:
         raise click.ClickException(str(exc)) from None
+    if problems:
+        for problem in sorted(problems, key=lambda p: p.line):
+            click.echo(str(problem), err=True)
+        raise SystemExit(1) from None
     for fired in fired_triggers(bound):
         click.echo(str(fired), err=True)
     targets = sum(len(b) for b in bound.values())
     tables = len({t.table.name for b in bound.values() for t in b})
-    click.echo(f"{targets} targets over {tables} tables fit the shop schema", err=True)
+    sources = f" and {len(register.sources)} sources" if register.sources else ""
+    click.echo(f"{targets} targets over {tables} tables{sources} fit the shop schema", err=True)
 
 
 @main.command()

@@ -50,6 +50,8 @@ class DemoData:
     events: list[dict[str, Any]] = field(default_factory=list)
     featured: list[Person] = field(default_factory=list)
     emails: dict[str, str] = field(default_factory=dict)  # subject -> address in the shop
+    # customers whose rows predate Lethe: no event ever named them (`lethe backfill`)
+    legacy: list[str] = field(default_factory=list)
 
 
 class _Maker:
@@ -92,9 +94,14 @@ class _Maker:
 
 
 def generate(
-    people: int = 400, seed: int = 7, start: datetime = START, end: datetime = END
+    people: int = 400,
+    seed: int = 7,
+    start: datetime = START,
+    end: datetime = END,
+    legacy: int = 0,
 ) -> DemoData:
-    """A shop of about `people` people, with their events from `start` to `end`."""
+    """A shop of about `people` people, with their events from `start` to `end`, and
+    `legacy` more customers whose rows predate Lethe (no events)."""
     m = _Maker(seed, start, end)
     shares = {
         "customer": 0.40,
@@ -123,7 +130,19 @@ def generate(
         _distributor_customer(m, i)
     _stories(m)
     m.data.events.sort(key=lambda e: (e["occurred_at"], e["id"]))
+    _legacy(m, seed, legacy, counts["customer"])
     return m.data
+
+
+def _legacy(m: _Maker, seed: int, count: int, after: int) -> None:
+    """Customers of 2014-2017 whose rows are in the shop but whose events were never sent:
+    a shop's years before Lethe. Made last, with a generator of their own, so the rest of
+    the shop is the same with or without them."""
+    old = _Maker(seed + 1, START, datetime(2017, 6, 1, tzinfo=UTC))
+    old.data.rows, old.data.emails = m.data.rows, m.data.emails  # their events are dropped
+    for i in range(after + 1, after + count + 1):
+        _customer(old, i)
+        m.data.legacy.append(f"customer:{i}")
 
 
 def _customer(m: _Maker, i: int) -> None:

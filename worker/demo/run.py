@@ -51,7 +51,8 @@ def run_demo(
     except SchemaNotReady as exc:
         raise DemoError(str(exc)) from None
     _refuse_a_used_store(settings.database_url)
-    data = generate(people=people, seed=seed)
+    # a few customers from the shop's years before Lethe: the backfill's chapter
+    data = generate(people=people, seed=seed, legacy=max(2, people // 40))
     out(click.style("Lethe demo", bold=True) + f": {_where(settings)}")
     _build_shop(settings.shop_database_url, data, out)
     _show_rows("before", settings.shop_database_url, data.featured, data, out)
@@ -59,6 +60,7 @@ def run_demo(
     worker = start_worker(settings, home)
     try:
         figures = _replay(settings, data, out)
+        figures.update(_before_lethe(settings, data, out, figures))
     finally:
         stop(worker)
     _show_rows("after", settings.shop_database_url, data.featured, data, out)
@@ -168,6 +170,24 @@ def _replay(settings: Any, data: DemoData, out: Callable) -> dict[str, Any]:
             out(f"      a second beat ticks for the same night: a no-op ({runs} run for that slot)")
         figures["sweeps"].append(run)
     return figures
+
+
+def _before_lethe(settings: Any, data: DemoData, out: Callable, figures: dict) -> dict[str, Any]:
+    from datetime import timedelta
+
+    from schedules.beat import NIGHTLY_SWEEP
+    from worker.demo.history import show_access, show_backfill
+    from worker.runtime import runtime
+
+    register = runtime().register
+    night = _last_night(data, register.tz) + timedelta(days=1)
+
+    def sweep(now: datetime) -> Any:
+        return _nightly(settings, register, NIGHTLY_SWEEP, now, out, figures)
+
+    found = show_backfill(settings, data, out, sweep, night)
+    found.update(show_access(settings, data, out))
+    return found
 
 
 def _last_night(data: DemoData, tz: Any) -> datetime:

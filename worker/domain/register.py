@@ -16,6 +16,7 @@ import pendulum
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from worker.domain.durations import Duration, DurationError, parse_duration
+from worker.domain.sources import Source
 
 END_ACTIONS = ("anonymise", "delete", "archive")
 
@@ -350,6 +351,8 @@ class Register(_Strict):
     events: dict[str, str] = Field(min_length=1)
     holds: Holds = Holds()
     activities: list[Activity]
+    # where the shop's existing rows tell events (backfill: worker/domain/sources.py)
+    sources: list[Source] = Field(default_factory=list)
 
     @field_validator("timezone")
     @classmethod

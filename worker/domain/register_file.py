@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from worker.domain.event_data import allowed_values
 from worker.domain.register import END_ACTIONS, Activity, Entry, LegalBasis, Register, Target
+from worker.domain.sources import source_problems
 from worker.domain.strategies import STRATEGIES
 
 
@@ -107,13 +108,33 @@ def parse_register(text: str, shown: str = "<register>") -> Register:
         raise RegisterError(
             [_problem_from_pydantic(err, data, lines, shown) for err in exc.errors()]
         ) from None
-    problems = [
-        RegisterProblem(shown, _line_of(lines, where), message)
-        for where, message in _semantic_problems(register)
-    ]
+    found = list(_semantic_problems(register))
+    # a source whose events no rule uses is often the echo of a problem above (a rule
+    # or a kind gone): said only when the activities themselves are sound
+    found += _sources_problems(register, touching_checked=not found)
+    problems = [RegisterProblem(shown, _line_of(lines, where), message) for where, message in found]
     if problems:
         raise RegisterError(problems)
     return register
+
+
+def _sources_problems(register: Register, touching_checked: bool) -> list[tuple[tuple, str]]:
+    touching = {
+        (event_type, kind)
+        for activity in register.activities
+        for event_type in activity.event_types
+        for kind in activity.subjects
+    }
+    found = []
+    for s, source in enumerate(register.sources):
+        problems = source_problems(
+            source,
+            set(register.events),
+            register.subject_kinds,
+            touching if touching_checked else None,
+        )
+        found += [(("sources", s, *where), message) for where, message in problems]
+    return found
 
 
 def _semantic_problems(register: Register) -> Iterator[tuple[tuple, str]]:

@@ -84,8 +84,12 @@ def _iso(moment: datetime | None) -> str:
 
 
 def register_digest(register: Register) -> str:
-    """What the DPO approves: the register's content, not its comments or layout."""
-    return hashlib.sha256(register.model_dump_json().encode()).hexdigest()
+    """What the DPO approves: the register's content, not its comments or layout.
+
+    Its sources are left out: they say where a backfill reads events, not what a sweep
+    erases, so adding them asks for no new approval (a backfill's sweep does, by itself).
+    """
+    return hashlib.sha256(register.model_dump_json(exclude={"sources"}).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -106,9 +110,17 @@ def approval_reasons(
     table_subjects: dict[str, int],
     table_sizes: dict[str, int],
     limits: ApprovalLimits,
+    backfill_since_approval: bool = False,
 ) -> list[str]:
     """Why this sweep must wait for a DPO's approval; empty when it may go ahead."""
     reasons = []
+    if backfill_since_approval and due:
+        # years of shop rows become lifecycles at once: many fall due on the first night,
+        # which is the point, and exactly what a DPO must look at before it happens
+        reasons.append(
+            "first sweep since a backfill (`lethe backfill`) gave the shop's existing rows "
+            "their lifecycles: a DPO approves what it erases"
+        )
     if first_on_register:
         reasons.append(
             "first sweep with this register: a DPO approves what a new or changed register "

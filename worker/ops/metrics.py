@@ -29,7 +29,7 @@ from worker.domain.durations import Duration
 from worker.logs import log
 from worker.ops.dashboard import figures
 from worker.shop.outbox import OutboxUnavailable, backlog, has_outbox
-from worker.store.schema import DeadLetter, Erasure, Hold, PurgeRun
+from worker.store.schema import DeadLetter, Erasure, Hold, PurgeRun, ShopCoverage
 from worker.store.sessions import now_utc, reading
 
 UNKNOWN_TYPE = "unknown"
@@ -126,6 +126,34 @@ class LetheCollector(Collector):
             or 0,
         )
         yield from self._sweeps(session)
+        yield from self._coverage(session)
+
+    def _coverage(self, session: Session) -> Iterable[Metric]:
+        # the coverage task's stored counts (tasks/coverage.py): a scan of the shop's
+        # tables is far too slow for a scrape, and a scrape must not reach the shop
+        uncovered = GaugeMetricFamily(
+            "lethe_shop_uncovered_rows",
+            "Shop rows a target would touch that no lifecycle covers (never erased)",
+            labels=["table", "activity"],
+        )
+        back = GaugeMetricFamily(
+            "lethe_shop_back_rows",
+            "Shop rows back after their erasure (a restore): `lethe purge --reapply`",
+            labels=["table", "activity"],
+        )
+        rows = session.execute(
+            select(
+                ShopCoverage.table_name,
+                ShopCoverage.activity,
+                func.sum(ShopCoverage.uncovered),
+                func.sum(ShopCoverage.back),
+            ).group_by(ShopCoverage.table_name, ShopCoverage.activity)
+        )
+        for table, activity, n_uncovered, n_back in rows:
+            uncovered.add_metric([table, activity], n_uncovered or 0)
+            back.add_metric([table, activity], n_back or 0)
+        yield uncovered
+        yield back
 
     def _outbox(self) -> Iterable[Metric]:
         """The shop's outbox backlog, when the shop database has one (`lethe outbox install`)."""

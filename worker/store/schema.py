@@ -243,3 +243,37 @@ class ScheduleSlot(Base):
     schedule: Mapped[str] = mapped_column(String(100), primary_key=True)
     slot_at: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
     claimed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Backfill(Base):
+    """One `lethe backfill` that sent events from the shop's rows (migration 0012): the
+    sweep after it waits for a DPO's approval, as a first sweep does."""
+
+    __tablename__ = "backfills"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    sources: Mapped[str] = mapped_column(Text)  # "1,2,5": the register's sources read
+    rows: Mapped[int] = mapped_column(Integer, default=0)
+    events: Mapped[int] = mapped_column(Integer, default=0)
+    skipped: Mapped[int] = mapped_column(Integer, default=0)
+    refused: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ShopCoverage(Base):
+    """The coverage task's last count per target: what /metrics reports and what tells the
+    nightly sweep to erase rows found back (worker/sweeps/coverage.py). Counts and example
+    primary keys only, never a subject."""
+
+    __tablename__ = "shop_coverage"
+
+    activity: Mapped[str] = mapped_column(String(100), primary_key=True)
+    target: Mapped[str] = mapped_column(String(200), primary_key=True)
+    table_name: Mapped[str] = mapped_column(String(200))
+    rows: Mapped[int] = mapped_column(Integer)
+    covered: Mapped[int] = mapped_column(Integer)
+    uncovered: Mapped[int] = mapped_column(Integer)
+    back: Mapped[int] = mapped_column(Integer)
+    examples: Mapped[str] = mapped_column(Text)  # JSON list of up to 10 primary keys
+    computed_at: Mapped[datetime] = mapped_column(UTCDateTime())

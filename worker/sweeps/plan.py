@@ -31,11 +31,11 @@ from worker.domain.sweep_rules import (
 from worker.settings import Settings
 from worker.shop.apply import RemovedRows, count_rows, table_sizes
 from worker.shop.binding import BoundTarget, ShopUnavailable, shop_engine, unreachable
-from worker.store.schema import PurgeRun, StoredLifecycle
+from worker.store.schema import Backfill, PurgeRun, StoredLifecycle
 from worker.store.sessions import reading
 from worker.sweeps import claims
 from worker.sweeps.claims import subject_targets, targets_of
-from worker.sweeps.runs import SweepResult
+from worker.sweeps.runs import REAPPLY_SCHEDULE, SweepResult
 
 
 def limits_of(settings: Settings) -> ApprovalLimits:
@@ -72,7 +72,12 @@ def plan_sweep(
         recent = list(
             session.scalars(
                 select(PurgeRun.due)
-                .where(PurgeRun.status == "done", PurgeRun.id != run.id)
+                # a re-erasure after a restore (worker/sweeps/reapply.py) is no night's size
+                .where(
+                    PurgeRun.status == "done",
+                    PurgeRun.id != run.id,
+                    PurgeRun.schedule != REAPPLY_SCHEDULE,
+                )
                 .order_by(PurgeRun.id.desc())
                 .limit(limits_of(settings).history)
             )
@@ -86,6 +91,13 @@ def plan_sweep(
                 )
             )
         )
+        last_approval = session.scalar(
+            select(func.max(PurgeRun.approved_at)).where(PurgeRun.id != run.id)
+        )
+        backfilled = select(Backfill.id)
+        if last_approval is not None:
+            backfilled = backfilled.where(Backfill.started_at > last_approval)
+        backfill_since_approval = session.scalar(select(exists(backfilled)))
     tables = {b.table.name: b.table for targets in bound.values() for b in targets}
     engine = shop_engine(settings.shop_database_url)
     try:
@@ -102,6 +114,7 @@ def plan_sweep(
         table_subjects=per_table,
         table_sizes=sizes,
         limits=limits_of(settings),
+        backfill_since_approval=bool(backfill_since_approval),
     )
     plan = {
         "now": now.isoformat(),

@@ -19,6 +19,9 @@ from worker.settings import Settings
 from worker.store.schema import PurgeRun
 from worker.store.sessions import now_utc, reading
 
+# The schedule name of a re-erasure's run (`lethe purge --reapply`, worker/sweeps/reapply.py).
+REAPPLY_SCHEDULE = "reapply"
+
 
 class SweepRefused(RuntimeError):
     """A request the sweep cannot follow (approving a run that awaits nothing, ...)."""
