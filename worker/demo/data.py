@@ -411,12 +411,10 @@ def _stories(m: _Maker) -> None:
         if i not in old[:2] and last[f"customer:{i}"] < datetime(2020, 6, 1, tzinfo=UTC)
     ]
     if lapsed:
-        # the shop's call renews nothing: the last order still starts the 5 years
+        # the shop calls four years after the last order, a year before the 5 years run
+        # out: the call renews nothing, the file goes 5 years after the last order
         subject = f"customer:{lapsed[0]}"
-        called = max(
-            last[subject] + timedelta(days=1),
-            min(datetime(2025, 6, 12, 9, tzinfo=UTC), m.end - timedelta(days=1)),
-        )
+        called = min(last[subject] + timedelta(days=4 * 365), m.end - timedelta(days=1))
         m.event("contact.made", subject, called, channel="phone", direction="outbound")
         m.data.featured.append(Person(OUTBOUND_STORY, subject, "customers", "id", lapsed[0]))
     if recent:

@@ -425,9 +425,9 @@ def _outbound_story(url: str, subject: str, out: Callable) -> str:
         ).first()
     state, deadline = found if found else ("none", None)
     out(
-        f"  {subject}: called by the shop (contact.made, direction outbound) after the 5 years "
-        f"had run; crm.customers {state}, deadline {deadline:%Y-%m-%d} from the last order "
-        "(only the person's own contact renews)"
+        f"  {subject}: called by the shop (contact.made, direction outbound) before the 5 "
+        f"years ran out; crm.customers {state}, deadline {deadline:%Y-%m-%d}, 5 years after "
+        "the last order (only the person's own contact renews)"
         if deadline
         else f"  {subject}: called by the shop; crm.customers {state}"
     )
