@@ -3,17 +3,12 @@ demo tables beside a PrestaShop-style `ps_orders`, and a register whose sources 
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from harness import Lethe, copy_register
-
-MARIADB_URL = os.environ.get("LETHE_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
 
 ps = sa.MetaData()
 ps_orders = sa.Table(
@@ -35,24 +30,6 @@ PS_SOURCE = """sources:
     where: "valid = 1"
     data: {shop: "{id_shop}"}
 """
-
-
-@pytest.fixture
-def mariadb_url() -> Iterator[str]:
-    """A database of the test's own on the shared MariaDB server, dropped afterwards."""
-    from conftest import _unavailable
-
-    name = f"lethe_shop_{uuid.uuid4().hex[:10]}"
-    try:
-        admin = sa.create_engine(MARIADB_URL, isolation_level="AUTOCOMMIT")
-        with admin.connect() as connection:
-            connection.execute(sa.text(f"CREATE DATABASE `{name}`"))
-    except Exception as exc:
-        _unavailable("MariaDB", exc)
-    yield f"{MARIADB_URL.rsplit('/', 1)[0]}/{name}"
-    with admin.connect() as connection:
-        connection.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
-    admin.dispose()
 
 
 def shop_url_for(kind: str, lethe: Lethe, request: pytest.FixtureRequest) -> str:

@@ -7,7 +7,7 @@ import json
 
 import pytest
 from harness import Lethe
-from shop_history import mariadb_url, shop_url_for  # noqa: F401 (fixture)
+from shop_history import shop_url_for
 from sweeping import (
     NOW,
     Shop,

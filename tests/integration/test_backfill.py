@@ -11,7 +11,6 @@ import sqlalchemy as sa
 from harness import Lethe
 from shop_history import (
     fill_ps_orders,
-    mariadb_url,  # noqa: F401 (fixture)
     order,
     register_with_sources,
     shop_url_for,
