@@ -12,6 +12,7 @@ from worker.cli.common import default_register, now_option, register_or_exit, te
 from worker.cli.group import main
 from worker.domain.events import Event, EventRefused, parse_event
 from worker.domain.register import Register
+from worker.domain.register_file import register_warnings
 from worker.domain.retention import lifecycles
 
 
@@ -26,6 +27,8 @@ def register_check(path: str | None) -> None:
     """Validate a register file: exit 0, or 1 with one `file:line: message` per problem."""
     path = path or default_register()
     reg = register_or_exit(path)
+    for warning in register_warnings(reg, path):
+        click.echo(f"{warning.path}:{warning.line}: warning: {warning.message}", err=True)
     click.echo(
         f"{path}: ok — {len(reg.activities)} activities, {len(reg.events)} event types",
         err=True,
