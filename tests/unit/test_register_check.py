@@ -30,7 +30,7 @@ SALES_RULE = """    retention:
           - table: orders
             key: customer_id
             columns:
-              ship_name: redact
+              ship_name: {constant: Anonymous, pattern: *customer_name}
               ship_street: redact
               ship_postcode: department
               ship_city: redact
@@ -205,7 +205,7 @@ def test_an_unknown_end_action_is_named_with_the_accepted_ones(tmp_path):
     message = the_problem(check(str(broken.path)), broken)
     assert "website.navigation" in message
     assert "unknown end action 'destroy'" in message
-    assert "anonymise, delete, archive" in message
+    assert "anonymise, pseudonymise, delete, archive" in message
 
 
 def test_an_unknown_legal_basis_is_named_with_the_accepted_ones(tmp_path):
@@ -323,3 +323,69 @@ def test_a_rule_that_says_delete_with_a_target_that_only_anonymises_is_refused(t
     message = the_problem(check(str(broken.path)), broken)
     assert "activity 'sales': the rule says then: delete, but target 'orders' keeps" in message
     assert "delete_rows: true" in message
+
+
+def test_a_keyed_hash_under_anonymise_is_refused_at_its_line_with_the_remedy(tmp_path):
+    broken = break_register(
+        tmp_path, "              email: random_email\n              first_name:",
+        "              email: keyed_hash\n              first_name:",
+        at="keyed_hash",
+    )
+    message = the_problem(check(str(broken.path)), broken)
+    assert "column 'email' uses keyed_hash" in message
+    assert "pseudonymisation, not then: anonymise" in message
+    assert "random_email" in message and "then: pseudonymise" in message
+
+
+def test_a_pseudonym_is_allowed_under_then_pseudonymise(tmp_path):
+    text = SHIPPED.read_text(encoding="utf-8")
+    rule = text[text.index("  - id: distributors.orders") :]
+    changed = rule.replace("then: anonymise", "then: pseudonymise", 1).replace(
+        "customer_name: {constant: Anonymous, pattern: *customer_name}",
+        "customer_name: pseudonym",
+        1,
+    )
+    path = tmp_path / "register.yaml"
+    path.write_text(text.replace(rule, changed), encoding="utf-8")
+    result = check(str(path))
+    assert result.returncode == 0, result.stderr
+    # and the same pseudonym under anonymise is refused
+    path.write_text(text.replace(rule, changed.replace("then: pseudonymise", "then: anonymise")))
+    assert "uses pseudonym" in problems(check(str(path)), path)[0][1]
+
+
+def test_the_shipped_register_warns_where_kept_invoices_link_anonymised_rows(tmp_path):
+    result = check(str(SHIPPED))
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if ": warning: " in line]
+    linked = {re.search(r"activity '([^']+)', target '([^']+)'", w).groups() for w in warnings}
+    assert linked == {
+        ("crm.customers", "customers"),
+        ("website.accounts", "accounts"),
+        ("ambassadors", "ambassadors"),
+        ("sales", "orders"),
+    }
+    assert all("stay pseudonymous until crm.invoices ends" in w for w in warnings)
+    customers = next(w for w in warnings if "'customers'" in w)
+    line = int(customers.split(":")[1])
+    assert SHIPPED.read_text(encoding="utf-8").splitlines()[line - 1].strip() == "- table: customers"
+
+
+def test_a_pattern_that_is_no_regular_expression_is_refused_at_its_column(tmp_path):
+    broken = break_register(
+        tmp_path,
+        "              last_name: {constant: Anonymous, pattern: *customer_name}",
+        "              last_name: {constant: Anonymous, pattern: '^[a-z'}",
+    )
+    message = the_problem(check(str(broken.path)), broken)
+    assert "pattern of column 'last_name' is not a regular expression" in message
+
+
+def test_a_misspelled_constant_is_refused_at_its_column(tmp_path):
+    broken = break_register(
+        tmp_path,
+        "              last_name: {constant: Anonymous, pattern: *customer_name}",
+        "              last_name: {constnat: Anonymous}",
+    )
+    message = the_problem(check(str(broken.path)), broken)
+    assert "unknown field 'constnat'" in message

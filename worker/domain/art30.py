@@ -186,7 +186,8 @@ def _csv(register: Register) -> str:
             # the activity's retention repeats on each row so a row stands alone.
             retention = " | ".join(_retention(r) for r in activity.retention)
             sources = " | ".join(r.source for r in activity.retention)
-            then = " | ".join(then_text(register, activity, r) for r in activity.retention)
+            # the end action alone, as a spreadsheet filters it; md and html say what it means
+            then = " | ".join(r.then for r in activity.retention)
             for purpose in activity.purposes:
                 writer.writerow(
                     (

@@ -323,7 +323,13 @@ def column_problem(
     if why is None or name not in STRATEGIES or column.primary_key:
         return why
     # the remedy is what fits this column: a NOT NULL date takes year, not redact
-    fitting = [s for s in STRATEGIES if s != name and not _unfit(s, column, one_row_per_subject)]
+    # and unlinkable, unless the register asked for a linkable one (then: pseudonymise)
+    offered = STRATEGIES if name in LINKABLE else UNLINKABLE
+    fitting = [
+        s
+        for s in STRATEGIES
+        if s in offered and s != name and not _unfit(s, column, one_row_per_subject)
+    ]
     if not fitting:
         return (
             f"{why}: no strategy fits this column; leave it out, or delete the rows "
