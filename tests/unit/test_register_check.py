@@ -327,7 +327,8 @@ def test_a_rule_that_says_delete_with_a_target_that_only_anonymises_is_refused(t
 
 def test_a_keyed_hash_under_anonymise_is_refused_at_its_line_with_the_remedy(tmp_path):
     broken = break_register(
-        tmp_path, "              email: random_email\n              first_name:",
+        tmp_path,
+        "              email: random_email\n              first_name:",
         "              email: keyed_hash\n              first_name:",
         at="keyed_hash",
     )
@@ -368,7 +369,8 @@ def test_the_shipped_register_warns_where_kept_invoices_link_anonymised_rows(tmp
     assert all("stay pseudonymous until crm.invoices ends" in w for w in warnings)
     customers = next(w for w in warnings if "'customers'" in w)
     line = int(customers.split(":")[1])
-    assert SHIPPED.read_text(encoding="utf-8").splitlines()[line - 1].strip() == "- table: customers"
+    named = SHIPPED.read_text(encoding="utf-8").splitlines()[line - 1]
+    assert named.strip() == "- table: customers"
 
 
 def test_a_pattern_that_is_no_regular_expression_is_refused_at_its_column(tmp_path):

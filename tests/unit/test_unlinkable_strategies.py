@@ -84,7 +84,8 @@ def test_random_email_is_an_undeliverable_address_and_leaves_its_own_output():
     assert apply("random_email", once, ctx(EMAIL)) == once
     assert apply("random_email", "jeanne@example.org", ctx(EMAIL)) != once
     assert len(apply("random_email", "x@y.z", ctx(ColumnFacts("e", "text", 40)))) == 40
-    assert "holds 20 characters" in column_problem("random_email", ColumnFacts("e", "text", 20), True)
+    narrow = ColumnFacts("e", "text", 20)
+    assert "holds 20 characters" in column_problem("random_email", narrow, True)
 
 
 def test_random_is_rewritten_on_a_second_pass_which_links_nothing():
@@ -95,8 +96,8 @@ def test_random_is_rewritten_on_a_second_pass_which_links_nothing():
 
 
 def test_linkable_and_unlinkable_strategies_cover_every_strategy():
-    assert LINKABLE == {"keyed_hash", "pseudonym"}
-    assert UNLINKABLE | LINKABLE == set(STRATEGIES)
+    assert {"keyed_hash", "pseudonym"} == LINKABLE
+    assert set(STRATEGIES) == UNLINKABLE | LINKABLE
     assert {"constant", "random", "random_email", "null", "redact", "year"} <= UNLINKABLE
 
 
@@ -113,9 +114,7 @@ def test_linkable_and_unlinkable_strategies_cover_every_strategy():
         ("department", None, True),
     ],
 )
-def test_a_strategy_whose_output_breaks_the_columns_pattern_is_refused(
-    strategy, constant, refused
-):
+def test_a_strategy_whose_output_breaks_the_columns_pattern_is_refused(strategy, constant, refused):
     why = pattern_problem(strategy, NAME, CUSTOMER_NAME, constant)
     assert (why is not None) == refused, why
     if refused:
