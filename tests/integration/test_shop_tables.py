@@ -20,14 +20,22 @@ from sweeping import (
 )
 
 END_OF_CUSTOMERS = "              city: null\n"  # crm.customers' first target
+# crm.customers' end action: these tests try the linkable strategies (keyed_hash,
+# pseudonym) too, which only `then: pseudonymise` allows
+CUSTOMERS_THEN = "        then: anonymise\n        # Lethe: after an erasure request"
 
 
 class OwnTargets:
-    """The register, with targets on the test's own tables added to crm.customers."""
+    """The register, with targets on the test's own tables added to crm.customers, whose
+    rule says then: pseudonymise."""
 
     def __init__(self, lethe: Lethe, tmp_path: Path):
         self.path = copy_register(tmp_path)
-        self.text = self.path.read_text()
+        text = self.path.read_text()
+        assert CUSTOMERS_THEN in text
+        self.text = text.replace(
+            CUSTOMERS_THEN, CUSTOMERS_THEN.replace("anonymise", "pseudonymise")
+        )
         lethe.env["LETHE_REGISTER"] = str(self.path)
 
     def write(self, targets: str, table: str) -> str:

@@ -123,7 +123,12 @@ def random_email(value: Any, ctx: Context) -> Any:
     own e-mail check accept it), no one's, and never deliverable."""
     if value is None or is_erased_email(value):
         return value
-    return random_letters(_room(ctx.column, len(ERASED_DOMAIN), RANDOM_LETTERS)) + ERASED_DOMAIN
+    return random_letters(random_email_length(ctx.column)) + ERASED_DOMAIN
+
+
+def random_email_length(column: ColumnFacts) -> int:
+    """How many random letters come before `@erased.invalid`: 32, or what the column holds."""
+    return _room(column, len(ERASED_DOMAIN), RANDOM_LETTERS)
 
 
 def is_erased_email(value: Any) -> bool:

@@ -45,6 +45,7 @@ from worker.domain.strategies import (
     ColumnFacts,
     hash_digits,
     pseudonym_digits,
+    random_email_length,
     random_length,
 )
 
@@ -121,7 +122,7 @@ def random(column: ColumnElement, ctx: SqlContext) -> ColumnElement:
 
 
 def random_email(column: ColumnElement, ctx: SqlContext) -> ColumnElement:
-    room = max(1, min(32, (ctx.column.length or 32) - len(ERASED_DOMAIN)))
+    room = random_email_length(ctx.column)
     erased = sa.cast(column, sa.Text).endswith(ERASED_DOMAIN, autoescape=True)
     return sa.case(
         (column.is_(None), column),
