@@ -483,3 +483,35 @@ def test_triggers_a_sweep_fires_are_warned_about_by_the_check_and_the_sweep(
     ]
     emails = [c["email"] for c in shop.data.rows["newsletter_subscribers"]]
     assert emails and not any(e in dry["stderr"] for e in emails), "names only, never values"
+
+
+NAME_RULE = '^[^0-9!<>,;?=+()@#"°{}_$%:]*$'  # PrestaShop's Validate::isCustomerName
+
+
+@pytest.mark.parametrize(
+    ("written", "refused"),
+    [
+        ("{constant: Anonymous}", None),
+        ("{strategy: random}", None),
+        ("{constant: Anonyme-1}", "Anonyme-1"),
+        ("{strategy: random_email}", "@erased.invalid"),
+    ],
+)
+def test_shop_check_refuses_a_strategy_whose_output_breaks_the_columns_own_rule(
+    embedded: Lethe, request, tmp_path, written: str, refused: str | None
+):
+    make_shop(embedded, request, people=10)
+    register = copy_register(tmp_path)
+    text = register.read_text()
+    shipped = "last_name: {constant: Anonymous, pattern: *customer_name}"
+    assert shipped in text
+    column = f"last_name: {written[:-1]}, pattern: '{NAME_RULE}'}}"
+    register.write_text(text.replace(shipped, column, 1))
+    embedded.env["LETHE_REGISTER"] = str(register)
+    if refused is None:
+        embedded.run("shop", "check")
+        return
+    line = register.read_text().splitlines().index(f"              {column}") + 1
+    message = refusal(embedded)
+    assert f"{register}:{line}: activity 'crm.customers', target 'customers': " in message
+    assert "column 'last_name' must match" in message and refused in message
