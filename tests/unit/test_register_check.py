@@ -6,6 +6,7 @@ line the error must name is found by locating that text in the broken file.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -391,3 +392,26 @@ def test_a_misspelled_constant_is_refused_at_its_column(tmp_path):
     )
     message = the_problem(check(str(broken.path)), broken)
     assert "unknown field 'constnat'" in message
+
+
+def test_simulate_names_a_pseudonymise_rule_as_such(tmp_path):
+    text = SHIPPED.read_text(encoding="utf-8")
+    rule = text[text.index("  - id: distributors.orders") :]
+    path = tmp_path / "register.yaml"
+    path.write_text(text.replace(rule, rule.replace("then: anonymise", "then: pseudonymise", 1)))
+    events = tmp_path / "events.jsonl"
+    events.write_text(
+        '{"id": "e1", "type": "order.closed", "subject": "distributor-customer:DN-501", '
+        '"occurred_at": "2023-12-31T23:59:00+01:00", "data": {"distributor": "DIST-NORD"}}\n'
+    )
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("LETHE_")}
+    result = subprocess.run(
+        [lethe(), "simulate", str(events), "--register", str(path)],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    (lifecycle,) = json.loads(result.stdout)
+    assert (lifecycle["activity"], lifecycle["then"]) == ("distributors.orders", "pseudonymise")
