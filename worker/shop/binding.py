@@ -275,6 +275,7 @@ def bind_targets(
                     *((c, "columns") for c in target.columns),
                     *((c, "keeps") for c in target.keeps),
                     *((c, "suppress") for c in target.suppress),
+                    *((c, "quasi") for c in target.quasi),
                 ]
                 missing = False
                 for column, part in columns:
