@@ -493,7 +493,7 @@ NAME_RULE = '^[^0-9!<>,;?=+()@#"°{}_$%:]*$'  # PrestaShop's Validate::isCustome
     [
         ("{constant: Anonymous}", None),
         ("{strategy: random}", None),
-        ("{constant: Anonyme-1}", "Anonyme-1"),
+        ("{strategy: department}", "'75'"),
         ("{strategy: random_email}", "@erased.invalid"),
     ],
 )

@@ -415,3 +415,13 @@ def test_simulate_names_a_pseudonymise_rule_as_such(tmp_path):
     assert result.returncode == 0, result.stderr
     (lifecycle,) = json.loads(result.stdout)
     assert (lifecycle["activity"], lifecycle["then"]) == ("distributors.orders", "pseudonymise")
+
+
+def test_a_constant_that_breaks_its_columns_pattern_is_refused_at_its_column(tmp_path):
+    broken = break_register(
+        tmp_path,
+        "              last_name: {constant: Anonymous, pattern: *customer_name}",
+        "              last_name: {constant: Anonyme 1, pattern: *customer_name}",
+    )
+    message = the_problem(check(str(broken.path)), broken)
+    assert "the constant 'Anonyme 1' of column 'last_name' does not match" in message

@@ -252,12 +252,21 @@ def _target_problems(
             )
     for column, pattern in target.patterns.items():
         try:
-            re.compile(pattern)
+            rule = re.compile(pattern)
         except re.error as exc:
             yield (
                 (*where, "columns", column),
                 f"{label}: the pattern of column {column!r} is not a regular expression "
                 f"({exc}): write the shop application's rule, e.g. '^[^0-9]*$'",
+            )
+            continue
+        constant = target.constants.get(column)
+        if constant is not None and rule.search(constant) is None:
+            # the other strategies' output depends on the column: `lethe shop check`
+            yield (
+                (*where, "columns", column),
+                f"{label}: the constant {constant!r} of column {column!r} does not match "
+                f"its pattern {pattern} (the shop's own rule): choose one that does",
             )
     for column in target.quasi:
         if column in target.columns:
