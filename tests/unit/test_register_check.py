@@ -425,3 +425,9 @@ def test_a_constant_that_breaks_its_columns_pattern_is_refused_at_its_column(tmp
     )
     message = the_problem(check(str(broken.path)), broken)
     assert "the constant 'Anonyme 1' of column 'last_name' does not match" in message
+
+
+def test_the_ok_line_comes_first_and_warnings_after_it():
+    lines = check(str(SHIPPED)).stderr.splitlines()
+    assert lines[0].startswith(f"{SHIPPED}: ok")
+    assert lines[1:] and all(": warning: " in line for line in lines[1:])
