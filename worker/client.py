@@ -19,7 +19,7 @@ from kombu.exceptions import KombuError
 
 from worker.domain.contact_details import is_contact_detail, value_has_contact_details
 from worker.domain.events import Event, EventRefused, parse_event
-from worker.domain.hashing import value_hash
+from worker.domain.hashing import value_hash, value_hashes
 from worker.domain.register import Register
 from worker.domain.register_file import RegisterError, RegisterProblem, load_register
 from worker.settings import Settings, current_settings, safe_url
@@ -380,8 +380,13 @@ def is_suppressed(email: str) -> bool:
     try:
         _schema_ready(settings.database_url)
         with reading(settings.database_url) as session:
-            entry = session.get(Suppression, value_hash(settings.secret, email))
-            return entry is not None and in_force(entry.opposed_at, entry.subscribed_at)
+            # an entry written before the per-purpose keys has the legacy hash
+            return any(
+                entry is not None and in_force(entry.opposed_at, entry.subscribed_at)
+                for entry in (
+                    session.get(Suppression, h) for h in value_hashes(settings.secret, email)
+                )
+            )
     except SchemaNotReady as exc:
         # the shop's code catches one exception for "cannot tell": this is one
         raise StoreUnavailable(

@@ -64,7 +64,7 @@ def test_emit_many_takes_match_and_aware_datetimes_as_emit_does_and_refuses_naiv
     assert rows[("customer:502", "crm.customers")]["deadline_at"] == "2029-03-31T01:30:00+02:00"
     assert rows[("customer:501", "newsletter")]["state"] == "due"
     assert rows[("customer:503", "crm.customers")]["anchor_at"]  # no time given: now
-    assert lethe.store_count("events where cast(data as text) like '%hmac-sha256:%'") == 2
+    assert lethe.store_count("events where cast(data as text) like '%hmac-sha256-v2:%'") == 2
     assert lethe.store_count("events where lower(cast(data as text)) like '%ines%'") == 0
 
 

@@ -85,7 +85,7 @@ def test_shop_code_emits_with_the_client_and_addresses_leave_only_as_hashes(leth
     assert rows[("visitor:602", "website.navigation")]["deadline_at"] == "2027-02-15T13:00:00+01:00"
     dump = lethe.run("deadlines", "--subject", "customer:9001", "--format", "json").stdout
     assert "Jeanne" not in dump and "jeanne" not in dump.lower()
-    assert lethe.store_count("events where cast(data as text) like '%hmac-sha256:%'") == 1
+    assert lethe.store_count("events where cast(data as text) like '%hmac-sha256-v2:%'") == 1
     assert lethe.store_count("events where lower(cast(data as text)) like '%jeanne%'") == 0
 
 

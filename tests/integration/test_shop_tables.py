@@ -20,14 +20,22 @@ from sweeping import (
 )
 
 END_OF_CUSTOMERS = "              city: null\n"  # crm.customers' first target
+# crm.customers' end action: these tests try the linkable strategies (keyed_hash,
+# pseudonym) too, which only `then: pseudonymise` allows
+CUSTOMERS_THEN = "        then: anonymise\n        # Lethe: after an erasure request"
 
 
 class OwnTargets:
-    """The register, with targets on the test's own tables added to crm.customers."""
+    """The register, with targets on the test's own tables added to crm.customers, whose
+    rule says then: pseudonymise."""
 
     def __init__(self, lethe: Lethe, tmp_path: Path):
         self.path = copy_register(tmp_path)
-        self.text = self.path.read_text()
+        text = self.path.read_text()
+        assert CUSTOMERS_THEN in text
+        self.text = text.replace(
+            CUSTOMERS_THEN, CUSTOMERS_THEN.replace("anonymise", "pseudonymise")
+        )
         lethe.env["LETHE_REGISTER"] = str(self.path)
 
     def write(self, targets: str, table: str) -> str:
@@ -475,3 +483,35 @@ def test_triggers_a_sweep_fires_are_warned_about_by_the_check_and_the_sweep(
     ]
     emails = [c["email"] for c in shop.data.rows["newsletter_subscribers"]]
     assert emails and not any(e in dry["stderr"] for e in emails), "names only, never values"
+
+
+NAME_RULE = '^[^0-9!<>,;?=+()@#"°{}_$%:]*$'  # PrestaShop's Validate::isCustomerName
+
+
+@pytest.mark.parametrize(
+    ("written", "refused"),
+    [
+        ("{constant: Anonymous}", None),
+        ("{strategy: random}", None),
+        ("{strategy: department}", "'75'"),
+        ("{strategy: random_email}", "@erased.invalid"),
+    ],
+)
+def test_shop_check_refuses_a_strategy_whose_output_breaks_the_columns_own_rule(
+    embedded: Lethe, request, tmp_path, written: str, refused: str | None
+):
+    make_shop(embedded, request, people=10)
+    register = copy_register(tmp_path)
+    text = register.read_text()
+    shipped = "last_name: {constant: Anonymous, pattern: *customer_name}"
+    assert shipped in text
+    column = f"last_name: {written[:-1]}, pattern: '{NAME_RULE}'}}"
+    register.write_text(text.replace(shipped, column, 1))
+    embedded.env["LETHE_REGISTER"] = str(register)
+    if refused is None:
+        embedded.run("shop", "check")
+        return
+    line = register.read_text().splitlines().index(f"              {column}") + 1
+    message = refusal(embedded)
+    assert f"{register}:{line}: activity 'crm.customers', target 'customers': " in message
+    assert "column 'last_name' must match" in message and refused in message

@@ -12,7 +12,7 @@ import pytest
 
 from worker.domain.art30 import CSV_COLUMNS, render
 from worker.domain.register import LEGAL_BASIS_LABELS, Purpose, Register
-from worker.domain.register_file import load_register
+from worker.domain.register_file import load_register, parse_register
 
 REGISTER_PATH = Path(__file__).resolve().parents[2] / "registers" / "negomarkets.yaml"
 FORMATS = ("md", "csv", "html")
@@ -172,3 +172,25 @@ def test_a_clock_on_the_persons_own_contact_reads_in_words(register: Register, f
 def _retention_cells(shown: str) -> str:
     # the clocks, without the catalogue of events at the end (which explains data.direction)
     return shown.split("contact.made` |")[0] if "contact.made` |" in shown else shown[:-3000]
+
+
+@pytest.mark.parametrize("fmt", ["md", "html"])
+def test_anonymised_rows_linked_by_kept_invoices_are_said_pseudonymised_until_then(
+    register: Register, fmt: str
+) -> None:
+    text = render(register, fmt)
+    said = "anonymised once crm.invoices ends; pseudonymised until then"
+    assert text.count(said) == 4  # crm.customers, website.accounts, ambassadors, sales
+    # a prospect's row has no kept invoice pointing at it: anonymised, no more said
+    prospects = text[text.index("website.prospects") : text.index("website.accounts")]
+    assert "anonymise" in prospects and said not in prospects
+
+
+def test_then_pseudonymise_is_named_as_pseudonymisation() -> None:
+    text = REGISTER_PATH.read_text(encoding="utf-8")
+    rule = text[text.index("  - id: distributors.orders") :]
+    changed = rule.replace("then: anonymise", "then: pseudonymise", 1)
+    pseudonymised = parse_register(text.replace(rule, changed))
+    rendered = render(pseudonymised, "md")
+    part = rendered[rendered.index("distributors.orders") :]
+    assert "pseudonymise (pseudonymised data, GDPR art. 4(5): still personal data)" in part

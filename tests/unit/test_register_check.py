@@ -6,6 +6,7 @@ line the error must name is found by locating that text in the broken file.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -30,7 +31,7 @@ SALES_RULE = """    retention:
           - table: orders
             key: customer_id
             columns:
-              ship_name: redact
+              ship_name: {constant: Anonymous, pattern: *customer_name}
               ship_street: redact
               ship_postcode: department
               ship_city: redact
@@ -207,7 +208,7 @@ def test_an_unknown_end_action_is_named_with_the_accepted_ones(tmp_path):
     message = the_problem(check(str(broken.path)), broken)
     assert "website.navigation" in message
     assert "unknown end action 'destroy'" in message
-    assert "anonymise, delete, archive" in message
+    assert "anonymise, pseudonymise, delete, archive" in message
 
 
 def test_an_unknown_legal_basis_is_named_with_the_accepted_ones(tmp_path):
@@ -370,3 +371,110 @@ def test_a_when_on_its_own_lines_is_named_at_the_faulty_value(tmp_path):
     assert "'both' never matches, as contact.made carries data.direction inbound or outbound" in (
         message
     )
+
+
+def test_a_keyed_hash_under_anonymise_is_refused_at_its_line_with_the_remedy(tmp_path):
+    broken = break_register(
+        tmp_path,
+        "              email: random_email\n              first_name:",
+        "              email: keyed_hash\n              first_name:",
+        at="keyed_hash",
+    )
+    message = the_problem(check(str(broken.path)), broken)
+    assert "column 'email' uses keyed_hash" in message
+    assert "pseudonymisation, not then: anonymise" in message
+    assert "random_email" in message and "then: pseudonymise" in message
+
+
+def test_a_pseudonym_is_allowed_under_then_pseudonymise(tmp_path):
+    text = SHIPPED.read_text(encoding="utf-8")
+    rule = text[text.index("  - id: distributors.orders") :]
+    changed = rule.replace("then: anonymise", "then: pseudonymise", 1).replace(
+        "customer_name: {constant: Anonymous, pattern: *customer_name}",
+        "customer_name: pseudonym",
+        1,
+    )
+    path = tmp_path / "register.yaml"
+    path.write_text(text.replace(rule, changed), encoding="utf-8")
+    result = check(str(path))
+    assert result.returncode == 0, result.stderr
+    # and the same pseudonym under anonymise is refused
+    path.write_text(text.replace(rule, changed.replace("then: pseudonymise", "then: anonymise")))
+    assert "uses pseudonym" in problems(check(str(path)), path)[0][1]
+
+
+def test_the_shipped_register_warns_where_kept_invoices_link_anonymised_rows(tmp_path):
+    result = check(str(SHIPPED))
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if ": warning: " in line]
+    linked = {re.search(r"activity '([^']+)', target '([^']+)'", w).groups() for w in warnings}
+    assert linked == {
+        ("crm.customers", "customers"),
+        ("website.accounts", "accounts"),
+        ("ambassadors", "ambassadors"),
+        ("sales", "orders"),
+    }
+    assert all("stay pseudonymous until crm.invoices ends" in w for w in warnings)
+    customers = next(w for w in warnings if "'customers'" in w)
+    line = int(customers.split(":")[1])
+    named = SHIPPED.read_text(encoding="utf-8").splitlines()[line - 1]
+    assert named.strip() == "- table: customers"
+
+
+def test_a_pattern_that_is_no_regular_expression_is_refused_at_its_column(tmp_path):
+    broken = break_register(
+        tmp_path,
+        "              last_name: {constant: Anonymous, pattern: *customer_name}",
+        "              last_name: {constant: Anonymous, pattern: '^[a-z'}",
+    )
+    message = the_problem(check(str(broken.path)), broken)
+    assert "pattern of column 'last_name' is not a regular expression" in message
+
+
+def test_a_misspelled_constant_is_refused_at_its_column(tmp_path):
+    broken = break_register(
+        tmp_path,
+        "              last_name: {constant: Anonymous, pattern: *customer_name}",
+        "              last_name: {constnat: Anonymous}",
+    )
+    message = the_problem(check(str(broken.path)), broken)
+    assert "unknown field 'constnat'" in message
+
+
+def test_simulate_names_a_pseudonymise_rule_as_such(tmp_path):
+    text = SHIPPED.read_text(encoding="utf-8")
+    rule = text[text.index("  - id: distributors.orders") :]
+    path = tmp_path / "register.yaml"
+    path.write_text(text.replace(rule, rule.replace("then: anonymise", "then: pseudonymise", 1)))
+    events = tmp_path / "events.jsonl"
+    events.write_text(
+        '{"id": "e1", "type": "order.closed", "subject": "distributor-customer:DN-501", '
+        '"occurred_at": "2023-12-31T23:59:00+01:00", "data": {"distributor": "DIST-NORD"}}\n'
+    )
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("LETHE_")}
+    result = subprocess.run(
+        [lethe(), "simulate", str(events), "--register", str(path)],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    (lifecycle,) = json.loads(result.stdout)
+    assert (lifecycle["activity"], lifecycle["then"]) == ("distributors.orders", "pseudonymise")
+
+
+def test_a_constant_that_breaks_its_columns_pattern_is_refused_at_its_column(tmp_path):
+    broken = break_register(
+        tmp_path,
+        "              last_name: {constant: Anonymous, pattern: *customer_name}",
+        "              last_name: {constant: Anonyme 1, pattern: *customer_name}",
+    )
+    message = the_problem(check(str(broken.path)), broken)
+    assert "the constant 'Anonyme 1' of column 'last_name' does not match" in message
+
+
+def test_the_ok_line_comes_first_and_warnings_after_it():
+    lines = check(str(SHIPPED)).stderr.splitlines()
+    assert lines[0].startswith(f"{SHIPPED}: ok")
+    assert lines[1:] and all(": warning: " in line for line in lines[1:])

@@ -1,4 +1,5 @@
-"""Commands for ops: the retention dashboard and a one-screen health check."""
+"""Commands for ops: the retention dashboard, a one-screen health check, and the
+k-anonymity of what the sweeps left in the shop."""
 
 from __future__ import annotations
 
@@ -91,3 +92,38 @@ def status(grace_text: str | None) -> None:
     checks = run_checks(settings, now, _grace(grace_text))
     click.echo(render(checks, now))
     raise SystemExit(int(worst(checks)))
+
+
+@main.command()
+@click.option(
+    "--k", "k", default=5, show_default=True, type=click.IntRange(min=2), help="the k to reach"
+)
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+def anonymity(k: int, fmt: str) -> None:
+    """Per anonymise target, the smallest group of erased rows sharing every
+    quasi-identifier the strategies kept (k_min), and how many rows are in groups below k."""
+    from worker.cli.common import print_rows
+    from worker.ops.anonymity import anonymity as measure
+    from worker.ops.anonymity import as_rows
+    from worker.shop.binding import ShopMismatch, ShopUnavailable
+
+    settings = settings_or_exit()
+    register = register_or_exit(settings.register_path)
+    try:
+        found = measure(settings, register, k)
+    except ShopMismatch as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        raise SystemExit(1) from None
+    except ShopUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
+    rows = as_rows(found)
+    if fmt == "json":
+        print_rows(rows, fmt, [])
+        return
+    shown = [{**r, "quasi_identifiers": ",".join(r["quasi_identifiers"])} for r in rows]
+    columns = ["table", "activity", "rows", "k_min", "below_k", "quasi_identifiers"]
+    print_rows(shown, fmt, columns)
+    for r in rows:
+        if r["remedy"]:
+            click.echo(f"{r['target']} ({r['activity']}): {r['remedy']}")

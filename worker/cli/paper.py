@@ -12,6 +12,7 @@ from worker.cli.common import default_register, now_option, register_or_exit, te
 from worker.cli.group import main
 from worker.domain.events import Event, EventRefused, parse_event
 from worker.domain.register import Register
+from worker.domain.register_file import register_warnings
 from worker.domain.retention import lifecycles
 
 
@@ -23,13 +24,18 @@ def register() -> None:
 @register.command("check")
 @click.argument("path", required=False)
 def register_check(path: str | None) -> None:
-    """Validate a register file: exit 0, or 1 with one `file:line: message` per problem."""
+    """Validate a register file: exit 0, or 1 with one `file:line: message` per problem.
+
+    Warnings (`file:line: warning: message`, after the ok line) do not change the exit
+    status: anonymised rows that rows kept by law still link to their person."""
     path = path or default_register()
     reg = register_or_exit(path)
     click.echo(
         f"{path}: ok — {len(reg.activities)} activities, {len(reg.events)} event types",
         err=True,
     )
+    for warning in register_warnings(reg, path):
+        click.echo(f"{warning.path}:{warning.line}: warning: {warning.message}", err=True)
 
 
 @register.command("show", short_help="Render the art. 30 register.")

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from html import escape
 
 from worker.domain.event_data import entry_words
+from worker.domain.linkability import then_text
 from worker.domain.register import (
     LEGAL_BASIS_LABELS,
     Activity,
@@ -155,13 +156,13 @@ def _markdown(register: Register) -> str:
         if not activities:
             out += ["None.", ""]
         for activity in activities:
-            out += _markdown_activity(activity, role)
+            out += _markdown_activity(register, activity, role)
     out += ["## Events that start or end retention", ""]
     out += _table(("Event", "Meaning"), [(f"`{n}`", t) for n, t in _events_used(register)])
     return "\n".join(out)
 
 
-def _markdown_activity(activity: Activity, role: str) -> list[str]:
+def _markdown_activity(register: Register, activity: Activity, role: str) -> list[str]:
     out = [f"### `{activity.id}` — {_cell(activity.name)}", ""]
     facts = [
         ("Seed section", activity.section or ""),
@@ -178,7 +179,10 @@ def _markdown_activity(activity: Activity, role: str) -> list[str]:
     )
     out += _table(
         ("Retention", "Clock", "Then", "Source"),
-        [(_duration(r), _clock(r), r.then, r.source) for r in activity.retention],
+        [
+            (_duration(r), _clock(r), then_text(register, activity, r), r.source)
+            for r in activity.retention
+        ],
     )
     return out
 
@@ -196,6 +200,7 @@ def _csv(register: Register) -> str:
             # the activity's retention repeats on each row so a row stands alone.
             retention = " | ".join(_retention(r) for r in activity.retention)
             sources = " | ".join(r.source for r in activity.retention)
+            # the end action alone, as a spreadsheet filters it; md and html say what it means
             then = " | ".join(r.then for r in activity.retention)
             for purpose in activity.purposes:
                 writer.writerow(
@@ -261,7 +266,7 @@ def _html(register: Register) -> str:
         out.append(f"<section><h2>{escape(heading)}</h2>")
         if not activities:
             out.append("<p>None.</p>")
-        out += [_html_activity(a, role) for a in activities]
+        out += [_html_activity(register, a, role) for a in activities]
         out.append("</section>")
     out.append("<section><h2>Events that start or end retention</h2><table>")
     out.append("<thead><tr><th>Event</th><th>Meaning</th></tr></thead><tbody>")
@@ -273,7 +278,7 @@ def _html(register: Register) -> str:
     return "\n".join(out)
 
 
-def _html_activity(activity: Activity, role: str) -> str:
+def _html_activity(register: Register, activity: Activity, role: str) -> str:
     facts = [
         ("Seed section", activity.section or ""),
         ("On behalf of" if role == "processor" else "Controller", activity.controller),
@@ -285,7 +290,7 @@ def _html_activity(activity: Activity, role: str) -> str:
     data = "<ul>" + "".join(f"<li>{escape(d)}</li>" for d in activity.data) + "</ul>"
     retention = "".join(
         f"<p><strong>{escape(_duration(r))}</strong> {escape(_clock(r))}</p>"
-        f"<p>Then: {escape(r.then)}</p>"
+        f"<p>Then: {escape(then_text(register, activity, r))}</p>"
         f'<p class="source">{escape(r.source)}</p>'
         for r in activity.retention
     )

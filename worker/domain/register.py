@@ -18,7 +18,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 from worker.domain.durations import Duration, DurationError, parse_duration
 from worker.domain.sources import Source
 
-END_ACTIONS = ("anonymise", "delete", "archive")
+END_ACTIONS = ("anonymise", "pseudonymise", "delete", "archive")
 
 
 class LegalBasis(StrEnum):
@@ -124,26 +124,65 @@ class Consent(_Strict):
     otherwise_ends_on: list[str] = Field(default_factory=list)
 
 
+class ColumnSpec(_Strict):
+    """A column's strategy written as a mapping: `{constant: Anonymous}`, or
+    `{strategy: redact, pattern: '^[^0-9]*$'}` (the shop application's own rule)."""
+
+    strategy: str | None = None
+    constant: str | None = None
+    pattern: str | None = None
+
+    @model_validator(mode="after")
+    def _one_strategy(self) -> ColumnSpec:
+        if self.constant is not None and self.strategy not in (None, "constant"):
+            raise ValueError(
+                f"give either constant or strategy ({self.strategy!r}), not both: "
+                "{constant: Anonymous} writes that value"
+            )
+        if self.constant is None and self.strategy in (None, "constant"):
+            raise ValueError(
+                "no strategy: write {constant: VALUE}, or {strategy: NAME} (null, redact, "
+                "random, random_email, year, department, amount_range, ...)"
+            )
+        return self
+
+    @property
+    def name(self) -> str:
+        if self.constant is not None:
+            return "constant"
+        return self.strategy or "null"
+
+
+def _spec(value: Any) -> Any:
+    """A strategy written by name (`email: random_email`) is the mapping's short form."""
+    if value is None:
+        return {"strategy": "null"}
+    return {"strategy": value} if isinstance(value, str) else value
+
+
 class Target(_Strict):
     """Where a rule's data lives in the shop database, and what a sweep does to it.
 
     `key` is the column that names the subject: its value is the subject's id
     (`customer:42` -> 42) or, with `key_value: subject`, the whole `KIND:ID`.
     `kinds` limits the target to some of the activity's subject kinds.
-    `columns` maps each column to a strategy (worker/domain/strategies.py);
+    `columns` maps each column to a strategy (worker/domain/strategies.py), by name
+    or as a mapping (ColumnSpec: a constant, a pattern its values must match);
     `delete_rows` removes the subject's rows instead; `suppress` keeps a keyed
     hash of those columns in the suppression list first; `keeps` names the
-    columns a legal duty keeps, and `note` says which duty.
+    columns a legal duty keeps, and `note` says which duty; `quasi` names kept
+    columns that are quasi-identifiers (`lethe anonymity` groups rows by them).
     """
 
     table: str
     key: str
     key_value: Literal["id", "subject"] = "id"
     kinds: list[str] = Field(default_factory=list)
-    columns: dict[str, str] = Field(default_factory=dict)
+    columns: dict[str, ColumnSpec] = Field(default_factory=dict)
     delete_rows: bool = False
     suppress: list[str] = Field(default_factory=list)
     keeps: list[str] = Field(default_factory=list)
+    quasi: list[str] = Field(default_factory=list)
     note: str | None = None
 
     @field_validator("columns", mode="before")
@@ -151,8 +190,23 @@ class Target(_Strict):
     def _null_is_a_strategy(cls, value: Any) -> Any:
         # `email: null` in YAML reads as None: the DPO meant the `null` strategy.
         if isinstance(value, dict):
-            return {str(k): "null" if v is None else v for k, v in value.items()}
+            return {str(k): _spec(v) for k, v in value.items()}
         return value
+
+    @cached_property
+    def strategies(self) -> dict[str, str]:
+        """Each column's strategy name (`constant` for `{constant: ...}`)."""
+        return {c: s.name for c, s in self.columns.items()}
+
+    @cached_property
+    def constants(self) -> dict[str, str]:
+        """The value each `{constant: VALUE}` column gets."""
+        return {c: s.constant for c, s in self.columns.items() if s.constant is not None}
+
+    @cached_property
+    def patterns(self) -> dict[str, str]:
+        """The shop application's own rule for a column's values (`pattern:`)."""
+        return {c: s.pattern for c, s in self.columns.items() if s.pattern is not None}
 
     @property
     def name(self) -> str:
@@ -267,7 +321,7 @@ class Rule(_Strict):
     keep: Duration
     keep_by: KeepBy | None = None
     consent: Consent | None = None
-    then: Literal["anonymise", "delete", "archive"]
+    then: Literal["anonymise", "pseudonymise", "delete", "archive"]
     source: str
     targets: list[Target] = Field(default_factory=list)
 

@@ -3,6 +3,7 @@ problems reported as `file:line: message` (what was wrong, where, and what is ex
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,9 +13,18 @@ import yaml
 from pydantic import ValidationError
 
 from worker.domain.event_data import allowed_values
-from worker.domain.register import END_ACTIONS, Activity, Entry, LegalBasis, Register, Target
+from worker.domain.linkability import warnings
+from worker.domain.register import (
+    END_ACTIONS,
+    Activity,
+    Entry,
+    LegalBasis,
+    Register,
+    Rule,
+    Target,
+)
 from worker.domain.sources import source_problems
-from worker.domain.strategies import STRATEGIES
+from worker.domain.strategies import LINKABLE, STRATEGIES, UNLINKABLE
 
 
 @dataclass(frozen=True)
@@ -202,6 +212,7 @@ def _semantic_problems(register: Register) -> Iterator[tuple[tuple, str]]:
                 )
             for t, target in enumerate(rule.targets):
                 yield from _target_problems(activity, target, (*rule_where, "targets", t))
+                yield from _linkable_problems(activity, rule, target, (*rule_where, "targets", t))
                 if rule.then == "delete" and target.columns and not target.keeps:
                     # the art. 30 register and the forecast say "delete": a target that
                     # only anonymises would keep rows the DPO believes gone
@@ -249,6 +260,39 @@ def _when_problems(
                 )
 
 
+def _linkable_problems(
+    activity: Activity, rule: Rule, target: Target, where: tuple
+) -> Iterator[tuple[tuple, str]]:
+    """keyed_hash and pseudonym only under `then: pseudonymise`: whoever holds the key
+    recomputes them from a known address or id (EDPB Guidelines 01/2025 §85-89)."""
+    if rule.then == "pseudonymise":
+        return
+    for column, strategy in target.strategies.items():
+        if strategy in LINKABLE:
+            unlinkable = ", ".join(sorted(UNLINKABLE - {"delete_rows"}))
+            yield (
+                (*where, "columns", column),
+                f"activity {activity.id!r}, target {target.table!r}: column {column!r} uses "
+                f"{strategy}, which whoever holds LETHE_SECRET links back to the person: "
+                f"that is pseudonymisation, not then: {rule.then}; use an unlinkable "
+                f"strategy ({unlinkable}; e.g. {{constant: Anonymous}} for a name, "
+                "random_email for a UNIQUE address), or say then: pseudonymise",
+            )
+
+
+def register_warnings(register: Register, path: str | Path) -> list[RegisterProblem]:
+    """What a register check says without refusing: anonymised rows that kept rows still
+    link to their person (worker/domain/linkability.py)."""
+    found = list(warnings(register))
+    if not found:
+        return []
+    try:
+        _, lines = _load_yaml(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, _DuplicateKey):
+        lines = {}
+    return [RegisterProblem(str(path), _line_of(lines, where), m) for where, m in found]
+
+
 def _target_problems(
     activity: Activity, target: Target, where: tuple
 ) -> Iterator[tuple[tuple, str]]:
@@ -256,12 +300,38 @@ def _target_problems(
     worker/shop/binding.py)."""
 
     label = f"activity {activity.id!r}, target {target.table!r}"
-    for column, strategy in target.columns.items():
+    for column, strategy in target.strategies.items():
         if strategy not in STRATEGIES:
             yield (
                 (*where, "columns", column),
                 f"{label}: unknown strategy {strategy!r} for column {column!r} "
                 f"(known: {', '.join(STRATEGIES)})",
+            )
+    for column, pattern in target.patterns.items():
+        try:
+            rule = re.compile(pattern)
+        except re.error as exc:
+            yield (
+                (*where, "columns", column),
+                f"{label}: the pattern of column {column!r} is not a regular expression "
+                f"({exc}): write the shop application's rule, e.g. '^[^0-9]*$'",
+            )
+            continue
+        constant = target.constants.get(column)
+        if constant is not None and rule.search(constant) is None:
+            # the other strategies' output depends on the column: `lethe shop check`
+            yield (
+                (*where, "columns", column),
+                f"{label}: the constant {constant!r} of column {column!r} does not match "
+                f"its pattern {pattern} (the shop's own rule): choose one that does",
+            )
+    for column in target.quasi:
+        if column in target.columns:
+            yield (
+                (*where, "quasi"),
+                f"{label}: quasi names kept columns; {column!r} is anonymised "
+                f"({target.strategies[column]}), and year, department and amount_range "
+                "count as quasi-identifiers already",
             )
     if target.key in target.columns:
         yield (

@@ -3,7 +3,17 @@
 Pure: no database. A strategy takes a value and the context (the subject, the
 key, the column's facts) and returns the value to store. Every strategy is
 idempotent (applying it to its own output changes nothing), so a sweep
-interrupted between the shop's commit and the audit row can simply run again.
+interrupted between the shop's commit and the audit row can simply run again;
+`random` is the one exception, and harmlessly so: it draws a new random value
+for a row it already erased, which is no more linkable than the one it replaces
+(`random_email` recognises its own `@erased.invalid` output and leaves it).
+
+Unlinkable strategies (UNLINKABLE) write nothing computed from the person: a
+constant, a random value, or a coarser version of the value (a year, a
+département, an amount range). keyed_hash and pseudonym are linkable: whoever
+holds the key recomputes them from a known e-mail or customer id, which is
+pseudonymisation (GDPR art. 4(5); EDPB Guidelines 01/2025), so the register
+allows them only under `then: pseudonymise` (worker/domain/register_file.py).
 
 Adding a strategy is one function and one line in STRATEGIES.
 """
@@ -13,15 +23,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import secrets
 import string
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal
 from itertools import pairwise
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from worker.domain.hashing import PSEUDONYMS, purpose_key
 from worker.domain.register import Target
 
 REDACTED = "[redacted]"
@@ -34,6 +46,15 @@ PSEUDONYM_PREFIX = "anon-"
 MIN_HASH_HEX = 16
 MIN_PSEUDONYM_HEX = 8
 PSEUDONYM_HEX = 12
+# random_email's domain: .invalid is reserved (RFC 2606, RFC 6761), so no mail ever leaves
+ERASED_DOMAIN = "@erased.invalid"
+# random's text alphabet: letters only, so a name column's own rule (PrestaShop's
+# isCustomerName refuses digits) accepts it; 16 letters for 64 bits (shared with SQL)
+RANDOM_ALPHABET = "abcdefghijklmnop"
+RANDOM_LETTERS = 32
+# The fewest random letters in a UNIQUE column: 12 (48 bits), two of 20 million rows
+# share one by even odds, as a 12-digit pseudonym
+MIN_UNIQUE_RANDOM = 12
 
 
 @dataclass(frozen=True)
@@ -58,9 +79,10 @@ class ColumnFacts:
 
 @dataclass(frozen=True)
 class Context:
-    secret: bytes
+    secret: bytes  # LETHE_SECRET; linkable strategies derive their own key from it
     subject: str
     column: ColumnFacts
+    constant: Any = None  # what `{constant: VALUE}` writes
 
 
 Strategy = Callable[[Any, Context], Any]
@@ -74,6 +96,47 @@ def redact(value: Any, ctx: Context) -> Any:
     return None if value is None else REDACTED
 
 
+def constant(value: Any, ctx: Context) -> Any:
+    """The register's fixed value for every row (`first_name: {constant: Anonymous}`)."""
+    return None if value is None else ctx.constant
+
+
+def random(value: Any, ctx: Context) -> Any:
+    """A random value of the column's type, drawn by `secrets`: nothing of the person."""
+    if value is None:
+        return None
+    if ctx.column.kind == "integer":
+        # positive and within the column's width, so any signed integer column holds it
+        return secrets.randbelow(2 ** ((ctx.column.integer_bits or 32) - 1) - 1) + 1
+    return random_letters(random_length(ctx.column))
+
+
+def random_letters(length: int) -> str:
+    return "".join(secrets.choice(RANDOM_ALPHABET) for _ in range(length))
+
+
+def random_length(column: ColumnFacts) -> int:
+    """How many letters `random` writes: 32, or what the column holds."""
+    return _room(column, 0, RANDOM_LETTERS)
+
+
+def random_email(value: Any, ctx: Context) -> Any:
+    """`<random letters>@erased.invalid`: still an address (UNIQUE, NOT NULL, the shop's
+    own e-mail check accept it), no one's, and never deliverable."""
+    if value is None or is_erased_email(value):
+        return value
+    return random_letters(random_email_length(ctx.column)) + ERASED_DOMAIN
+
+
+def random_email_length(column: ColumnFacts) -> int:
+    """How many random letters come before `@erased.invalid`: 32, or what the column holds."""
+    return _room(column, len(ERASED_DOMAIN), RANDOM_LETTERS)
+
+
+def is_erased_email(value: Any) -> bool:
+    return isinstance(value, str) and value.endswith(ERASED_DOMAIN)
+
+
 def keyed_hash(value: Any, ctx: Context) -> Any:
     """HMAC-SHA256 of the value: rows stay distinct and joinable, not readable.
 
@@ -84,7 +147,7 @@ def keyed_hash(value: Any, ctx: Context) -> Any:
     if value is None or _is_hash(value):
         return value
     message = hashed_message(str(value), ctx.subject if ctx.column.unique else None)
-    digest = hmac.digest(ctx.secret, message.encode(), "sha256").hex()
+    digest = hmac.digest(purpose_key(ctx.secret, PSEUDONYMS), message.encode(), "sha256").hex()
     return HASH_PREFIX + digest[: hash_digits(ctx.column)]
 
 
@@ -97,7 +160,8 @@ def pseudonym(value: Any, ctx: Context) -> Any:
     """The same pseudonym for a subject wherever it appears, so counts per person survive."""
     if value is None:
         return None
-    digest = hmac.new(ctx.secret, b"pseudonym:" + ctx.subject.encode(), hashlib.sha256)
+    key = purpose_key(ctx.secret, PSEUDONYMS)
+    digest = hmac.new(key, b"pseudonym:" + ctx.subject.encode(), hashlib.sha256)
     return PSEUDONYM_PREFIX + digest.hexdigest()[: pseudonym_digits(ctx.column)]
 
 
@@ -189,6 +253,9 @@ def _bucket(amount: Decimal) -> tuple[int, int | None]:
 STRATEGIES: dict[str, Strategy] = {
     "null": null,
     "redact": redact,
+    "constant": constant,
+    "random": random,
+    "random_email": random_email,
     "keyed_hash": keyed_hash,
     "pseudonym": pseudonym,
     "year": year,
@@ -200,6 +267,9 @@ STRATEGIES: dict[str, Strategy] = {
 ACCEPTS: dict[str, frozenset[str]] = {
     "null": frozenset({"text", "integer", "numeric", "date", "datetime", "other"}),
     "redact": frozenset({"text"}),
+    "constant": frozenset({"text"}),
+    "random": frozenset({"text", "integer"}),
+    "random_email": frozenset({"text"}),
     "keyed_hash": frozenset({"text"}),
     "pseudonym": frozenset({"text"}),
     "year": frozenset({"date", "datetime"}),
@@ -210,6 +280,7 @@ ACCEPTS: dict[str, frozenset[str]] = {
 # Shortest column each strategy's output fits in (text columns with a length).
 MIN_LENGTH: dict[str, int] = {
     "redact": len(REDACTED),
+    "random_email": MIN_UNIQUE_RANDOM + len(ERASED_DOMAIN),
     "keyed_hash": len(HASH_PREFIX) + MIN_HASH_HEX,
     "pseudonym": len(PSEUDONYM_PREFIX) + MIN_PSEUDONYM_HEX,
     "department": 3,
@@ -218,7 +289,13 @@ MIN_LENGTH: dict[str, int] = {
 }
 
 # Strategies whose output is the same for many values: never into a UNIQUE column.
-NOT_INJECTIVE = frozenset({"redact", "year", "department", "amount_range"})
+NOT_INJECTIVE = frozenset({"redact", "constant", "year", "department", "amount_range"})
+
+# Whoever holds the key recomputes these from the person's e-mail or id: pseudonymisation.
+LINKABLE = frozenset({"keyed_hash", "pseudonym"})
+UNLINKABLE = frozenset(STRATEGIES) - LINKABLE
+# What the strategies keep of the value, coarser: quasi-identifiers (`lethe anonymity`).
+GENERALISING = frozenset({"year", "department", "amount_range"})
 
 
 class StrategyError(ValueError):
@@ -226,6 +303,7 @@ class StrategyError(ValueError):
 
 
 def apply(name: str, value: Any, ctx: Context) -> Any:
+    """The value `name` writes in place of `value`."""
     if ctx.column.padded and isinstance(value, str):
         # PostgreSQL's CHAR(n) comes back blank-padded, but the blanks are no part of the
         # value (its text casts drop them, SQLite never adds them): one value, one hash
@@ -257,18 +335,32 @@ def _zero_date(name: str, value: str, year_digits: str, ctx: Context) -> Any:
     return first if ctx.column.kind == "date" else datetime(first.year, 1, 1)
 
 
-def column_problem(name: str, column: ColumnFacts, one_row_per_subject: bool) -> str | None:
+def column_problem(
+    name: str, column: ColumnFacts, one_row_per_subject: bool, constant: Any = None
+) -> str | None:
     """Why `name` cannot be used on `column`, and what can, or None when every output fits
     its constraints.
 
     Checked before a sweep touches anything, so an anonymised row never fails a
     constraint, is rolled back and comes back at every sweep.
     """
+    long = column.length is not None and constant is not None
+    if name == "constant" and long and len(str(constant)) > (column.length or 0):
+        return (
+            f"column {column.name!r} holds {column.length} characters and the constant "
+            f"has {len(str(constant))}: choose a shorter one"
+        )
     why = _unfit(name, column, one_row_per_subject)
     if why is None or name not in STRATEGIES or column.primary_key:
         return why
     # the remedy is what fits this column: a NOT NULL date takes year, not redact
-    fitting = [s for s in STRATEGIES if s != name and not _unfit(s, column, one_row_per_subject)]
+    # and unlinkable, unless the register asked for a linkable one (then: pseudonymise)
+    offered = STRATEGIES if name in LINKABLE else UNLINKABLE
+    fitting = [
+        s
+        for s in STRATEGIES
+        if s in offered and s != name and not _unfit(s, column, one_row_per_subject)
+    ]
     if not fitting:
         return (
             f"{why}: no strategy fits this column; leave it out, or delete the rows "
@@ -308,6 +400,11 @@ def _unfit(name: str, column: ColumnFacts, one_row_per_subject: bool) -> str | N
             "would soon be the same for two people (widen it to "
             f"{len(PSEUDONYM_PREFIX) + PSEUDONYM_HEX} characters)"
         )
+    if column.unique and name == "random" and not _random_is_unique(column):
+        return (
+            f"{where} is UNIQUE and too narrow for random values to stay distinct "
+            f"(widen it to {MIN_UNIQUE_RANDOM} characters, or a 64-bit integer)"
+        )
     needed = MIN_LENGTH.get(name)
     if column.kind == "text" and column.length is not None and needed and column.length < needed:
         return f"{where} holds {column.length} characters, {name} writes {needed}"
@@ -318,6 +415,51 @@ def _unfit(name: str, column: ColumnFacts, one_row_per_subject: bool) -> str | N
             f"{needed} to stay unique (widen the index's prefix)"
         )
     return None
+
+
+def _random_is_unique(column: ColumnFacts) -> bool:
+    # 31 random bits: two of 55,000 rows share one by even odds; 63: of 3 billion
+    if column.kind == "integer":
+        return (column.integer_bits or 32) >= 64
+    return random_length(column) >= MIN_UNIQUE_RANDOM
+
+
+def pattern_problem(
+    name: str, column: ColumnFacts, pattern: str, constant: Any = None
+) -> str | None:
+    """Why `name`'s output on `column` may not match `pattern` (the shop application's own
+    rule for the column, which its next save of the row enforces), or None.
+
+    Tried on what the strategy writes for a few sample values: a constant or a token is
+    the same for every row; random and hashed values are drawn several times.
+    """
+    try:
+        rule = re.compile(pattern)
+    except re.error as exc:
+        return f"pattern {pattern!r} is not a regular expression ({exc})"
+    if name not in STRATEGIES or column.kind not in ACCEPTS[name]:
+        return None  # column_problem says why
+    ctx = Context(b"pattern-check", "customer:1", column, constant)
+    for sample in _PATTERN_SAMPLES.get(column.kind, ("x",)):
+        for n in range(8):
+            try:
+                out = apply(name, sample, replace(ctx, subject=f"customer:{n}"))
+            except StrategyError:
+                continue  # not a value of this column's: no output to try
+            if out is not None and rule.search(str(out)) is None:
+                return (
+                    f"column {column.name!r} must match {pattern} (the shop's own rule) and "
+                    f"{name} writes values such as {str(out)!r} that do not: "
+                    "choose a {constant: ...} that matches, random (letters only), or null"
+                )
+    return None
+
+
+_PATTERN_SAMPLES: dict[str, tuple[Any, ...]] = {
+    "text": ("Jeanne", "75008", "120"),
+    "integer": (42,),
+    "numeric": (Decimal("120.50"),),
+}
 
 
 def hash_digits(column: ColumnFacts) -> int:
@@ -339,8 +481,9 @@ def _room(column: ColumnFacts, prefix: int, wanted: int) -> int:
 
 
 def is_anonymised(value: Any) -> bool:
-    """A value a strategy wrote (a keyed hash or the redaction token), not an original."""
-    return value == REDACTED or _is_hash(value)
+    """A value a strategy wrote (a keyed hash, the redaction token, an erased address), not
+    an original."""
+    return value == REDACTED or _is_hash(value) or is_erased_email(value)
 
 
 def _is_hash(value: Any) -> bool:
@@ -353,4 +496,4 @@ def strategy_text(target: Target) -> tuple[str, str]:
         suppressed = f"; suppression list: {','.join(target.suppress)}" if target.suppress else ""
         return "*", f"delete_rows{suppressed}"
     columns = ",".join(target.columns)
-    return columns, ",".join(f"{c}:{s}" for c, s in target.columns.items())
+    return columns, ",".join(f"{c}:{s}" for c, s in target.strategies.items())

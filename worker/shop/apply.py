@@ -187,9 +187,10 @@ def _anonymise(connection, bound, chunk, keys, secret, applied) -> None:
                     applied.suppressed.append(
                         (subject, value_hash(secret, str(row[name])), bound.activity)
                     )
+        constants = bound.target.constants
         new = {
-            c: apply(s, row[c], Context(secret, subject, bound.facts[c]))
-            for c, s in bound.target.columns.items()
+            c: apply(s, row[c], Context(secret, subject, bound.facts[c], constants.get(c)))
+            for c, s in bound.target.strategies.items()
         }
         # An earlier, interrupted sweep may have done this row already.
         if any(new[c] != row[c] for c in columns):

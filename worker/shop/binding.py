@@ -20,9 +20,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from worker.domain.linkability import linked_until
 from worker.domain.register import Register, Target
 from worker.domain.register_file import RegisterProblem, register_line
-from worker.domain.strategies import ColumnFacts, column_problem
+from worker.domain.strategies import ColumnFacts, column_problem, pattern_problem
 from worker.logs import log
 from worker.settings import safe_url, sqlite_file
 from worker.shop import mysql
@@ -65,6 +66,9 @@ class BoundTarget:
     primary_key: tuple[str, ...]
     # the shop's triggers on the table that this target's write fires (warned, not refused)
     triggers: tuple[str, ...] = ()
+    # the activities whose kept rows link this anonymised target's rows back to their
+    # subject until they end (worker/domain/linkability.py), named in its audit rows
+    linked_until: str | None = None
     # the set-based UPDATE per secret, built once (sql_update)
     _sql: dict[bytes, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -77,7 +81,10 @@ class BoundTarget:
         """(columns, strategy) as the audit row writes them."""
         from worker.domain.strategies import strategy_text
 
-        return strategy_text(self.target)
+        columns, strategy = strategy_text(self.target)
+        if self.linked_until:
+            strategy += f"; pseudonymous until {self.linked_until} ends"
+        return columns, strategy
 
     def sql_update(self, secret: bytes) -> Any | None:
         """One `UPDATE ... FROM json_to_recordset(:rows)` that applies every strategy of this
@@ -88,7 +95,7 @@ class BoundTarget:
         return self._sql[secret]
 
     def _build_sql_update(self, secret: bytes) -> Any | None:
-        forms = {c: sql_form(s, self.facts[c]) for c, s in self.target.columns.items()}
+        forms = {c: sql_form(s, self.facts[c]) for c, s in self.target.strategies.items()}
         if self.target.suppress or not forms or None in forms.values():
             return None
         table = self.table
@@ -102,7 +109,10 @@ class BoundTarget:
         )
         hmac_key = HmacKey.of(secret)
         values = {
-            name: form(table.c[name], SqlContext(hmac_key, batch.c.s, self.facts[name]))
+            name: form(
+                table.c[name],
+                SqlContext(hmac_key, batch.c.s, self.facts[name], self.target.constants.get(name)),
+            )
             for name, form in forms.items()
         }
         return sa.update(table).where(key == batch.c.k).values(values).returning(batch.c.s)
@@ -282,6 +292,7 @@ def bind_targets(
                     *((c, "columns") for c in target.columns),
                     *((c, "keeps") for c in target.keeps),
                     *((c, "suppress") for c in target.suppress),
+                    *((c, "quasi") for c in target.quasi),
                 ]
                 missing = False
                 for column, part in columns:
@@ -298,8 +309,12 @@ def bind_targets(
                 # the key alone unique on every row: a partial or expression index is not
                 one_row = any(u.whole and u.columns == {target.key} for u in unique[target.table])
                 fit = True
-                for column, strategy in target.columns.items():
-                    why = column_problem(strategy, facts[column], one_row)
+                for column, strategy in target.strategies.items():
+                    constant = target.constants.get(column)
+                    why = column_problem(strategy, facts[column], one_row, constant)
+                    pattern = target.patterns.get(column)
+                    if not why and pattern is not None:
+                        why = pattern_problem(strategy, facts[column], pattern, constant)
                     if why:
                         fit = False
                         problem((*where, "columns", column), f"{label}: {why}")
@@ -334,7 +349,12 @@ def bind_targets(
                     for t in triggers[target.table]
                     if t.fired_by(write_of(target), target.columns)
                 )
-                bound[activity.id].append(BoundTarget(activity.id, target, table, facts, pk, fired))
+                linked = (
+                    linked_until(register, activity, target) if rule.then == "anonymise" else None
+                )
+                bound[activity.id].append(
+                    BoundTarget(activity.id, target, table, facts, pk, fired, linked)
+                )
     if problems:
         raise ShopMismatch(problems)
     if log_triggers:
@@ -399,11 +419,12 @@ def _broken(
             engine,
             table,
             target.key,
-            target.columns,
+            target.strategies,
             facts,
             checks[target.table],
             secret,
             domains[target.table],
+            target.constants,
         )
     except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
         raise ShopUnavailable(unreachable(engine, exc)) from None

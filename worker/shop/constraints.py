@@ -285,6 +285,7 @@ def broken_checks(
     checks: list[Check],
     secret: bytes,
     domains: Mapping[str, Domain] | None = None,
+    constants: Mapping[str, Any] | None = None,
 ) -> list[Check]:
     """The checks that the strategies' outputs break on some of the table's rows.
 
@@ -316,8 +317,9 @@ def broken_checks(
             # column), and whose message would quote it: nothing to try the checks on.
             # The sweep fails that person alone, and its audit says why.
             return []
-        trials = [_after(row, key, strategies, facts, secret) for row in rows] or [
-            _sample(table, strategies, facts, secret)
+        constants = constants or {}
+        trials = [_after(row, key, strategies, facts, secret, constants) for row in rows] or [
+            _sample(table, strategies, facts, secret, constants)
         ]
         for after in trials:
             if after is None:
@@ -337,20 +339,30 @@ def broken_checks(
 
 
 def _after(
-    row: Any, key: str, strategies: dict[str, str], facts: dict[str, ColumnFacts], secret: bytes
+    row: Any,
+    key: str,
+    strategies: dict[str, str],
+    facts: dict[str, ColumnFacts],
+    secret: bytes,
+    constants: Mapping[str, Any],
 ) -> dict[str, Any] | None:
     values = dict(row)
     subject = str(row[key])
     try:
         for column, strategy in strategies.items():
-            values[column] = apply(strategy, row[column], Context(secret, subject, facts[column]))
+            ctx = Context(secret, subject, facts[column], constants.get(column))
+            values[column] = apply(strategy, row[column], ctx)
     except StrategyError:
         return None  # a value no strategy reads: the sweep fails that person and says so
     return values
 
 
 def _sample(
-    table: sa.Table, strategies: dict[str, str], facts: dict[str, ColumnFacts], secret: bytes
+    table: sa.Table,
+    strategies: dict[str, str],
+    facts: dict[str, ColumnFacts],
+    secret: bytes,
+    constants: Mapping[str, Any],
 ) -> dict[str, Any]:
     values: dict[str, Any] = dict.fromkeys(table.columns.keys())
     for column, strategy in strategies.items():
@@ -361,7 +373,8 @@ def _sample(
             given = given[: facts[column].length]
         # no output to try: left NULL, which no check refuses
         with contextlib.suppress(StrategyError):
-            values[column] = apply(strategy, given, Context(secret, SAMPLE_SUBJECT, facts[column]))
+            ctx = Context(secret, SAMPLE_SUBJECT, facts[column], constants.get(column))
+            values[column] = apply(strategy, given, ctx)
     return values
 
 

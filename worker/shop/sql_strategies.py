@@ -10,7 +10,13 @@ here is simply applied in Python.
 
 HMAC-SHA256 is built from PostgreSQL's own `sha256()` (no extension needed):
 HMAC(K, m) = H((K ^ opad) || H((K ^ ipad) || m)), the two padded keys computed
-here, once, and sent as parameters, never pasted into the SQL text.
+here, once, and sent as parameters, never pasted into the SQL text. K is the
+pseudonyms' own key (worker/domain/hashing.py), as in Python.
+
+`random` and `random_email` cannot give the same values as Python, only values
+of the same form: PostgreSQL draws them from `gen_random_uuid()` (core since
+PostgreSQL 13, from the server's strong random source, pg_strong_random), its
+122 random bits spelt in RANDOM_ALPHABET's letters.
 """
 
 from __future__ import annotations
@@ -24,18 +30,23 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
+from worker.domain.hashing import PSEUDONYMS, purpose_key
 from worker.domain.strategies import (
     AMOUNT_BOUNDS,
     DEPARTMENT_PATTERN,
+    ERASED_DOMAIN,
     HASH_PATTERN,
     HASH_PREFIX,
     POSTCODE_PATTERN,
     PSEUDONYM_PREFIX,
+    RANDOM_ALPHABET,
     REDACTED,
     WHITESPACE,
     ColumnFacts,
     hash_digits,
     pseudonym_digits,
+    random_email_length,
+    random_length,
 )
 
 _BLOCK = 64  # SHA-256's block size, in bytes
@@ -50,7 +61,9 @@ class HmacKey:
 
     @classmethod
     def of(cls, secret: bytes) -> HmacKey:
-        key = hashlib.sha256(secret).digest() if len(secret) > _BLOCK else secret
+        """The pseudonyms' key derived from LETHE_SECRET, padded."""
+        key = purpose_key(secret, PSEUDONYMS)
+        key = hashlib.sha256(key).digest() if len(key) > _BLOCK else key
         key = key.ljust(_BLOCK, b"\0")
         return cls(bytes(b ^ 0x36 for b in key), bytes(b ^ 0x5C for b in key))
 
@@ -66,6 +79,7 @@ class SqlContext:
     key: HmacKey
     subject: ColumnElement  # the row's subject (`customer:42`), as text
     column: ColumnFacts
+    constant: Any = None  # what `{constant: VALUE}` writes
 
 
 SqlStrategy = Callable[[ColumnElement, SqlContext], ColumnElement]
@@ -90,6 +104,31 @@ def null(column: ColumnElement, ctx: SqlContext) -> ColumnElement:
 
 def redact(column: ColumnElement, ctx: SqlContext) -> ColumnElement:
     return _unless_null(column, _text(REDACTED))
+
+
+def constant(column: ColumnElement, ctx: SqlContext) -> ColumnElement:
+    return _unless_null(column, _text(ctx.constant))
+
+
+def _random_letters(length: int) -> ColumnElement:
+    # a fresh uuid per row (volatile), its hex digits mapped onto the same letters as Python
+    hex_digits = sa.func.replace(sa.cast(sa.func.gen_random_uuid(), sa.Text), "-", "")
+    letters = sa.func.translate(hex_digits, _text("0123456789abcdef"), _text(RANDOM_ALPHABET))
+    return sa.func.left(letters, length)
+
+
+def random(column: ColumnElement, ctx: SqlContext) -> ColumnElement:
+    return _unless_null(column, _random_letters(random_length(ctx.column)))
+
+
+def random_email(column: ColumnElement, ctx: SqlContext) -> ColumnElement:
+    room = random_email_length(ctx.column)
+    erased = sa.cast(column, sa.Text).endswith(ERASED_DOMAIN, autoescape=True)
+    return sa.case(
+        (column.is_(None), column),
+        (erased, column),
+        else_=_random_letters(room).concat(_text(ERASED_DOMAIN)),
+    )
 
 
 def keyed_hash(column: ColumnElement, ctx: SqlContext) -> ColumnElement:
@@ -160,6 +199,9 @@ SQL_STRATEGIES: dict[str, tuple[SqlStrategy, frozenset[str]]] = {
     # strategy: (expression, the column kinds it is written for)
     "null": (null, frozenset({"text", "integer", "numeric", "date", "datetime", "other"})),
     "redact": (redact, frozenset({"text"})),
+    "constant": (constant, frozenset({"text"})),
+    "random": (random, frozenset({"text"})),
+    "random_email": (random_email, frozenset({"text"})),
     "keyed_hash": (keyed_hash, frozenset({"text"})),
     "pseudonym": (pseudonym, frozenset({"text"})),
     "year": (year, frozenset({"date", "datetime"})),

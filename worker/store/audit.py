@@ -20,7 +20,7 @@ from typing import Any
 import pendulum
 from sqlalchemy import select
 
-from worker.domain.hashing import subject_ref
+from worker.domain.hashing import subject_ref, subject_refs
 from worker.domain.register import Register
 from worker.domain.sweep_rules import ART17
 from worker.store.reads import row_state
@@ -51,7 +51,8 @@ def audit_rows(
 ) -> list[dict[str, Any]]:
     query = select(Erasure).order_by(Erasure.id)
     if subject:
-        query = query.where(Erasure.subject_ref == subject_ref(secret, subject))
+        # rows written before the per-purpose keys carry the legacy reference
+        query = query.where(Erasure.subject_ref.in_(subject_refs(secret, subject)))
     if run_id is not None:
         query = query.where(Erasure.run_id == run_id)
     if limit:

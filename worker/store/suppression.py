@@ -43,7 +43,8 @@ from worker.domain.events import Event
 from worker.domain.register import Activity, Register, Rule, matching
 from worker.store.schema import Suppression
 
-_KEYED_HASH = re.compile(r"^hmac-sha256:[0-9a-f]{64}$")
+# the current form, and the legacy one events stored by earlier releases carry
+_KEYED_HASH = re.compile(r"^hmac-sha256(-v2)?:[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from sqlalchemy import case, func, literal, select
 from sqlalchemy.orm import Session
 
 from worker.domain.durations import Duration
-from worker.domain.hashing import subject_ref
+from worker.domain.hashing import subject_ref, subject_refs
 from worker.pipeline.holds import shown_reason
 from worker.store.schema import DeadLetter, Erasure, Hold, PurgeRun, StoredEvent, StoredLifecycle
 
@@ -365,7 +365,10 @@ def search_audit(session: Session, subject: str, secret: bytes, now: datetime) -
             erased_at=e.erased_at,
         )
         for e in session.scalars(
-            select(Erasure).where(Erasure.subject_ref == ref).order_by(Erasure.id).limit(500)
+            select(Erasure)
+            .where(Erasure.subject_ref.in_(subject_refs(secret, subject)))
+            .order_by(Erasure.id)
+            .limit(500)
         )
     ]
     lifecycles = []
