@@ -18,6 +18,7 @@ from worker.domain.hashing import (
     value_hash,
     value_hashes,
 )
+from worker.domain.patterns import pattern_problem
 from worker.domain.strategies import (
     LINKABLE,
     STRATEGIES,
@@ -26,7 +27,6 @@ from worker.domain.strategies import (
     Context,
     apply,
     column_problem,
-    pattern_problem,
 )
 
 SECRET = b"test-secret-0123456789"

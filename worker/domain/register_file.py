@@ -25,6 +25,7 @@ from worker.domain.register import (
 )
 from worker.domain.sources import source_problems
 from worker.domain.strategies import LINKABLE, STRATEGIES, UNLINKABLE
+from worker.domain.yaml_lines import DuplicateKey, data_path, line_of, load_yaml
 
 
 @dataclass(frozen=True)
@@ -100,13 +101,13 @@ def _undecodable_line(path: Path, exc: UnicodeDecodeError) -> int:
 
 def parse_register(text: str, shown: str = "<register>") -> Register:
     try:
-        data, lines = _load_yaml(text)
+        data, lines = load_yaml(text)
     except yaml.MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else 0
         raise RegisterError(
             [RegisterProblem(shown, line, f"not valid YAML: {exc.problem}")]
         ) from None
-    except _DuplicateKey as exc:
+    except DuplicateKey as exc:
         raise RegisterError([RegisterProblem(shown, exc.line, str(exc))]) from None
     if not isinstance(data, dict):
         raise RegisterError(
@@ -122,7 +123,7 @@ def parse_register(text: str, shown: str = "<register>") -> Register:
     # a source whose events no rule uses is often the echo of a problem above (a rule
     # or a kind gone): said only when the activities themselves are sound
     found += _sources_problems(register, touching_checked=not found)
-    problems = [RegisterProblem(shown, _line_of(lines, where), message) for where, message in found]
+    problems = [RegisterProblem(shown, line_of(lines, where), message) for where, message in found]
     if problems:
         raise RegisterError(problems)
     return register
@@ -287,10 +288,10 @@ def register_warnings(register: Register, path: str | Path) -> list[RegisterProb
     if not found:
         return []
     try:
-        _, lines = _load_yaml(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError, _DuplicateKey):
+        _, lines = load_yaml(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, DuplicateKey):
         lines = {}
-    return [RegisterProblem(str(path), _line_of(lines, where), m) for where, m in found]
+    return [RegisterProblem(str(path), line_of(lines, where), m) for where, m in found]
 
 
 def _target_problems(
@@ -379,10 +380,10 @@ def _target_problems(
 def register_line(path: str | Path, where: tuple) -> int:
     """The line of `where` (a data path such as ("activities", 3, "retention", 0)) in a file."""
     try:
-        _, lines = _load_yaml(Path(path).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError, _DuplicateKey):
+        _, lines = load_yaml(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, DuplicateKey):
         return 0
-    return _line_of(lines, where)
+    return line_of(lines, where)
 
 
 def _problem_from_pydantic(
@@ -390,7 +391,7 @@ def _problem_from_pydantic(
 ) -> RegisterProblem:
     loc = tuple(err["loc"])
     # pydantic puts the member name of a union/literal branch in loc; keep the data path only
-    path = _data_path(loc, data)
+    path = data_path(loc, data)
     context = ""
     if len(path) >= 2 and path[0] == "activities" and isinstance(path[1], int):
         try:
@@ -403,7 +404,7 @@ def _problem_from_pydantic(
         else ".".join(str(p) for p in path)
     )
     message = _friendly(err, path)
-    return RegisterProblem(shown, _line_of(lines, path), f"{context}{field}: {message}".strip())
+    return RegisterProblem(shown, line_of(lines, path), f"{context}{field}: {message}".strip())
 
 
 def _friendly(err: dict[str, Any], path: tuple) -> str:
@@ -438,64 +439,3 @@ def _is_entry(path: tuple) -> bool:
     """Whether `path` points into one entry of a rule's clock, opens_on, ends_on or reopens_on."""
     fields = ("clock", "opens_on", "ends_on", "reopens_on")
     return any(p in fields and i + 1 < len(path) for i, p in enumerate(path))
-
-
-def _data_path(loc: tuple, data: Any) -> tuple:
-    path: list[Any] = []
-    node = data
-    for part in loc:
-        present = (isinstance(node, dict) and part in node) or (
-            isinstance(node, list) and isinstance(part, int) and part < len(node)
-        )
-        if present:
-            node = node[part]
-            path.append(part)
-        elif isinstance(node, dict) or isinstance(part, int):
-            path.append(part)
-            node = None
-    return tuple(path)
-
-
-def _line_of(lines: dict[tuple, int], path: tuple) -> int:
-    for end in range(len(path), -1, -1):
-        if path[:end] in lines:
-            return lines[path[:end]]
-    return 1
-
-
-class _DuplicateKey(Exception):
-    def __init__(self, key: str, line: int):
-        self.line = line
-        super().__init__(f"key {key!r} appears twice in the same mapping")
-
-
-def _load_yaml(text: str) -> tuple[Any, dict[tuple, int]]:
-    """YAML data plus the line of every key and list item, for `file:line` errors."""
-    # libyaml's parser when PyYAML has it: ten times quicker, and every command reads
-    # the register; the nodes carry the same marks for file:line errors
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
-    try:
-        node = loader.get_single_node()
-        if node is None:
-            return None, {}
-        lines: dict[tuple, int] = {}
-        _record_lines(node, (), lines)
-        return loader.construct_document(node), lines
-    finally:
-        loader.dispose()
-
-
-def _record_lines(node: yaml.Node, path: tuple, lines: dict[tuple, int]) -> None:
-    lines.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key_node, value_node in node.value:
-            key = key_node.value
-            if key in seen:
-                raise _DuplicateKey(key, key_node.start_mark.line + 1)
-            seen.add(key)
-            lines[(*path, key)] = key_node.start_mark.line + 1
-            _record_lines(value_node, (*path, key), lines)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _record_lines(item, (*path, i), lines)

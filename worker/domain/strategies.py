@@ -26,7 +26,7 @@ import re
 import secrets
 import string
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from itertools import pairwise
@@ -400,7 +400,7 @@ def _unfit(name: str, column: ColumnFacts, one_row_per_subject: bool) -> str | N
             "would soon be the same for two people (widen it to "
             f"{len(PSEUDONYM_PREFIX) + PSEUDONYM_HEX} characters)"
         )
-    if column.unique and name == "random" and not _random_is_unique(column):
+    if column.unique and name in ("random", "random_email") and not _random_is_unique(column):
         return (
             f"{where} is UNIQUE and too narrow for random values to stay distinct "
             f"(widen it to {MIN_UNIQUE_RANDOM} characters, or a 64-bit integer)"
@@ -421,45 +421,12 @@ def _random_is_unique(column: ColumnFacts) -> bool:
     # 31 random bits: two of 55,000 rows share one by even odds; 63: of 3 billion
     if column.kind == "integer":
         return (column.integer_bits or 32) >= 64
-    return random_length(column) >= MIN_UNIQUE_RANDOM
-
-
-def pattern_problem(
-    name: str, column: ColumnFacts, pattern: str, constant: Any = None
-) -> str | None:
-    """Why `name`'s output on `column` may not match `pattern` (the shop application's own
-    rule for the column, which its next save of the row enforces), or None.
-
-    Tried on what the strategy writes for a few sample values: a constant or a token is
-    the same for every row; random and hashed values are drawn several times.
-    """
-    try:
-        rule = re.compile(pattern)
-    except re.error as exc:
-        return f"pattern {pattern!r} is not a regular expression ({exc})"
-    if name not in STRATEGIES or column.kind not in ACCEPTS[name]:
-        return None  # column_problem says why
-    ctx = Context(b"pattern-check", "customer:1", column, constant)
-    for sample in _PATTERN_SAMPLES.get(column.kind, ("x",)):
-        for n in range(8):
-            try:
-                out = apply(name, sample, replace(ctx, subject=f"customer:{n}"))
-            except StrategyError:
-                continue  # not a value of this column's: no output to try
-            if out is not None and rule.search(str(out)) is None:
-                return (
-                    f"column {column.name!r} must match {pattern} (the shop's own rule) and "
-                    f"{name} writes values such as {str(out)!r} that do not: "
-                    "choose a {constant: ...} that matches, random (letters only), or null"
-                )
-    return None
-
-
-_PATTERN_SAMPLES: dict[str, tuple[Any, ...]] = {
-    "text": ("Jeanne", "75008", "120"),
-    "integer": (42,),
-    "numeric": (Decimal("120.50"),),
-}
+    # a MySQL prefix index (`UNIQUE (email(10))`) compares only its first characters, and
+    # random_email's random letters come first
+    letters = random_length(column) if column.kind == "text" else MIN_UNIQUE_RANDOM
+    if column.unique_prefix is not None:
+        letters = min(letters, column.unique_prefix)
+    return letters >= MIN_UNIQUE_RANDOM
 
 
 def hash_digits(column: ColumnFacts) -> int:

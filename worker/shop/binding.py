@@ -21,20 +21,20 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from worker.domain.linkability import linked_until
+from worker.domain.patterns import pattern_problem
 from worker.domain.register import Register, Target
 from worker.domain.register_file import RegisterProblem, register_line
-from worker.domain.strategies import ColumnFacts, column_problem, pattern_problem
+from worker.domain.strategies import ColumnFacts, column_problem
 from worker.logs import log
 from worker.settings import safe_url, sqlite_file
 from worker.shop import mysql
+from worker.shop.columns import column_facts, referenced_without_cascade
 from worker.shop.constraints import (
     Check,
     Domain,
-    Unique,
     broken_checks,
     check_constraints,
     column_domains,
-    domain_base,
     operable_domains,
     unique_sets,
 )
@@ -239,7 +239,7 @@ def bind_targets(
     domains = {name: column_domains(inspector, name) for name in wanted}
     checks = {name: check_constraints(inspector, name, domains[name]) for name in wanted}
     triggers = {name: table_triggers(inspector, name) for name in wanted}
-    referenced = _referenced_without_cascade(inspector, tables, set(wanted))
+    referenced = referenced_without_cascade(inspector, tables, set(wanted))
     problems: list[RegisterProblem] = []
     bound: dict[str, list[BoundTarget]] = {}
 
@@ -278,7 +278,7 @@ def bind_targets(
                 table = metadata.tables[target.table]
                 domain = domains[target.table]
                 facts = {
-                    c.name: _facts(
+                    c.name: column_facts(
                         c,
                         unique[target.table],
                         engine.dialect.name,
@@ -437,74 +437,3 @@ def unreachable(engine: Engine, exc: Exception) -> str:
         f"is unreachable ({type(exc).__name__}); due lifecycles stay due and the next sweep "
         "tries again: start it or fix LETHE_SHOP_DATABASE_URL"
     )
-
-
-def _facts(
-    column: sa.Column, unique: list[Unique], dialect: str, zone: str, domain: Domain | None
-) -> ColumnFacts:
-    # a domain column is what its base type is, with the length the catalog gives
-    stored = domain_base(column.type)
-    utc_timestamp = isinstance(stored, mysql.UtcTimestamp)
-    kind, length = ("datetime", None) if utc_timestamp else _kind(stored)
-    if domain is not None and kind == "text":
-        length = domain.length
-    aware = kind == "datetime" and (utc_timestamp or bool(getattr(stored, "timezone", False)))
-    # a unique index on the first N characters of a column (MySQL's `email(20)`): the
-    # strategy's output must differ within them
-    prefixes = [u.prefix[column.name] for u in unique if column.name in u.prefix]
-    whole_unique = any(column.name in u.columns and column.name not in u.prefix for u in unique)
-    return ColumnFacts(
-        name=column.name,
-        kind=kind,
-        length=length,
-        integer_bits=_integer_bits(stored, dialect) if kind == "integer" else None,
-        # a domain over a NOT NULL domain refuses NULL too, which reflection misses
-        nullable=bool(column.nullable)
-        and not column.primary_key
-        and not (domain is not None and domain.not_null),
-        # in UNIQUE (customer_id, label) too: a person's two labels redacted would be one
-        unique=any(column.name in u.columns for u in unique),
-        primary_key=column.primary_key,
-        foreign_key=bool(column.foreign_keys),
-        padded=isinstance(stored, sa.CHAR),
-        zone=zone if aware else None,
-        unique_prefix=min(prefixes) if prefixes and not whole_unique else None,
-    )
-
-
-def _integer_bits(column_type: sa.types.TypeEngine, dialect: str) -> int:
-    if dialect in ("mysql", "mariadb"):
-        return mysql.integer_bits(column_type) or 32
-    if isinstance(column_type, sa.SmallInteger):
-        return 16
-    if isinstance(column_type, sa.BigInteger) or dialect == "sqlite":
-        return 64  # SQLite's INTEGER holds 64 bits whatever the declared type
-    return 32
-
-
-def _kind(column_type: sa.types.TypeEngine) -> tuple[str, int | None]:
-    if isinstance(column_type, sa.Enum):
-        return "other", None  # MySQL's ENUM and SET take their listed values only
-    if isinstance(column_type, sa.DateTime):
-        return "datetime", None
-    if isinstance(column_type, sa.Date):
-        return "date", None
-    if isinstance(column_type, sa.Integer):
-        return "integer", None
-    if isinstance(column_type, (sa.Numeric, sa.Float)):  # Float is no Numeric from 2.1 on
-        return "numeric", None
-    if isinstance(column_type, sa.String):
-        return "text", column_type.length
-    return "other", None
-
-
-def _referenced_without_cascade(
-    inspector: sa.Inspector, tables: set[str], targets: set[str]
-) -> dict[str, set[str]]:
-    found: dict[str, set[str]] = defaultdict(set)
-    for table in tables:
-        for fk in inspector.get_foreign_keys(table):
-            ondelete = (fk.get("options") or {}).get("ondelete") or ""
-            if fk["referred_table"] in targets and ondelete.upper() not in ("CASCADE", "SET NULL"):
-                found[fk["referred_table"]].add(table)
-    return found
