@@ -15,6 +15,7 @@ from worker.pipeline.ingest import ingest, mark_held_by_hand, stored_row, upsert
 from worker.store.reads import events_of, row_state
 from worker.store.schema import DeadLetter, StoredEvent, StoredLifecycle
 from worker.store.sessions import chunks, now_utc, transaction
+from worker.store.summaries import rebuild as rebuild_summaries
 
 
 def deadline_rows(
@@ -107,6 +108,9 @@ def recompute_lifecycles(url: str, register: Register, apply: bool) -> dict[str,
         rows = []
         for chunk in chunks(subjects, 500):
             history = events_of(session, chunk)
+            if apply:
+                # the summary ingestion reads, rebuilt from the whole log
+                rebuild_summaries(session, register, history)
             for subject, events in history.items():
                 found = lifecycles(subject, events, register, erased_at=erased[subject])
                 for lifecycle in found:
