@@ -203,7 +203,8 @@ def _semantic_problems(register: Register) -> Iterator[tuple[tuple, str]]:
 def _target_problems(
     activity: Activity, target: Target, where: tuple
 ) -> Iterator[tuple[tuple, str]]:
-    """What can be told about a target without the shop: the schema check is in worker/shop/binding.py."""
+    """What can be told about a target without the shop (the schema check is in
+    worker/shop/binding.py)."""
 
     label = f"activity {activity.id!r}, target {target.table!r}"
     for column, strategy in target.columns.items():
