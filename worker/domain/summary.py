@@ -53,6 +53,8 @@ def spec(register: Register) -> str:
 def _cached(register: Register) -> tuple[Register, dict[str, tuple[str, ...]], str]:
     found = _CACHE.get(id(register))
     if found is None or found[0] is not register:
+        if len(_CACHE) >= 8:
+            _CACHE.clear()  # a process uses one register; tests load many
         fields = _fields_read(register)
         digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
         found = _CACHE[id(register)] = (register, fields, digest)
@@ -71,6 +73,13 @@ def _fields_read(register: Register) -> dict[str, tuple[str, ...]]:
                 # every clock event counts with its own keep, picked by this field
                 for event_type in rule.clock:
                     fields.setdefault(event_type, set()).add(rule.keep_by.field)
+            for entries in (rule.clock, rule.opens_on, rule.ends_on, rule.reopens_on or []):
+                for entry in entries:
+                    # an entry that matches on event data (`{type: contact.made, when:
+                    # {direction: inbound}}`, if the register has them): its fields too
+                    when = getattr(entry, "when", None)
+                    if when:
+                        fields.setdefault(entry.type, set()).update(when)
             if rule.consent is not None and rule.consent.flag:
                 # only the latest refusal's flag counts; keyed anyway, it costs two rows
                 for event_type in rule.consent.otherwise_ends_on:
