@@ -1,6 +1,7 @@
 """Ingest benchmark: events through Redis or RabbitMQ into PostgreSQL, against no-op tasks.
 
     .venv/bin/python bench/ingest.py [--events 100000] [--concurrency 2] [--broker redis|rabbitmq]
+                                     [--mix realistic|long-history]
 
 In one run, on one machine, with the same broker, worker and settings:
   1. baseline: N no-op tasks (`lethe.noop`), one message per event, timed until
@@ -87,6 +88,34 @@ def realistic_events(count: int, seed: int = 42) -> list[dict]:
             }
         )
     return events
+
+
+def long_history_events(count: int, seed: int = 42) -> list[dict]:
+    """The realistic mix for 70 % of the events; the rest from a tail of loyal customers
+    who visit daily, 300 visits each (a shop some years old), all shuffled together."""
+    rng = random.Random(seed)
+    events = realistic_events(count - count * 3 // 10, seed)
+    loyal = max(1, count * 3 // 10 // 300)
+    for i in range(count - len(events)):
+        n = i % loyal
+        day = (i // loyal) % (6 * 365)
+        occurred = time.strftime(
+            "%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(1577836800 + day * 86400 + rng.randrange(86400))
+        )
+        events.append(
+            {
+                "id": f"l-{i}",
+                "type": "visit.recorded",
+                "subject": f"customer:loyal-{n}",
+                "occurred_at": occurred,
+                "data": {},
+            }
+        )
+    rng.shuffle(events)
+    return events
+
+
+MIXES = {"realistic": realistic_events, "long-history": long_history_events}
 
 
 class RedisBroker:
@@ -259,6 +288,12 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--broker", choices=sorted(BROKERS), default="redis")
+    parser.add_argument(
+        "--mix",
+        choices=sorted(MIXES),
+        default="realistic",
+        help="long-history: 30 %% of the events from loyal customers with 300 visits each",
+    )
     args = parser.parse_args()
     setup = Setup(args.concurrency, args.broker)
     failed = True
@@ -266,7 +301,7 @@ def main() -> None:
         from worker.app import NOOP_TASK, app
         from worker.client import emit, emit_many
 
-        events = realistic_events(args.events)
+        events = MIXES[args.mix](args.events)
         print(
             f"{args.events} events, {len({e['subject'] for e in events})} subjects; "
             f"worker: prefork concurrency {args.concurrency}, prefetch "

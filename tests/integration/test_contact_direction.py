@@ -96,10 +96,18 @@ def test_a_contact_without_direction_is_refused_by_the_client_and_dead_lettered(
 def test_contacts_stored_without_a_direction_by_an_earlier_release_count_as_inbound(
     lethe: Lethe, tmp_path: Path
 ):
+    from alembic import command
+
+    from worker.store.migrate import alembic_config
     from worker.store.schema import StoredEvent
 
-    lethe.run("db", "upgrade")
+    (lethe.home / "var").mkdir(parents=True, exist_ok=True)  # the embedded store's folder
     engine = _store_engine(lethe)
+    # the schema of the release before contact directions (and event summaries): the
+    # distributed store comes already migrated to the head, so it is taken back down
+    config = alembic_config(engine.url.render_as_string(hide_password=False))
+    command.upgrade(config, "0009")
+    command.downgrade(config, "0009")
     # as the release before contact directions stored them: no direction in the data
     with engine.begin() as connection:
         connection.execute(
@@ -124,6 +132,7 @@ def test_contacts_stored_without_a_direction_by_an_earlier_release_count_as_inbo
             ],
         )
     engine.dispose()
+    lethe.run("db", "upgrade")
     lethe.start_worker()
     # a new event about the same prospect: the worker recomputes from the stored log
     lethe.run(

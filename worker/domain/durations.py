@@ -66,11 +66,13 @@ class Duration:
         return " ".join(parts) or "0 days"
 
 
-# Ingestion recomputes a subject's lifecycles from its whole history each time one of
-# its events arrives, so the same anchors come back again and again. Zone and fold are
-# part of the key: equal instants in two zones add differently, and in one zone the two
-# 02:30 of an autumn night compare equal though an hour apart.
-@lru_cache(maxsize=65536)
+# The same anchors come back within a batch (a subject's activities share them) and
+# across batches (its summary's latest events). Zone and fold are part of the key: equal
+# instants in two zones add differently, and in one zone the two 02:30 of an autumn
+# night compare equal though an hour apart. 4,096 entries, not 65,536: full, the larger
+# cache held about 20 MiB of datetimes, a third of `lethe recompute`'s peak memory at
+# 100,000 lifecycles (bench/memory.py).
+@lru_cache(maxsize=4096)
 def _add(
     duration: Duration, moment: pendulum.DateTime, zone: object, fold: int
 ) -> pendulum.DateTime:

@@ -245,9 +245,10 @@ def in_zone(moment: datetime, tz: pendulum.Timezone) -> pendulum.DateTime:
     return _in_zone(moment, moment.fold, tz)
 
 
-# Cached: a subject's history is read again whenever one of its events arrives, and
-# the conversion is most of the arithmetic's cost (its result is immutable).
-@lru_cache(maxsize=65536)
+# Cached: a subject's latest events come back whenever one of its events arrives, and
+# the conversion is most of the arithmetic's cost (its result is immutable). Bounded
+# small (see worker/domain/durations.py, _add): memory must not grow with the store.
+@lru_cache(maxsize=4096)
 def _in_zone(moment: datetime, fold: int, tz: pendulum.Timezone) -> pendulum.DateTime:
     return pendulum.instance(moment.astimezone(tz))
 

@@ -22,9 +22,10 @@ from worker.domain.register import Register
 from worker.domain.retention import Lifecycle, lifecycles
 from worker.pipeline.delivery import dead_letter_row
 from worker.store.payloads import drop_erased_payloads
-from worker.store.reads import events_of, held_by_hand
+from worker.store.reads import held_by_hand
 from worker.store.schema import DeadLetter, StoredEvent, StoredLifecycle, UTCDateTime, require_aware
 from worker.store.sessions import chunks, lock_subjects, one_of
+from worker.store.summaries import up_to_date
 from worker.store.suppression import entries_from_events, record
 
 _CHUNK = 500
@@ -160,7 +161,12 @@ def _recompute(
             touched[event.subject].update(a.id for a in register.activities)
     subjects = sorted(touched)
     lock_subjects(session, subjects)
-    history = events_of(session, subjects)
+    # Each subject's summary, not its whole log: the cost of an event stays the same
+    # however many its subject already has (worker/domain/summary.py).
+    arrived: dict[str, list[Event]] = defaultdict(list)
+    for event in new_events:
+        arrived[event.subject].append(event)
+    history = up_to_date(session, register, arrived)
     erased = erasure_times(session, subjects)
     # Whether an erased lifecycle stays erased is decided by the upsert itself, under
     # the row's lock (upsert_lifecycles); the erasure times only split its history.

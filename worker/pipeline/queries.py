@@ -14,7 +14,8 @@ from worker.domain.retention import Lifecycle, State, in_zone, lifecycles
 from worker.pipeline.ingest import ingest, mark_held_by_hand, stored_row, upsert_lifecycles
 from worker.store.reads import events_of, row_state
 from worker.store.schema import DeadLetter, StoredEvent, StoredLifecycle
-from worker.store.sessions import chunks, now_utc, transaction
+from worker.store.sessions import now_utc, one_of, transaction
+from worker.store.summaries import rebuild as rebuild_summaries
 
 
 def deadline_rows(
@@ -91,48 +92,103 @@ def recompute_lifecycles(url: str, register: Register, apply: bool) -> dict[str,
 
     Returns, per activity, how many deadlines move earlier or later, stay, appear
     or are dropped (an activity no longer in the register); writes only if `apply`.
+    One transaction, read and written a page of subjects at a time: memory stays that
+    of a page however large the store (bench/memory.py).
     """
     diff: dict[str, dict[str, int]] = defaultdict(
         lambda: {"earlier": 0, "later": 0, "unchanged": 0, "new": 0, "dropped": 0}
     )
     now = now_utc()
     known = {a.id for a in register.activities}
+    lc = StoredLifecycle.__table__.c
     with transaction(url) as session:
-        subjects = list(session.scalars(select(StoredEvent.subject).distinct()))
-        stored = {(lc.subject, lc.activity): lc for lc in session.scalars(select(StoredLifecycle))}
-        erased: dict[str, dict[str, datetime]] = defaultdict(dict)
-        for lc in stored.values():
-            if lc.erased_at is not None:
-                erased[lc.subject][lc.activity] = lc.erased_at
-        rows = []
-        for chunk in chunks(subjects, 500):
-            history = events_of(session, chunk)
+        after: str | None = None
+        while True:
+            page = select(StoredEvent.subject).distinct().order_by(StoredEvent.subject)
+            if after is not None:
+                page = page.where(StoredEvent.subject > after)
+            subjects = list(session.scalars(page.limit(_PAGE)))
+            if not subjects:
+                break
+            after = subjects[-1]
+            history = events_of(session, subjects)
+            if apply:
+                # the summary ingestion reads, rebuilt from the whole log
+                rebuild_summaries(session, register, history)
+            stored = {
+                (row.subject, row.activity): row
+                for row in session.execute(
+                    select(lc.id, lc.subject, lc.activity, lc.state, lc.anchor_at)
+                    .add_columns(lc.deadline_at, lc.erased_at)
+                    .where(one_of(lc.subject, subjects, session.get_bind()))
+                )
+            }
+            erased: dict[str, dict[str, datetime]] = defaultdict(dict)
+            for row in stored.values():
+                if row.erased_at is not None:
+                    erased[row.subject][row.activity] = row.erased_at
+            rows = []
             for subject, events in history.items():
                 found = lifecycles(subject, events, register, erased_at=erased[subject])
                 for lifecycle in found:
                     previous = stored.pop((subject, lifecycle.activity), None)
                     diff[lifecycle.activity][_move(previous, lifecycle)] += 1
                     rows.append(stored_row(lifecycle, previous, now))
-        for key, lc in list(stored.items()):
-            if lc.activity in known and lc.erased_at is not None:
-                # erased, and no event since: nothing to recompute
-                diff[lc.activity]["unchanged"] += 1
-                del stored[key]
-            else:
-                diff[lc.activity]["dropped"] += 1
-        mark_held_by_hand(session, rows)
-        if apply:
-            upsert_lifecycles(session, rows)
-            dropped = [lc.id for lc in stored.values() if lc.activity not in known]
-            if dropped:
+            _left_over(session, stored.values(), known, diff, now, apply)
+            mark_held_by_hand(session, rows)
+            if apply:
+                upsert_lifecycles(session, rows)
+        # lifecycles whose subject has no event left in the log
+        after_id = 0
+        while True:
+            orphans = list(
                 session.execute(
-                    update(StoredLifecycle)
-                    .where(StoredLifecycle.id.in_(dropped))
-                    .values(deadline_at=None, updated_at=now)
+                    select(lc.id, lc.activity, lc.erased_at)
+                    .where(
+                        lc.id > after_id,
+                        ~select(StoredEvent.id).where(StoredEvent.subject == lc.subject).exists(),
+                    )
+                    .order_by(lc.id)
+                    .limit(_PAGE)
                 )
-        else:
+            )
+            if not orphans:
+                break
+            after_id = orphans[-1].id
+            _left_over(session, orphans, known, diff, now, apply)
+        if not apply:
             session.rollback()
     return dict(diff)
+
+
+# subjects recomputed per page
+_PAGE = 500
+
+
+def _left_over(
+    session: Any,
+    rows: Any,
+    known: set[str],
+    diff: dict[str, dict[str, int]],
+    now: pendulum.DateTime,
+    apply: bool,
+) -> None:
+    """Stored lifecycles the log no longer gives: erased with no event since, unchanged;
+    of an activity no longer in the register, dropped (their deadline cleared)."""
+    dropped = []
+    for row in rows:
+        if row.activity in known and row.erased_at is not None:
+            diff[row.activity]["unchanged"] += 1
+        else:
+            diff[row.activity]["dropped"] += 1
+            if row.activity not in known:
+                dropped.append(row.id)
+    if apply and dropped:
+        session.execute(
+            update(StoredLifecycle)
+            .where(StoredLifecycle.id.in_(dropped))
+            .values(deadline_at=None, updated_at=now)
+        )
 
 
 def _move(previous: Any, lifecycle: Lifecycle) -> str:

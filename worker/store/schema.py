@@ -102,6 +102,21 @@ class StoredLifecycle(Base):
     failed_run_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
+class EventSummary(Base):
+    """Per subject, event type and variant, the latest event (worker/domain/summary.py):
+    what ingestion reads instead of the whole log. No payload (joined from the log)."""
+
+    __tablename__ = "event_summary"
+
+    subject: Mapped[str] = mapped_column(String(200), primary_key=True)
+    type: Mapped[str] = mapped_column(String(100), primary_key=True)
+    variant: Mapped[str] = mapped_column(String(32), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(200))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # the digest of the data fields the register read when the row was written
+    spec: Mapped[str] = mapped_column(String(16))
+
+
 class DeadLetter(Base):
     """An event that could not be used, kept with its reason until replayed."""
 

@@ -41,6 +41,7 @@ from worker.store.sessions import (
     one_of,
     transaction,
 )
+from worker.store.summaries import forget as forget_summaries
 
 
 @dataclass
@@ -125,6 +126,7 @@ def _forget_subjects(
         done.lifecycles += session.execute(
             delete(lifecycles).where(one_of(lifecycles.c.subject, chunk, bind))
         ).rowcount
+        forget_summaries(session, chunk)
     done.subjects += len(gone)
 
 

@@ -1,8 +1,8 @@
 """The shop's past and present: backfills run (so the sweep after one waits for a DPO), and
 the coverage task's last result per target (read by /metrics and the nightly re-erasure).
 
-Revision ID: 0012
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 """
 
 import sqlalchemy as sa
@@ -10,8 +10,8 @@ from alembic import op
 
 from worker.store.schema import UTCDateTime
 
-revision = "0012"
-down_revision = "0009"
+revision = "0011"
+down_revision = "0010"
 branch_labels = None
 depends_on = None
 
