@@ -1,5 +1,5 @@
 """The Redis broker: kombu's Redis transport, giving back a message Redis handed over
-just as it went away.
+just as it went away, and a dead worker's messages within seconds (consumers.py).
 
 kombu takes a message with BRPOP, which removes it from the queue, and only then
 records it as unacknowledged, in a second round trip. When Redis dies between the
@@ -15,10 +15,14 @@ Redis dying after it took the message off the queue but before its answer left.
 
 from __future__ import annotations
 
+from time import time
 from typing import Any
 
 import structlog
-from kombu.transport import TRANSPORT_ALIASES, redis
+from kombu.transport import TRANSPORT_ALIASES, redis, virtual
+from kombu.utils.json import dumps
+
+from worker.brokers.consumers import this_process
 
 log = structlog.get_logger("lethe.broker")
 
@@ -28,9 +32,20 @@ _held: list[tuple[dict[str, Any], str, str]] = []
 
 
 class QoS(redis.QoS):
+    """kombu's, with each delivery also recorded in this consumer's held set
+    (worker/brokers/consumers.py), in the same pipeline as `unacked`."""
+
     def append(self, message: Any, delivery_tag: str) -> None:
+        delivery = message.delivery_info
+        held = this_process(self.channel.global_keyprefix).held_key
         try:
-            super().append(message, delivery_tag)
+            with self.pipe_or_acquire() as pipe:
+                pipe.zadd(self.unacked_index_key, {delivery_tag: time()}).hset(
+                    self.unacked_key,
+                    delivery_tag,
+                    dumps([message._raw, delivery["exchange"], delivery["routing_key"]]),
+                ).sadd(held, delivery_tag).execute()
+                virtual.QoS.append(self, message, delivery_tag)
         except self.channel.connection_errors as error:
             delivery = message.delivery_info
             _held.append((message._raw, delivery["exchange"], delivery["routing_key"]))
@@ -41,6 +56,12 @@ class QoS(redis.QoS):
             )
             raise  # the connection is lost: kombu and Celery reconnect as for any loss
 
+    def _remove_from_indices(self, delivery_tag: str, pipe: Any = None) -> Any:
+        # on ack, reject and restore alike; a tag taken over from a dead consumer is in
+        # this consumer's held set by then
+        held = this_process(self.channel.global_keyprefix).held_key
+        return super()._remove_from_indices(delivery_tag, pipe).srem(held, delivery_tag)
+
 
 class Channel(redis.Channel):
     QoS = QoS
@@ -48,6 +69,16 @@ class Channel(redis.Channel):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)  # connects, or raises as kombu does
         self._give_back_held()
+
+    def basic_consume(self, queue: str, *args: Any, **kwargs: Any) -> Any:
+        tag = super().basic_consume(queue, *args, **kwargs)
+        # a process that consumes beats, and gives back dead consumers' deliveries
+        this_process(self.global_keyprefix).consuming(self)
+        return tag
+
+    def close(self) -> None:
+        this_process(self.global_keyprefix).closed(self)
+        super().close()
 
     def _give_back_held(self) -> None:
         while _held:

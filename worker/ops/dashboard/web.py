@@ -27,6 +27,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from worker.brokers.consumers import Orphans
 from worker.domain.durations import Duration
 from worker.logs import log
 from worker.ops.dashboard import chart, figures
@@ -60,8 +61,10 @@ class DashboardConfig:
     grace: Duration = figures.DEFAULT_GRACE
     flower_url: str | None = None
     clock: Callable[[], datetime] = now_utc
-    # `lethe status`'s broker check, so the verdict says what `lethe status` says
-    broker: Callable[[], Check] | None = None
+    # `lethe status`'s broker checks, so the verdict says what `lethe status` says
+    broker: Callable[[], list[Check]] | None = None
+    # on Redis, what workers whose heartbeat stopped hold (/metrics)
+    orphans: Callable[[], Orphans | None] | None = None
 
 
 class TokenGate:
@@ -147,7 +150,9 @@ def create_app(config: DashboardConfig) -> Starlette:
     templates = _templates()
     metrics_registry = CollectorRegistry()
     metrics_registry.register(
-        LetheCollector(config.database_url, config.grace, config.known_types, config.clock)
+        LetheCollector(
+            config.database_url, config.grace, config.known_types, config.clock, config.orphans
+        )
     )
 
     def local(moment: datetime | None) -> str:
@@ -198,7 +203,7 @@ def create_app(config: DashboardConfig) -> Starlette:
         except SQLAlchemyError as exc:
             return unavailable(request, exc)
         if config.broker is not None:
-            checks = [config.broker(), *checks]
+            checks = [*config.broker(), *checks]
         palette = chart.colours([row.activity for row in data.activities])
         return page(
             request,
