@@ -156,6 +156,11 @@ def amqp_config(settings: Settings) -> dict[str, Any]:
         },
         "broker_connection_timeout": AMQP_CONNECT_TIMEOUT,
         "broker_heartbeat": whole_number("LETHE_BROKER_HEARTBEAT", DEFAULT_AMQP_HEARTBEAT),
+        # RabbitMQ closes a worker's channel when a delivery stays unacknowledged past its
+        # consumer_timeout (a task longer than RABBITMQ_CONSUMER_TIMEOUT): a channel error,
+        # which Celery took for an "Unrecoverable error" and stopped the worker on. Retried
+        # as a lost connection instead (tests/integration/test_rabbitmq_outages.py).
+        "broker_channel_error_retry": True,
         # The events queue and its exchange are named by task_default_queue; these are
         # the other names Celery declares (remote control, mingle, gossip: `celery.pidbox`
         # and `celeryev` by default). Shared by the installs (or test runs) of one server,

@@ -103,14 +103,14 @@ def test_a_channel_closed_by_consumer_timeout_during_a_long_task_is_recovered(
                 "the broker to close the worker's channel",
                 lethe.logs,
             )
-            # published after the close: stored only if the worker consumes again
-            lethe.python(
-                "from worker.client import emit\n"
-                f"emit('contact.made', subject='customer:2', id='after', occurred_at={at!r})"
-            )
-            lethe.wait_event("after", 60)
     finally:
         store.dispose()
+    # published after the close: stored only if the worker consumes again
+    lethe.python(
+        "from worker.client import emit\n"
+        f"emit('contact.made', subject='customer:2', id='after', occurred_at={at!r})"
+    )
+    lethe.wait_event("after", 60)
     lethe.wait_event("long", 60)
     assert worker.poll() is None
     assert lethe.store_count("events") == 2 and lethe.store_count("dead_letters") == 0
