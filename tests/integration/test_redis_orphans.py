@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -27,6 +28,7 @@ from sweeping import (
     seed_store,
     shop_postgres_url,  # noqa: F401 (fixture)
 )
+from test_dashboard import get, serve_dashboard, stop
 
 # Sends the events of a file in batches of 500 (one message each), a pause between two, so
 # that the workers are killed while the stream goes on.
@@ -138,6 +140,16 @@ def test_status_names_the_messages_of_a_dead_worker_until_one_starts(
     wait_for(status_names_them, 40, "`lethe status` to name the orphaned messages")
     line = next(x for x in said[0].splitlines() if named.search(x))
     assert re.search(r"for \d+ s", line) and int(named.search(line)[1]) > 0, line
+    lethe.env["LETHE_DASHBOARD_TOKEN"] = token = f"token-{uuid.uuid4().hex}"
+    dashboard, base = serve_dashboard(lethe)
+    try:
+        assert "held by a stopped worker" in get(f"{base}/", token)[1]
+        metrics = get(f"{base}/metrics", token)[1]
+    finally:
+        stop(dashboard)
+    held = re.search(r"^lethe_broker_orphaned_messages (\S+)$", metrics, re.M)
+    waited = re.search(r"^lethe_broker_orphaned_seconds (\S+)$", metrics, re.M)
+    assert held and float(held[1]) > 0 and waited and float(waited[1]) >= 20, metrics
     lethe.start_worker()  # at start it gives them back
     lethe.wait_stored(6_000, timeout=60)
     assert re.search(r"orphaned\s+OK", lethe.run("status", check=False).stdout)

@@ -70,10 +70,14 @@ class Channel(redis.Channel):
         super().__init__(*args, **kwargs)  # connects, or raises as kombu does
         self._give_back_held()
 
-    def basic_consume(self, queue: str, *args: Any, **kwargs: Any) -> Any:
-        tag = super().basic_consume(queue, *args, **kwargs)
-        # a process that consumes beats, and gives back dead consumers' deliveries
-        this_process(self.global_keyprefix).consuming(self)
+    def basic_consume(
+        self, queue: str, no_ack: bool, callback: Any, consumer_tag: str, **kwargs: Any
+    ) -> Any:
+        tag = super().basic_consume(queue, no_ack, callback, consumer_tag, **kwargs)
+        if not no_ack:
+            # a process that takes messages to acknowledge (a worker; not `celery inspect`'s
+            # replies, nor Flower's events) beats, and gives back dead consumers' deliveries
+            this_process(self.global_keyprefix).consuming(self)
         return tag
 
     def close(self) -> None:
