@@ -147,12 +147,15 @@ class Setup:
         self.lost = self.sent - self.stored()
         return seconds
 
-    def close(self) -> None:
+    def close(self, keep: bool = False) -> None:
         for worker in self.workers:
             if worker.poll() is None:
                 os.killpg(worker.pid, signal.SIGKILL)
                 worker.wait(30)
         self.store.dispose()
+        if keep:
+            print(f"kept: the workers' logs in {self.folder}, Redis keys under {self.prefix}")
+            return
         for key in self.redis.scan_iter(match=f"{self.prefix}*", count=1000):
             self.redis.delete(key)
         with self.admin.connect() as c:
@@ -164,6 +167,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--stops", type=int, default=3)
+    parser.add_argument("--keep", action="store_true", help="keep logs, keys and database")
     options = parser.parse_args()
     setup = Setup()
     try:
@@ -179,7 +183,7 @@ def main() -> None:
                 print(f"{label} {n + 1}: {times[-1]:.1f} s", flush=True)
             figures[label] = (statistics.median(times), max(times))
     finally:
-        setup.close()
+        setup.close(options.keep)
     (term, term_worst), (kill, kill_worst) = figures.values()
     print(json.dumps({"events_per_trial": EVENTS_PER_TRIAL, **{
         k: {"median_s": round(m, 1), "worst_s": round(w, 1)} for k, (m, w) in figures.items()
