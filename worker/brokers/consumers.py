@@ -50,6 +50,10 @@ HEARTBEAT_SECONDS = 5
 
 CONSUMERS_KEY = "lethe.consumers"
 HELD_KEY = "lethe.held."
+# A message a consumer took off its queue (BLMOVE, redis_transport.py) and has not yet
+# recorded in `unacked`: with plain BRPOP it was in no key of Redis for that round trip,
+# and lost if the worker died then (bench/recovery.py lost 6 messages in 13 kills).
+TAKING_KEY = "lethe.taking."
 
 # KEYS: consumers zset, this consumer's held set. ARGV: consumer id.
 # Redis's clock, not the worker's: the machines' clocks need not agree.
@@ -61,16 +65,19 @@ return 1
 """
 
 # KEYS: consumers zset, this consumer's held set.
-# ARGV: this consumer's id, dead after (s), held-set key prefix.
-# Moves every dead consumer's held tags into this consumer's held set (so that, should this
-# one die before it gave them all back, the next survivor takes them on) and forgets the
-# dead consumer; returns the tags taken and how many consumers were dead.
+# ARGV: this consumer's id, dead after (s), held-set key prefix, taking-list key prefix.
+# KEYS[3]: this consumer's taking list.
+# Moves every dead consumer's held tags into this consumer's held set, and what it was
+# taking into this consumer's taking list (so that, should this one die before it gave them
+# all back, the next survivor takes them on) and forgets the dead consumer; returns how
+# many consumers were dead, the tags and the messages taken.
 _TAKE_OVER = """
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
 local taken = {}
+local messages = {}
 local consumers = 0
 for _, id in ipairs(dead) do
   if id ~= ARGV[1] then
@@ -80,11 +87,17 @@ for _, id in ipairs(dead) do
       table.insert(taken, tag)
     end
     redis.call('DEL', held)
+    local taking = ARGV[4] .. id
+    for _, message in ipairs(redis.call('LRANGE', taking, 0, -1)) do
+      redis.call('RPUSH', KEYS[3], message)
+      table.insert(messages, message)
+    end
+    redis.call('DEL', taking)
     redis.call('ZREM', KEYS[1], id)
     consumers = consumers + 1
   end
 end
-return {consumers, taken}
+return {consumers, taken, messages}
 """
 
 
@@ -144,6 +157,11 @@ class Consumer:
         """Without the install's prefix: kombu's client adds it to SADD and SREM."""
         return HELD_KEY + self.id
 
+    @property
+    def taking_key(self) -> str:
+        """With the install's prefix (kombu adds none to BLMOVE, LRANGE or LREM)."""
+        return self.prefix + TAKING_KEY + self.id
+
     def consuming(self, channel: Any) -> None:
         self.channels.add(channel)
         if self._thread is None:
@@ -202,10 +220,12 @@ class Consumer:
     def take_over(self, channel: Any) -> int:
         """Give back every silent consumer's deliveries; returns how many went back."""
         client = raw_client(channel)
-        keys = [self.prefix + CONSUMERS_KEY, self.prefix + self.held_key]
-        args = [self.id, DEAD_AFTER_SECONDS, self.prefix + HELD_KEY]
-        consumers, tags = self._script(client, _TAKE_OVER)(keys=keys, args=args)
-        given_back = 0
+        keys = [self.prefix + CONSUMERS_KEY, self.prefix + self.held_key, self.taking_key]
+        args = [self.id, DEAD_AFTER_SECONDS, self.prefix + HELD_KEY, self.prefix + TAKING_KEY]
+        consumers, tags, taking = self._script(client, _TAKE_OVER)(keys=keys, args=args)
+        for message in taking:
+            channel.give_back_taken(message)
+        given_back = len(taking)
         for tag in tags:
             tag = tag.decode() if isinstance(tag, bytes) else tag
             present = client.hexists(self.prefix + channel.unacked_key, tag)
