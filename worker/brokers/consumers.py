@@ -125,12 +125,12 @@ def orphans(client: redis.Redis, prefix: str, dead_after: float = DEAD_AFTER_SEC
     messages, oldest = 0, 0.0
     for consumer, last_beat in silent:
         tags = list(client.smembers(prefix + HELD_KEY + consumer.decode()))
-        if not tags:
-            continue
         pipe = client.pipeline(transaction=False)
         for tag in tags:
             pipe.hexists(prefix + "unacked", tag)
-        held = sum(1 for present in pipe.execute() if present)
+        pipe.llen(prefix + TAKING_KEY + consumer.decode())  # taken, not yet recorded
+        *present, taking = pipe.execute()
+        held = sum(1 for found in present if found) + int(taking)
         if held:
             messages += held
             oldest = max(oldest, now - last_beat)
