@@ -20,6 +20,7 @@ from celery.signals import beat_embedded_init, worker_init
 from worker import logs as _logs  # noqa: F401
 from worker.brokers import embedded as embedded_broker
 from worker.brokers import redis_transport as redis_broker
+from worker.brokers.monitoring import UnconfirmedEvents
 from worker.settings import Settings, SettingsError, current_settings, whole_number
 
 INGEST_TASK = "lethe.ingest"
@@ -36,6 +37,10 @@ DEFAULT_VISIBILITY_TIMEOUT = 3600
 # it runs), so every retry delay stays well below: ingestion waits at most 10 minutes
 # and a sweep 20 (RETRY_BACKOFF_MAX), which leaves the retried task time to run.
 RABBITMQ_CONSUMER_TIMEOUT = 1800
+# AMQP heartbeat (seconds): a worker whose link to RabbitMQ went silent without a close (a
+# network cut, a peer gone without a FIN) takes it for lost after two missed beats, and
+# reconnects. RabbitMQ's own default, which it negotiated down to from Celery's 120 anyway.
+DEFAULT_AMQP_HEARTBEAT = 60
 # How long a broker that accepts a connection but does not answer is waited for.
 BROKER_TIMEOUT = 10
 # Connecting to RabbitMQ includes its handshake, so this also bounds the wait on a server
@@ -150,6 +155,12 @@ def amqp_config(settings: Settings) -> dict[str, Any]:
             "write_timeout": BROKER_TIMEOUT,
         },
         "broker_connection_timeout": AMQP_CONNECT_TIMEOUT,
+        "broker_heartbeat": whole_number("LETHE_BROKER_HEARTBEAT", DEFAULT_AMQP_HEARTBEAT),
+        # RabbitMQ closes a worker's channel when a delivery stays unacknowledged past its
+        # consumer_timeout (a task longer than RABBITMQ_CONSUMER_TIMEOUT): a channel error,
+        # which Celery took for an "Unrecoverable error" and stopped the worker on. Retried
+        # as a lost connection instead (tests/integration/test_rabbitmq_outages.py).
+        "broker_channel_error_retry": True,
         # The events queue and its exchange are named by task_default_queue; these are
         # the other names Celery declares (remote control, mingle, gossip: `celery.pidbox`
         # and `celeryev` by default). Shared by the installs (or test runs) of one server,
@@ -165,7 +176,11 @@ def create_app(settings: Settings | None = None) -> Celery:
     settings = settings or current_settings()
     from schedules.beat import install as install_beat_schedule
 
-    app = Celery("lethe", include=["tasks.ingest", "tasks.sweep", "tasks.outbox", "tasks.coverage"])
+    app = Celery(
+        "lethe",
+        include=["tasks.ingest", "tasks.sweep", "tasks.outbox", "tasks.coverage"],
+        events=UnconfirmedEvents,
+    )
     app.conf.update(celery_config(settings))
     # Beside the config, not in it: `celery inspect conf` and Flower show any worker's
     # config to whoever reaches the broker, and this holds the secret and DB passwords.

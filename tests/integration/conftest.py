@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -20,12 +20,14 @@ from harness import (
     MARIADB_URL,
     PHP,
     POSTGRES_URL,
+    RABBITMQ_SERVER,
     RABBITMQ_URL,
     RABBITMQCTL,
     REDIS_SERVER,
     REDIS_URL,
     ROOT,
     Lethe,
+    OwnRabbitMQ,
     OwnRedis,
     rabbitmqctl,
 )
@@ -285,3 +287,41 @@ def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
     yield server
     if server.process and server.process.poll() is None:
         server.kill()
+
+
+@pytest.fixture
+def own_rabbitmq() -> Iterator[Callable[[str], OwnRabbitMQ]]:
+    """Starts a RabbitMQ node of the test's own, with `rabbit` settings (Erlang terms, e.g.
+    "{consumer_timeout, 5000}"); stopped afterwards."""
+    if not (RABBITMQ_SERVER and RABBITMQCTL):
+        _unavailable("rabbitmq-server", FileNotFoundError("not on PATH"))
+    started: list[OwnRabbitMQ] = []
+
+    def start(settings: str = "") -> OwnRabbitMQ:
+        node = OwnRabbitMQ(settings)
+        started.append(node)
+        node.start()
+        return node
+
+    yield start
+    for node in started:
+        node.kill()
+
+
+@pytest.fixture
+def on_own_rabbitmq(
+    tmp_path: Path, postgres_url: str, own_rabbitmq: Callable[[str], OwnRabbitMQ]
+) -> Iterator[Callable[[str], tuple[Lethe, OwnRabbitMQ]]]:
+    """A Lethe install on a RabbitMQ node of its own (`own_rabbitmq`) and PostgreSQL."""
+
+    installs: list[Lethe] = []
+
+    def start(settings: str = "") -> tuple[Lethe, OwnRabbitMQ]:
+        node = own_rabbitmq(settings)
+        settings = {"LETHE_BROKER_URL": node.url, "LETHE_QUEUE_PREFIX": "lethe"}  # its own node
+        installs.append(_served(tmp_path, postgres_url, settings))
+        return installs[-1], node
+
+    yield start
+    for lethe in installs:
+        lethe.kill_workers()  # before the node goes, so that no worker retries against it

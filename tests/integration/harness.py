@@ -283,3 +283,99 @@ class OwnRedis:
         assert self.process is not None
         self.process.kill()
         self.process.wait(timeout=30)
+
+
+# The RabbitMQ fault tests that restart the broker start a node of their own.
+RABBITMQ_SERVER = shutil.which("rabbitmq-server")
+
+
+class OwnRabbitMQ:
+    """A RabbitMQ node of the test's own (its own node name, ports and data folder), so it
+    can be stopped and started again without touching the server the other tests share.
+    `settings` are Erlang terms for the `rabbit` application (advanced.config). Its folder
+    is in the system's temporary folder, not the test's (pytest's is private to the user
+    running the tests, and the server script runs the node as its own user)."""
+
+    def __init__(self, settings: str = "") -> None:
+        import tempfile
+        import uuid
+
+        self.folder = folder = Path(tempfile.mkdtemp(prefix="lethe-test-rabbitmq-"))
+        ports = []
+        for _ in range(2):  # the AMQP port and the node's distribution port
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                ports.append(probe.getsockname()[1])
+        self.port = ports[0]
+        self.node = f"lethe-test-{uuid.uuid4().hex[:8]}@localhost"
+        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}//"
+        (folder / "advanced.config").write_text(f"[{{rabbit, [{settings}]}}].\n")
+        (folder / "enabled_plugins").write_text("[].\n")
+        self.env = {
+            **os.environ,
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(ports[1]),
+            "RABBITMQ_MNESIA_BASE": str(folder / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(folder / "log"),
+            "RABBITMQ_PID_FILE": str(folder / "pid"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(folder / "enabled_plugins"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(folder / "advanced.config"),
+            "RABBITMQ_CONFIG_FILE": str(folder / "rabbitmq"),  # none: the defaults
+        }
+        if os.geteuid() == 0:  # the server script runs the node as its own user
+            for path in [folder, *folder.iterdir()]:
+                shutil.chown(path, "rabbitmq", "rabbitmq")
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        with (self.folder / "server.log").open("a") as log:
+            self.process = subprocess.Popen(
+                [RABBITMQ_SERVER or "rabbitmq-server"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        wait_for(self._answers, 90, f"the test's own RabbitMQ node {self.node}")
+
+    def _answers(self) -> bool:
+        from kombu import Connection
+
+        assert self.process is not None and self.process.poll() is None, (
+            self.folder / "server.log"
+        ).read_text()[-3000:]
+        try:
+            with Connection(self.url, connect_timeout=1) as connection:
+                connection.ensure_connection(max_retries=1)
+            return True
+        except Exception:
+            return False
+
+    def ctl(self, *args: str) -> str:
+        result = subprocess.run(
+            [RABBITMQCTL or "rabbitmqctl", "-n", self.node, "--quiet", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, f"rabbitmqctl {' '.join(args)}: {result.stderr}"
+        return result.stdout
+
+    def stop(self) -> None:
+        """A full stop of the node (`rabbitmqctl shutdown`, as `systemctl stop` does)."""
+        self.ctl("shutdown")
+        assert self.process is not None
+        self.process.wait(timeout=60)
+
+    def kill(self) -> None:
+        """Stopped if still running, and its folder removed."""
+        if self.process and self.process.poll() is None:
+            try:
+                self.stop()
+            except (AssertionError, subprocess.TimeoutExpired):
+                os.killpg(self.process.pid, 9)
+                self.process.wait(timeout=30)
+        shutil.rmtree(self.folder, ignore_errors=True)

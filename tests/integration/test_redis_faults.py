@@ -173,15 +173,16 @@ def test_a_redis_killed_and_started_again_keeps_what_it_acknowledged(
 
 class VanishingRedis(TcpProxy):
     """A relay in front of the shared Redis that, once armed, plays a Redis dying just
-    after it answered a worker's BRPOP: it passes that answer on whole, then nothing
-    more either way, cuts every connection a moment later (once the worker has read
-    the answer) and refuses new ones until `back()`. Redis itself stays up, so the
-    message is off the queue exactly as a real crash would leave it."""
+    after it answered a worker's take (BLMOVE, worker/brokers/redis_transport.py): it
+    passes that answer on whole, then nothing more either way, cuts every connection a
+    moment later (once the worker has read the answer) and refuses new ones until
+    `back()`. Redis itself stays up, so the message is off the queue exactly as a real
+    crash would leave it."""
 
-    def __init__(self, queue_key: bytes) -> None:
+    def __init__(self, routing_key: bytes) -> None:
         super().__init__(SERVER.port or 6379, SERVER.hostname or "127.0.0.1")
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.queue_key = queue_key
+        self.routing_key = routing_key
         self.armed = threading.Event()
         self.vanished = threading.Event()
         self.silent = False
@@ -189,13 +190,14 @@ class VanishingRedis(TcpProxy):
     def relay(
         self, chunk: bytes, source: socket.socket, sink: socket.socket, answers: bool
     ) -> None:
+        # the message itself, a bulk string naming its queue in its delivery_info
         if (
             answers
             and self.armed.is_set()
-            and chunk.startswith(b"*2\r\n")
-            and (self.queue_key in chunk)
+            and chunk.startswith(b"$")
+            and (self.routing_key in chunk)
         ):
-            while len(chunk) < _brpop_reply_length(chunk):
+            while len(chunk) < _bulk_reply_length(chunk):
                 chunk += source.recv(65536)
             self.silent = True  # before the answer: nothing the worker sends next passes
             sink.sendall(chunk)
@@ -211,24 +213,20 @@ class VanishingRedis(TcpProxy):
         self.restore()
 
 
-def _brpop_reply_length(data: bytes) -> int:
-    """Bytes in a BRPOP reply, *2 of the key and the message, from its first bytes."""
-    key_length, rest = data[5:].split(b"\r\n", 1)
-    rest = rest[int(key_length) + 2 :]
-    if b"\r\n" not in rest:
-        return len(data) + 1  # the message's length has not arrived yet
-    message_length, _ = rest[1:].split(b"\r\n", 1)
-    header = len(data) - len(rest) + 1 + len(message_length) + 2
-    return header + int(message_length) + 2
+def _bulk_reply_length(data: bytes) -> int:
+    """Bytes in a bulk string reply ($<n>, the message), from its first bytes."""
+    header, _ = data.split(b"\r\n", 1)
+    return len(header) + 2 + int(header[1:]) + 2
 
 
 def test_a_message_redis_hands_over_as_it_goes_away_is_still_stored(distributed: Lethe):
-    # worker/brokers/redis_transport.py: BRPOP took the message off the queue; recording it as
-    # unacknowledged then fails, so the worker holds the only copy, and gives it back.
+    # worker/brokers/redis_transport.py: BLMOVE took the message off the queue; recording it as
+    # unacknowledged then fails, so the worker holds a copy, and gives it back (the other,
+    # in its taking list, goes back too: stored once).
     lethe = distributed
     del lethe.env["LETHE_VISIBILITY_TIMEOUT"]  # nothing may come back by a timeout
     prefix = lethe.env["LETHE_QUEUE_PREFIX"]
-    proxy = VanishingRedis(f"{prefix}:{prefix}.events".encode())
+    proxy = VanishingRedis(f'"{prefix}.events"'.encode())
     at = "2026-01-05T10:00:00+01:00"
 
     def emit(event_id: str, subject: str) -> None:
@@ -247,7 +245,7 @@ def test_a_message_redis_hands_over_as_it_goes_away_is_still_stored(distributed:
         lethe.wait_event("before")
         proxy.armed.set()
         emit("handed-over", "customer:2")
-        wait_for(proxy.vanished.is_set, 30, "the worker's BRPOP answered with the event")
+        wait_for(proxy.vanished.is_set, 30, "the worker's take answered with the event")
         # Redis stays away until the worker has given up recording the message (redis-py
         # retries for a few seconds); a Redis back sooner takes the record, and then no
         # copy is at stake

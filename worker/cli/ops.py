@@ -40,7 +40,7 @@ def dashboard(host: str, port: int, grace_text: str | None) -> None:
 
     from worker.logs import configure_logging, log
     from worker.ops.dashboard.web import DashboardConfig, create_app
-    from worker.ops.status import broker_check
+    from worker.ops.status import broker_checks, broker_orphans
 
     settings = settings_or_exit()
     if not settings.dashboard_token:
@@ -64,7 +64,8 @@ def dashboard(host: str, port: int, grace_text: str | None) -> None:
         known_types=frozenset(register.events),
         grace=_grace(grace_text),
         flower_url=os.environ.get("LETHE_FLOWER_URL") or None,
-        broker=lambda: broker_check(settings, timeout=2.0),
+        broker=lambda: broker_checks(settings, timeout=2.0),
+        orphans=lambda: broker_orphans(settings, timeout=2.0),
         shop_database_url=settings.shop_database_url,
     )
     log.info("dashboard listening", host=host, port=port)

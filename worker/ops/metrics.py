@@ -25,6 +25,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from worker.brokers.consumers import Orphans
 from worker.domain.durations import Duration
 from worker.logs import log
 from worker.ops.dashboard import figures
@@ -47,8 +48,10 @@ class LetheCollector(Collector):
         grace: Duration = figures.DEFAULT_GRACE,
         known_types: Iterable[str] = (),
         clock: Callable[[], datetime] = now_utc,
+        orphans: Callable[[], Orphans | None] | None = None,
         shop_database_url: str | None = None,
     ):
+        self.orphans = orphans
         self.database_url = database_url
         self.shop_database_url = shop_database_url
         self.grace = grace
@@ -57,6 +60,7 @@ class LetheCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         started = time.perf_counter()
+        yield from self._orphans()
         up = GaugeMetricFamily("lethe_store_up", "1 when Lethe's store answered this scrape")
         try:
             with reading(self.database_url) as session:
@@ -74,6 +78,23 @@ class LetheCollector(Collector):
             "lethe_metrics_collect_seconds",
             "Time the store's aggregate queries took for this scrape",
             value=time.perf_counter() - started,
+        )
+
+    def _orphans(self) -> Iterable[Metric]:
+        """On Redis: messages held by workers whose heartbeat stopped (a running worker gives
+        them back within seconds; none runs while these stay above 0)."""
+        found = self.orphans() if self.orphans else None
+        if found is None:
+            return
+        yield GaugeMetricFamily(
+            "lethe_broker_orphaned_messages",
+            "Messages held unacknowledged by workers whose heartbeat stopped",
+            value=found.messages,
+        )
+        yield GaugeMetricFamily(
+            "lethe_broker_orphaned_seconds",
+            "Since the longest-silent worker holding such messages last beat (0: none)",
+            value=found.oldest_seconds,
         )
 
     def _read(self, session: Session, now: datetime) -> Iterable[Metric]:

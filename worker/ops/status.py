@@ -15,6 +15,7 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from worker.brokers.consumers import Orphans
 from worker.domain.durations import Duration
 from worker.ops.dashboard.figures import (
     DEFAULT_GRACE,
@@ -80,6 +81,48 @@ def broker_check(settings: Settings, timeout: float = 5.0) -> Check:
         )
     shown = f", {waiting} message(s) waiting" if waiting is not None else ""
     return Check("broker", Level.ok, f"{safe_url(settings.broker_url)} answers{shown}")
+
+
+def broker_orphans(settings: Settings, timeout: float = 5.0) -> Orphans | None:
+    """On Redis, what workers whose heartbeat stopped hold; None on another broker, or when
+    Redis cannot be reached (the broker check says why)."""
+    if settings.embedded or not settings.broker_url.startswith(("redis://", "rediss://")):
+        return None
+    from worker.app import celery_config
+    from worker.brokers.consumers import orphans_at
+
+    options = celery_config(settings)["broker_transport_options"]
+    try:
+        return orphans_at(settings.broker_url, options, timeout)
+    except Exception:  # kombu and redis-py raise their own errors; any means unreachable
+        return None
+
+
+def orphans_check(settings: Settings, timeout: float = 5.0) -> Check | None:
+    """On Redis, the messages held by workers whose heartbeat stopped (RabbitMQ gives a dead
+    consumer's back as its connection closes; the embedded broker has one worker)."""
+    from worker.brokers.consumers import DEAD_AFTER_SECONDS, HEARTBEAT_SECONDS
+
+    found = broker_orphans(settings, timeout)
+    if found is None:
+        return None
+    if not found.messages:
+        return Check("orphaned", Level.ok, "no message held by a stopped worker")
+    return Check(
+        "orphaned",
+        Level.attention,
+        f"{found.messages} message(s) held by a stopped worker for {int(found.oldest_seconds)} s "
+        f"(its heartbeat stopped {DEAD_AFTER_SECONDS} s before): a running worker gives them "
+        f"back within {HEARTBEAT_SECONDS} s, so none runs if this stays; start one",
+    )
+
+
+def broker_checks(settings: Settings, timeout: float = 5.0) -> list[Check]:
+    """The broker's check, and the orphaned messages' where the broker has any."""
+    checks = [broker_check(settings, timeout)]
+    if checks[0].level is not Level.down and (orphaned := orphans_check(settings, timeout)):
+        checks.append(orphaned)
+    return checks
 
 
 def _queue_length(connection, queue: str) -> int | None:
@@ -251,7 +294,7 @@ def store_checks(session: Session, now: datetime, grace: Duration = DEFAULT_GRAC
 def run_checks(settings: Settings, now: datetime, grace: Duration = DEFAULT_GRACE) -> list[Check]:
     from worker.store.sessions import reading
 
-    checks = [broker_check(settings), database_check(settings)]
+    checks = [*broker_checks(settings), database_check(settings)]
     if checks[-1].level is Level.down:
         return checks
     try:

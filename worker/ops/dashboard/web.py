@@ -27,6 +27,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from worker.brokers.consumers import Orphans
 from worker.domain.durations import Duration
 from worker.logs import log
 from worker.ops.dashboard import chart, figures
@@ -61,8 +62,10 @@ class DashboardConfig:
     grace: Duration = figures.DEFAULT_GRACE
     flower_url: str | None = None
     clock: Callable[[], datetime] = now_utc
-    # `lethe status`'s broker check, so the verdict says what `lethe status` says
-    broker: Callable[[], Check] | None = None
+    # `lethe status`'s broker checks, so the verdict says what `lethe status` says
+    broker: Callable[[], list[Check]] | None = None
+    # on Redis, what workers whose heartbeat stopped hold (/metrics)
+    orphans: Callable[[], Orphans | None] | None = None
     # the shop database, for its outbox's backlog (shown once `lethe outbox install` ran)
     shop_database_url: str | None = None
 
@@ -165,6 +168,7 @@ def create_app(config: DashboardConfig) -> Starlette:
             config.grace,
             config.known_types,
             config.clock,
+            config.orphans,
             shop_database_url=config.shop_database_url,
         )
     )
@@ -217,7 +221,7 @@ def create_app(config: DashboardConfig) -> Starlette:
         except SQLAlchemyError as exc:
             return unavailable(request, exc)
         if config.broker is not None:
-            checks = [config.broker(), *checks]
+            checks = [*config.broker(), *checks]
         palette = chart.colours([row.activity for row in data.activities])
         return page(
             request,
