@@ -218,10 +218,16 @@ def _would_change(settings: Settings, bound: BoundTarget, row: dict, subject: st
     target = bound.target
     if target.delete_rows:
         return True
-    for column, strategy in target.columns.items():
+    for column, strategy in target.strategies.items():
+        if strategy == "random":
+            # a fresh random value each time: what it wrote cannot be told from an original,
+            # so the target's other columns say whether the row is back
+            continue
         value = row[column]
+        facts = bound.facts[column]
+        ctx = Context(settings.secret, subject, facts, target.constants.get(column))
         try:
-            new = apply(strategy, value, Context(settings.secret, subject, bound.facts[column]))
+            new = apply(strategy, value, ctx)
         except StrategyError:
             return True  # a value the strategy cannot read is no value it wrote
         if new != (value.rstrip(" ") if isinstance(value, str) else value):
