@@ -16,7 +16,6 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import pytest
 from harness import (
-    BIN,
     MARIADB_URL,
     PHP,
     POSTGRES_URL,
@@ -29,6 +28,7 @@ from harness import (
     Lethe,
     OwnRabbitMQ,
     OwnRedis,
+    base_env,
     rabbitmqctl,
 )
 
@@ -161,22 +161,10 @@ def _delete_rabbitmq_names(url: str, env: dict[str, str]) -> None:
             channel.exchange_delete(exchange)
 
 
-def _base_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LETHE_")}
-    env.update(
-        {
-            "LETHE_HOME": str(home / "var"),
-            "LETHE_LOG_FORMAT": "json",
-            "PATH": f"{BIN}:{env.get('PATH', '')}",
-        }
-    )
-    return env
-
-
 @pytest.fixture
 def embedded(tmp_path: Path) -> Iterator[Lethe]:
     """The embedded default: no settings at all but a home folder."""
-    lethe = Lethe(tmp_path, _base_env(tmp_path))
+    lethe = Lethe(tmp_path, base_env(tmp_path))
     yield lethe
     lethe.kill_workers()  # SIGKILL: a warm shutdown waited seconds per test, for nothing
 
@@ -184,7 +172,7 @@ def embedded(tmp_path: Path) -> Iterator[Lethe]:
 def _served(tmp_path: Path, postgres_url: str, settings: dict[str, str]) -> Lethe:
     """A broker server and a PostgreSQL store (with `settings`), migrated as ops would
     (`lethe db upgrade`)."""
-    env = _base_env(tmp_path)
+    env = base_env(tmp_path)
     env.update(
         {
             "LETHE_DATABASE_URL": postgres_url,

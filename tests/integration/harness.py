@@ -379,3 +379,17 @@ class OwnRabbitMQ:
                 os.killpg(self.process.pid, 9)
                 self.process.wait(timeout=30)
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def base_env(home: Path) -> dict[str, str]:
+    """The environment of a `lethe` of the test's own: no LETHE_* of the caller's, its home
+    under `home`, JSON logs, the checkout's .venv/bin first on the PATH."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LETHE_")}
+    env.update(
+        {
+            "LETHE_HOME": str(home / "var"),
+            "LETHE_LOG_FORMAT": "json",
+            "PATH": f"{BIN}:{env.get('PATH', '')}",
+        }
+    )
+    return env

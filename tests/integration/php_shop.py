@@ -6,6 +6,10 @@ What makes it PHP-shaped, and what Lethe must take as it is: table names with a 
 default to '' instead of NULL, naive DATETIMEs on the shop's wall clock, zero dates
 (`0000-00-00 00:00:00`, PrestaShop's "not invoiced yet"), an address table that orders
 and customers share, UNIQUE on one personal column (the e-mail), a column-level CHECK.
+
+The customers' rule says `then: pseudonymise`: the e-mail becomes a keyed hash and the
+first name a pseudonym, which whoever holds LETHE_SECRET links back to the person (the
+register check refuses both under `then: anonymise`).
 """
 
 from __future__ import annotations
@@ -116,7 +120,7 @@ activities:
       - clock: [order.closed, contact.made]
         ends_on: [erasure.requested]
         keep: 3 years
-        then: anonymise
+        then: pseudonymise
         source: CNIL, customer relationship plus 3 years
         targets:
           - table: ps_customer

@@ -13,7 +13,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from harness import Lethe
+from harness import Lethe, base_env
 
 from worker.demo.data import generate
 from worker.domain.hashing import (
@@ -40,10 +40,8 @@ NAME_COLUMNS = {
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Lethe:
-    from conftest import _base_env
-
     home = tmp_path_factory.mktemp("anonymous-demo")
-    lethe = Lethe(home, _base_env(home))
+    lethe = Lethe(home, base_env(home))
     lethe.run("demo", "--people", str(PEOPLE), timeout=600)
     # the commands after the demo read its own home and shop, as its last lines say
     demo_home = Path(lethe.env["LETHE_HOME"]) / "demo"

@@ -49,6 +49,8 @@ def shop_events(seed: int) -> list[dict]:
                 data["distributor"] = rng.choice(["DIST-NORD", "DIST-SUD", "DIST-AUTRE"])
             if event_type == "candidate.rejected" and rng.random() < 0.6:
                 data["keep"] = rng.random() < 0.5
+            if event_type == "contact.made":
+                data["direction"] = rng.choice(["inbound", "outbound"])
             if REGISTER.is_hold_event(event_type) and rng.random() < 0.8:
                 data["case"] = rng.choice(["A", "B", 3])
             moment = start + timedelta(minutes=rng.randrange(0, 10 * 365 * 24 * 60, 30))
@@ -142,6 +144,9 @@ def test_a_store_filled_before_the_summary_is_rebuilt_from_its_log(store_url, tm
     old, mid, tail = events[:600], events[600:900], events[900:]
     command.upgrade(alembic_config(store_url), "0009")
     ingest_old_release(store_url, old)
+    # and the lifecycles that release had stored from them: the first new event of a
+    # subject recomputes only the activities it touches
+    store_old_lifecycles(store_url, simulated(tmp_path, old))
     upgrade(store_url)
     assert stale_rows(store_url) == 7  # one marker per subject with a log
     ingest_in_batches(store_url, mid, seed=2)
@@ -180,6 +185,39 @@ def ingest_old_release(url: str, events: list[dict]) -> None:
                     "received_at": "2026-11-01T00:00:00",
                 }
                 for e in events
+            ],
+        )
+    engine.dispose()
+
+
+def store_old_lifecycles(url: str, rows: list[dict]) -> None:
+    """Lifecycles as the release before the summary stored them (`due` is stored active)."""
+    engine = sa.create_engine(url)
+
+    def moment(text: str | None):
+        if text is None:
+            return None
+        at = datetime.fromisoformat(text).astimezone(UTC)
+        return at.replace(tzinfo=None) if url.startswith("sqlite") else at
+
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "INSERT INTO lifecycles (subject, activity, anchor_at, deadline_at, state, "
+                "\"then\", updated_at) VALUES (:subject, :activity, :anchor_at, :deadline_at, "
+                ":state, :then, :updated_at)"
+            ),
+            [
+                {
+                    "subject": r["subject"],
+                    "activity": r["activity"],
+                    "anchor_at": moment(r["anchor_at"]),
+                    "deadline_at": moment(r["deadline_at"]),
+                    "state": "active" if r["state"] == "due" else r["state"],
+                    "then": r["then"],
+                    "updated_at": moment("2026-11-01T00:00:00+00:00"),
+                }
+                for r in rows
             ],
         )
     engine.dispose()

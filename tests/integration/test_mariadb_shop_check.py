@@ -260,7 +260,7 @@ ODD_NAMES = """\
     retention:
       - clock: [visit.recorded]
         keep: 13 months
-        then: anonymise
+        then: pseudonymise
         source: test
         targets:
           - table: "ps_order detail"

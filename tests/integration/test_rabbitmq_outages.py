@@ -34,6 +34,7 @@ while not os.path.exists(stop):
         subject=f"customer:{i % 40}",
         id=f"s-{i}",
         occurred_at=f"2024-{1 + i % 12:02d}-{1 + i % 28:02d}T10:00:00+01:00",
+        data={} if i % 3 else {"direction": ("inbound", "outbound")[i % 2]},
     )
     try:
         emit(**event)
@@ -95,7 +96,8 @@ def test_a_channel_closed_by_consumer_timeout_during_a_long_task_is_recovered(
             )
             lethe.python(
                 "from worker.client import emit\n"
-                f"emit('contact.made', subject='customer:1', id='long', occurred_at={at!r})"
+                f"emit('contact.made', subject='customer:1', id='long', occurred_at={at!r}, "
+                "data={'direction': 'inbound'})"
             )
             wait_for(
                 lambda: "PRECONDITION_FAILED" in lethe.logs[0].read_text(),
@@ -108,7 +110,8 @@ def test_a_channel_closed_by_consumer_timeout_during_a_long_task_is_recovered(
     # published after the close: stored only if the worker consumes again
     lethe.python(
         "from worker.client import emit\n"
-        f"emit('contact.made', subject='customer:2', id='after', occurred_at={at!r})"
+        f"emit('contact.made', subject='customer:2', id='after', occurred_at={at!r}, "
+        "data={'direction': 'inbound'})"
     )
     lethe.wait_event("after", 60)
     lethe.wait_event("long", 60)
@@ -151,7 +154,8 @@ def test_a_network_that_goes_silent_is_noticed_within_the_heartbeat_and_recovere
     def emit(event_id: str) -> None:  # the shop reaches the broker directly
         lethe.python(
             "from worker.client import emit\n"
-            f"emit('contact.made', subject='customer:1', id={event_id!r}, occurred_at={at!r})"
+            f"emit('contact.made', subject='customer:1', id={event_id!r}, occurred_at={at!r}, "
+            "data={'direction': 'inbound'})"
         )
 
     try:

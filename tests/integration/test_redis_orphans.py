@@ -52,6 +52,7 @@ def _events(path: Path, count: int) -> Path:
                 "subject": f"customer:{i % 997}",
                 "id": f"e-{i}",
                 "occurred_at": f"20{20 + i % 6}-{1 + i % 12:02d}-{1 + i % 28:02d}T10:00:00+01:00",
+                "data": {} if i % 3 else {"direction": ("inbound", "outbound")[i % 2]},
             }
             out.write(json.dumps(event) + "\n")
     return path

@@ -4,11 +4,15 @@ The same values go into the same tables on SQLite, PostgreSQL and MariaDB; the
 register's targets are bound to each schema and applied by the sweep's own write path
 (bind_targets, apply_targets): in Python per row on SQLite and MariaDB, in one SQL
 UPDATE on PostgreSQL (worker/shop/sql_strategies.py). The rows read back must agree
-column by column: a person anonymised in a PHP shop looks as in a Python one.
+column by column: a person anonymised in a PHP shop looks as in a Python one. The
+random strategies agree by shape (their letters, their length, `@erased.invalid`), not
+by value; the linkable ones (keyed_hash, pseudonym) are only allowed under
+`then: pseudonymise`, so they have a rule and a table of their own.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +23,7 @@ import sqlalchemy as sa
 from test_sql_strategies import DATES, INTEGERS, NUMERICS, PARIS_WINTER, TEXTS
 
 from worker.domain.register_file import load_register
-from worker.domain.strategies import STRATEGIES
+from worker.domain.strategies import ERASED_DOMAIN, LINKABLE, RANDOM_ALPHABET, STRATEGIES
 from worker.shop.apply import apply_targets
 from worker.shop.binding import bind_targets, dispose_engines, shop_engine
 
@@ -44,12 +48,18 @@ TABLES: dict[str, tuple[dict[str, str], list[Any], list[str]]] = {
     "v_text": (
         {"sqlite": "VARCHAR(40)", "postgresql": "varchar(40)", "mysql": "VARCHAR(40)"},
         [t for t in TEXTS if t is None or len(t) <= 40],
-        ["null", "redact", "keyed_hash", "pseudonym", "department", "amount_range"],
+        ["null", "redact", "constant", "random", "random_email", "department", "amount_range"],
+    ),
+    # keyed_hash and pseudonym: under `then: pseudonymise` (the second rule below)
+    "v_linked": (
+        {"sqlite": "VARCHAR(40)", "postgresql": "varchar(40)", "mysql": "VARCHAR(40)"},
+        [t for t in TEXTS if t is None or len(t) <= 40],
+        ["keyed_hash", "pseudonym"],
     ),
     "v_int": (
         {"sqlite": "INTEGER", "postgresql": "integer", "mysql": "INT"},
         INTEGERS,
-        ["null", "amount_range"],
+        ["null", "random", "amount_range"],
     ),
     "v_num": (
         {"sqlite": "NUMERIC(12, 2)", "postgresql": "numeric(12,2)", "mysql": "DECIMAL(12,2)"},
@@ -74,6 +84,12 @@ TABLES: dict[str, tuple[dict[str, str], list[Any], list[str]]] = {
 }
 # amount_range on text reads amounts: the other texts are refused, per row, by design
 AMOUNT_TEXTS = ["0", "49.99", "1234.56", "-75.50", "100000", None]
+CONSTANT = "Anonymous"
+# random draws its letters anew on every database: compared by shape, not by value
+RANDOM = {"random", "random_email"}
+RANDOM_TEXT = re.compile(f"[{RANDOM_ALPHABET}]{{32}}")  # 32 letters fit in VARCHAR(40)
+# VARCHAR(40) leaves 25 letters before the domain
+RANDOM_EMAIL = re.compile(f"[{RANDOM_ALPHABET}]{{25}}{re.escape(ERASED_DOMAIN)}")
 
 REGISTER = """\
 name: strategies everywhere
@@ -97,7 +113,7 @@ activities:
     retention:
       - clock: [order.closed]
         keep: 1 day
-        then: anonymise
+        then: {then}
         source: test
         targets:
 """
@@ -121,14 +137,24 @@ def _rows(table: str) -> list[dict[str, Any]]:
     return rows
 
 
+def _spec(strategy: str) -> str:
+    return f"{{constant: {CONSTANT}}}" if strategy == "constant" else strategy
+
+
 def _register(folder: Path, dialect: str) -> Path:
-    text = REGISTER
+    """Two rules: the linkable strategies under `then: pseudonymise`, the others under
+    `then: anonymise` (which refuses keyed_hash and pseudonym)."""
+    rules = {"anonymise": "", "pseudonymise": ""}
     for table, (types, _, strategies) in TABLES.items():
         if dialect not in types:
             continue
-        columns = ", ".join(f"{_column(s)}: {s}" for s in strategies)
-        text += f"          - table: {table}\n            key: id\n"
-        text += f"            columns: {{{columns}}}\n"
+        then = "pseudonymise" if set(strategies) <= LINKABLE else "anonymise"
+        columns = ", ".join(f"{_column(s)}: {_spec(s)}" for s in strategies)
+        rules[then] += f"          - table: {table}\n            key: id\n"
+        rules[then] += f"            columns: {{{columns}}}\n"
+    text = REGISTER.replace("{then}", "anonymise") + rules["anonymise"]
+    rule = REGISTER[REGISTER.index("      - clock:") :].replace("{then}", "pseudonymise")
+    text += rule + rules["pseudonymise"]
     path = folder / f"register-{dialect}.yaml"
     path.write_text(text)
     return path
@@ -168,7 +194,11 @@ def _swept(url: str, dialect: str, folder: Path) -> dict[str, dict[int, dict[str
         # the sweep's own engine: on MariaDB its session reads TIMESTAMPs in UTC
         engine = shop_engine(url)
         register = load_register(register_path)
-        [bound] = bind_targets(register, register_path, engine, SECRET).values()
+        bound = [
+            target
+            for targets in bind_targets(register, register_path, engine, SECRET).values()
+            for target in targets
+        ]
         work = [
             (f"customer:{row['id']}", target)
             for target in bound
@@ -213,9 +243,39 @@ def test_every_strategy_writes_the_same_values_on_sqlite_postgresql_and_mariadb(
                 for strategy in strategies:
                     column = _column(strategy)
                     got = swept[database][table][i][column]
-                    assert got == row[column], (database, table, strategy, _rows(table)[i - 1])
+                    if strategy in RANDOM:
+                        given = _rows(table)[i - 1][column]
+                        for value in (got, row[column]):
+                            assert _random_shape(strategy, given, value), (
+                                database,
+                                table,
+                                strategy,
+                                given,
+                                value,
+                            )
+                    else:
+                        assert got == row[column], (
+                            database,
+                            table,
+                            strategy,
+                            _rows(table)[i - 1],
+                        )
                     compared.add(strategy)
         # and something was written: the values are not those put in
         changed = [r for r in expected.values() if r != _rows(table)[r["id"] - 1]]
         assert changed, table
     assert compared == set(STRATEGIES)
+
+
+def _random_shape(strategy: str, given: Any, value: Any) -> bool:
+    """What random and random_email write: NULL stays NULL; else random letters a-p (or a
+    positive integer), and random_email's end in @erased.invalid."""
+    if given is None:
+        return value is None
+    if isinstance(value, int):
+        return strategy == "random" and value > 0
+    if not isinstance(value, str):
+        return False
+    if strategy == "random_email":
+        return RANDOM_EMAIL.fullmatch(value) is not None
+    return RANDOM_TEXT.fullmatch(value) is not None

@@ -29,6 +29,9 @@ def data_for(draw, event_type: str) -> dict:
         keep = draw(st.sampled_from([True, False, None, "yes"]))
         if keep is not None:
             data["keep"] = keep
+    if event_type == "contact.made":
+        # the rules count only inbound contact for most activities: both must be kept
+        data["direction"] = draw(st.sampled_from(["inbound", "outbound"]))
     if REGISTER.is_hold_event(event_type):
         case = draw(st.sampled_from(CASES))
         if case is not None:
