@@ -204,7 +204,7 @@ def store_old_lifecycles(url: str, rows: list[dict]) -> None:
         connection.execute(
             sa.text(
                 "INSERT INTO lifecycles (subject, activity, anchor_at, deadline_at, state, "
-                "\"then\", updated_at) VALUES (:subject, :activity, :anchor_at, :deadline_at, "
+                '"then", updated_at) VALUES (:subject, :activity, :anchor_at, :deadline_at, '
                 ":state, :then, :updated_at)"
             ),
             [
