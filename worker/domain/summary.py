@@ -14,6 +14,13 @@ The variant is a digest of the values of the fields read on the type, never the
 values themselves: the summary holds no payload (the store joins the event log for
 it, so a payload dropped after an erasure is dropped here too).
 
+One rule reads an earliest event instead: with no clock event yet (only a shop's
+outbound contacts, say), the clock starts at the earliest event touching the activity
+(retention._without_clock). So the summary also keeps, per type, its earliest event
+(variant FIRST). After an erasure that rule reads the earliest event after the erasure,
+which no bounded summary holds: ingestion adds those subjects' events after their
+erasure from the log (worker/pipeline/ingest.py).
+
 A data field a rule starts to read (a `when:` filter on a clock entry, say) must be
 added to `fields_read`: a summary keyed without it would keep one event where the
 rule needs the latest of each value. The register's `spec` (a digest of the fields
@@ -36,6 +43,11 @@ STALE_SPEC = ""
 
 Key = tuple[str, str]  # (event type, variant)
 
+# The variant of a type's earliest event (a digest variant is 32 hex digits, '' none).
+FIRST = "first"
+# Bumped when what the summary keeps changes: rows written under another are stale.
+_VERSION = 2
+
 # register id -> (the register, kept so its id is not reused; fields; spec)
 _CACHE: dict[int, tuple[Register, dict[str, tuple[str, ...]], str]] = {}
 
@@ -56,7 +68,8 @@ def _cached(register: Register) -> tuple[Register, dict[str, tuple[str, ...]], s
         if len(_CACHE) >= 8:
             _CACHE.clear()  # a process uses one register; tests load many
         fields = _fields_read(register)
-        digest = hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+        kept = json.dumps([_VERSION, fields], sort_keys=True)
+        digest = hashlib.sha256(kept.encode()).hexdigest()[:16]
         found = _CACHE[id(register)] = (register, fields, digest)
     return found
 
@@ -103,7 +116,8 @@ def _later(a: Event, b: Event) -> bool:
 
 
 def summarise(events: Iterable[Event], register: Register) -> dict[Key, Event]:
-    """The latest event per (type, variant) among `events` (one subject's).
+    """The latest event per (type, variant) among `events` (one subject's), and the
+    earliest per type (variant FIRST).
 
     A duplicated id counts once, the first seen, as ingestion keeps it."""
     return merge({}, events, register)[0]
@@ -125,6 +139,11 @@ def merge(
         if current is None or _later(event, current):
             merged[key] = event
             changed.add(key)
+        first = (event.type, FIRST)
+        current = merged.get(first)
+        if current is None or _later(current, event):
+            merged[first] = event
+            changed.add(first)
     return merged, changed
 
 

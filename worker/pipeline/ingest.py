@@ -25,7 +25,7 @@ from worker.store.payloads import drop_erased_payloads
 from worker.store.reads import held_by_hand
 from worker.store.schema import DeadLetter, StoredEvent, StoredLifecycle, UTCDateTime, require_aware
 from worker.store.sessions import chunks, lock_subjects, one_of
-from worker.store.summaries import up_to_date
+from worker.store.summaries import events_after, up_to_date
 from worker.store.suppression import entries_from_events, record
 
 _CHUNK = 500
@@ -168,6 +168,14 @@ def _recompute(
         arrived[event.subject].append(event)
     history = up_to_date(session, register, arrived)
     erased = erasure_times(session, subjects)
+    # after an erasure, the earliest event since it may start the clock: not in the summary
+    since = {
+        subject: min(at for activity, at in erased[subject].items() if activity in touched[subject])
+        for subject in subjects
+        if any(activity in touched[subject] for activity in erased[subject])
+    }
+    for subject, events in events_after(session, since).items():
+        history[subject] = [*history[subject], *events]
     # Whether an erased lifecycle stays erased is decided by the upsert itself, under
     # the row's lock (upsert_lifecycles); the erasure times only split its history.
     rows = []

@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Text, cast, delete, select, text
+from sqlalchemy import Text, and_, cast, delete, or_, select, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
@@ -26,6 +27,7 @@ from worker.store.sessions import chunks, one_of
 
 _READ_CHUNK = 5000
 _WRITE_CHUNK = 1000
+_ERASED_CHUNK = 200  # (subject, moment) pairs per query
 
 
 def up_to_date(
@@ -52,6 +54,23 @@ def up_to_date(
         rows.extend(as_rows(subject, summary, changed, register))
         found[subject] = list(summary.values())
     write(session, rows)
+    return found
+
+
+def events_after(session: Session, since: Mapping[str, datetime]) -> dict[str, list[Event]]:
+    """Per subject, its logged events after a moment (its earliest erasure): with no clock
+    event since, the clock starts at the earliest of them, which the summary, keeping a
+    type's earliest event ever, cannot give (worker/domain/summary.py)."""
+    found: dict[str, list[Event]] = defaultdict(list)
+    e = StoredEvent.__table__.c
+    for chunk in chunks(sorted(since), _ERASED_CHUNK):
+        after = or_(*(and_(e.subject == s, e.occurred_at > since[s]) for s in chunk))
+        query = select(e.id, e.type, e.subject, e.occurred_at, cast(e.data, Text)).where(after)
+        for event_id, event_type, subject, occurred_at, data in session.execute(query):
+            payload = json.loads(data) if data and data != "{}" else {}
+            found[subject].append(
+                Event(event_id, event_type, subject, occurred_at, read_stored(event_type, payload))
+            )
     return found
 
 
