@@ -156,3 +156,28 @@ def test_a_field_no_rule_reads_does_not_split_the_summary_and_no_value_is_stored
     )
     assert variant(a, REGISTER) == ""
     assert "DIST" not in variant(b, REGISTER) and len(variant(b, REGISTER)) == 32
+
+
+def test_a_prospect_only_the_shop_called_keeps_its_earliest_call_in_the_summary():
+    # No inbound contact ever: the clock runs from the earliest contact (the data was
+    # collected by then), which a summary of latest events alone would lose.
+    calls = [
+        parse_event(
+            {
+                "id": f"call-{n}",
+                "type": "contact.made",
+                "subject": "prospect:7",
+                "occurred_at": at,
+                "data": {"direction": "outbound"},
+            },
+            REGISTER,
+        )
+        for n, at in enumerate(
+            ["2024-05-02T10:00:00+02:00", "2023-02-14T09:00:00+01:00", "2025-06-12T15:00:00+02:00"]
+        )
+    ]
+    summary = summarise(calls, REGISTER)
+    rows = _rows("prospect:7", list(summary.values()), None)
+    assert rows == _rows("prospect:7", calls, None)
+    [prospect] = [r for r in rows if r["activity"] == "website.prospects"]
+    assert str(prospect["anchor_at"]).startswith("2023-02-14"), prospect
