@@ -18,14 +18,13 @@ import sqlalchemy as sa
 
 from worker.domain.hashing import subject_ref
 from worker.domain.register import Register
-from worker.domain.sweep_rules import register_digest
 from worker.settings import Settings
 from worker.shop.apply import apply_targets
 from worker.shop.binding import BoundTarget, ShopUnavailable, bind_targets, shop_engine, unreachable
 from worker.store.schema import Erasure, PurgeRun
 from worker.store.sessions import chunks, now_utc, transaction
 from worker.sweeps.coverage import scan, store_coverage
-from worker.sweeps.runs import REAPPLY_SCHEDULE
+from worker.sweeps.runs import REAPPLY_SCHEDULE, new_run
 
 # Subjects per shop transaction: as a sweep's batch, small enough that one failure rolls
 # back little, large enough that the round trips do not dominate.
@@ -60,20 +59,12 @@ def reapply(settings: Settings, register: Register, *, since: datetime | None = 
         return Reapplied(None, 0, 0, back)
     moment = now_utc()
     with transaction(settings.database_url) as session:
-        run = PurgeRun(
+        run = new_run(
+            register,
             schedule=REAPPLY_SCHEDULE,
-            now_at=moment,
-            started_at=moment,
-            heartbeat_at=moment,
-            status="running",
+            now=moment,
+            moment=moment,
             due=len({s for s, _, _ in work}),
-            held=0,
-            erased=0,
-            failed=0,
-            rows=0,
-            parts=1,
-            parts_done=0,
-            register_digest=register_digest(register),
             note="re-erasure of rows back after their erasure (a restore)",
         )
         session.add(run)

@@ -36,7 +36,7 @@ from worker.store.sessions import now_utc, reading, transaction
 from worker.sweeps import forgetting
 from worker.sweeps.erasure import Progress, run_part
 from worker.sweeps.plan import plan_sweep
-from worker.sweeps.runs import HEARTBEAT_LOST_AFTER, SweepRefused, SweepResult, load_run
+from worker.sweeps.runs import HEARTBEAT_LOST_AFTER, SweepRefused, SweepResult, load_run, new_run
 
 
 def open_run(
@@ -54,21 +54,8 @@ def open_run(
     receipts.prune(receipts.receipts_url(settings.database_url))
     try:
         with transaction(settings.database_url) as session:
-            run = PurgeRun(
-                schedule=schedule,
-                slot_at=slot_at,
-                now_at=now,
-                started_at=moment,
-                heartbeat_at=moment,
-                status=status,
-                due=0,
-                held=0,
-                erased=0,
-                failed=0,
-                rows=0,
-                parts=1,
-                parts_done=0,
-                register_digest=register_digest(register),
+            run = new_run(
+                register, schedule=schedule, now=now, moment=moment, status=status, slot_at=slot_at
             )
             session.add(run)
             session.flush()

@@ -15,6 +15,8 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from worker.domain.register import Register
+from worker.domain.sweep_rules import register_digest
 from worker.settings import Settings
 from worker.store.schema import PurgeRun
 from worker.store.sessions import now_utc, reading
@@ -50,6 +52,37 @@ class SweepResult:
     reasons: list[str] = field(default_factory=list)
     plan: dict[str, Any] = field(default_factory=dict)
     note: str | None = None
+
+
+def new_run(
+    register: Register,
+    *,
+    schedule: str,
+    now: datetime,
+    moment: datetime,
+    status: str = "running",
+    slot_at: datetime | None = None,
+    due: int = 0,
+    note: str | None = None,
+) -> PurgeRun:
+    """A run's row as it opens, one part, nothing counted yet: a sweep's or a re-erasure's."""
+    return PurgeRun(
+        schedule=schedule,
+        slot_at=slot_at,
+        now_at=now,
+        started_at=moment,
+        heartbeat_at=moment,
+        status=status,
+        due=due,
+        held=0,
+        erased=0,
+        failed=0,
+        rows=0,
+        parts=1,
+        parts_done=0,
+        register_digest=register_digest(register),
+        note=note,
+    )
 
 
 def load_run(settings: Settings, run_id: int) -> PurgeRun:
