@@ -70,6 +70,21 @@ def postgres_url(postgres_server: str) -> Iterator[str]:
     admin.dispose()
 
 
+@pytest.fixture
+def shop_postgres_url(postgres_server: str) -> Iterator[str]:
+    """The shop's own PostgreSQL database, apart from Lethe's store."""
+    import sqlalchemy as sa
+
+    name = f"lethe_shop_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(postgres_server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield f"{postgres_server.rsplit('/', 1)[0]}/{name}"
+    with admin.connect() as connection:
+        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
 @pytest.fixture(scope="session")
 def mariadb_server() -> str:
     import sqlalchemy as sa

@@ -4,9 +4,7 @@ events, and readers for the shop rows, the audit trail and the lifecycles."""
 from __future__ import annotations
 
 import json
-import uuid
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,19 +139,6 @@ def secret_of(lethe: Lethe) -> bytes:
     from worker.settings import load_settings
 
     return load_settings(lethe.env).secret
-
-
-@pytest.fixture
-def shop_postgres_url(postgres_server: str) -> Iterator[str]:
-    """The shop's own PostgreSQL database, apart from Lethe's store."""
-    name = f"lethe_shop_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(postgres_server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield f"{postgres_server.rsplit('/', 1)[0]}/{name}"
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def make_shop(lethe: Lethe, request: pytest.FixtureRequest, people: int, seed: int = 3) -> Shop:

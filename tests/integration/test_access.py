@@ -13,7 +13,6 @@ from sweeping import (
     Shop,
     build_shop,
     seed_store,
-    shop_postgres_url,  # noqa: F401 (fixture)
 )
 
 from worker.demo.data import generate

@@ -15,7 +15,7 @@ from shop_history import (
     register_with_sources,
     shop_url_for,
 )
-from sweeping import NOW, build_shop, shop_postgres_url, store_url  # noqa: F401 (fixture)
+from sweeping import NOW, build_shop, store_url  # noqa: F401 (fixture)
 
 from worker.demo.data import generate
 

@@ -13,7 +13,7 @@ import pendulum
 import pytest
 import sqlalchemy as sa
 from harness import Lethe
-from sweeping import NOW, make_shop, seed_store, shop_postgres_url, store_url  # noqa: F401
+from sweeping import NOW, make_shop, seed_store, store_url  # noqa: F401
 
 from worker.store.schema import Hold, StoredLifecycle
 

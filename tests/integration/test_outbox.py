@@ -11,7 +11,6 @@ import sqlite3
 import subprocess
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,26 +22,13 @@ COLUMNS = ["id", "type", "subject", "occurred_at", "data", "match", "created_at"
 EMAIL = "jeanne.martin@example.fr"
 
 
-@pytest.fixture
-def postgres_shop_url(postgres_server: str) -> Iterator[str]:
-    """A PostgreSQL shop database of its own, beside the store's, dropped afterwards."""
-    name = f"lethe_shop_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(postgres_server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield f"{postgres_server.rsplit('/', 1)[0]}/{name}"
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
-
-
 def shop_database(request: pytest.FixtureRequest, kind: str, tmp_path: Path) -> str:
     if kind == "sqlite":
         path = tmp_path / "shop.sqlite3"
         sqlite3.connect(path).close()
         return f"sqlite:///{path}"
     return request.getfixturevalue(
-        {"postgresql": "postgres_shop_url", "mariadb": "mariadb_url"}[kind]
+        {"postgresql": "shop_postgres_url", "mariadb": "mariadb_url"}[kind]
     )
 
 
@@ -204,8 +190,8 @@ def test_beat_relays_the_outbox_of_a_mariadb_shop(distributed: Lethe, mariadb_ur
     wait_for(lambda: outbox_count(mariadb_url) == 0, 30, "an empty outbox")
 
 
-def test_the_backlog_shows_in_status_and_metrics(distributed: Lethe, postgres_shop_url: str):
-    shop_url = postgres_shop_url
+def test_the_backlog_shows_in_status_and_metrics(distributed: Lethe, shop_postgres_url: str):
+    shop_url = shop_postgres_url
     distributed.env["LETHE_SHOP_DATABASE_URL"] = shop_url
     no_table = distributed.run("outbox", "relay", "--once", check=False)
     assert no_table.returncode == 1 and "lethe outbox install" in no_table.stderr

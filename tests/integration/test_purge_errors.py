@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from harness import Lethe
-from sweeping import shop_postgres_url  # noqa: F401 (fixture)
 
 
 def _no_traceback(result) -> None:

@@ -26,7 +26,6 @@ from sweeping import (
     NOW,
     make_shop,
     seed_store,
-    shop_postgres_url,  # noqa: F401 (fixture)
 )
 from test_dashboard import get, serve_dashboard, stop
 

@@ -21,7 +21,6 @@ from sweeping import (
     build_shop,
     secret_of,
     seed_store,
-    shop_postgres_url,  # noqa: F401 (fixture)
     store_url,
 )
 

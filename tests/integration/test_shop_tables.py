@@ -16,7 +16,6 @@ from sweeping import (
     Shop,
     make_shop,
     seed_store,
-    shop_postgres_url,  # noqa: F401 (fixture)
 )
 
 END_OF_CUSTOMERS = "              city: null\n"  # crm.customers' first target

@@ -12,7 +12,6 @@ from sweeping import (
     NOW,
     make_shop,
     seed_store,
-    shop_postgres_url,  # noqa: F401 (fixture)
     store_url,
 )
 

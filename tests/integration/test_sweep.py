@@ -15,7 +15,6 @@ from sweeping import (
     one_row_per_erasure,
     secret_of,
     seed_store,
-    shop_postgres_url,  # noqa: F401 (fixture)
 )
 
 from worker.domain.hashing import subject_ref

@@ -20,7 +20,6 @@ from sweeping import (
     make_shop,
     one_row_per_erasure,
     seed_store,
-    shop_postgres_url,  # noqa: F401 (fixture)
     store_url,
 )
 

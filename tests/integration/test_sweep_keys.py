@@ -10,7 +10,6 @@ from sweeping import (
     NOW,
     make_shop,
     seed_store,
-    shop_postgres_url,  # noqa: F401 (fixture)
 )
 
 from worker.demo.shop import metadata

@@ -17,7 +17,6 @@ from sweeping import (
     make_shop,
     secret_of,
     seed_store,
-    shop_postgres_url,  # noqa: F401 (fixture)
     store_url,
 )
 
