@@ -442,5 +442,14 @@ class Register(_Strict):
                     index.setdefault((event_type, kind), []).append(activity)
         return index
 
+    def touches(self) -> list[tuple[str, str, str]]:
+        """Every (event type, subject kind, activity id) an event of that type and kind
+        touches, in a stable order."""
+        return [
+            (event_type, kind, activity.id)
+            for (event_type, kind), activities in sorted(self._touch_index.items())
+            for activity in activities
+        ]
+
     def is_hold_event(self, event_type: str) -> bool:
         return event_type in self.holds.place or event_type in self.holds.lift

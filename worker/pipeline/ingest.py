@@ -73,10 +73,9 @@ def ingest(
         report.lifecycles = _recompute(session, new_events, register, now)
         record(session, entries_from_events(new_events, register), now)
         # An old event arriving for data already erased: no later sweep picks it up.
-        late: dict[str, list[tuple[str, Event]]] = defaultdict(list)
-        for event in new_events:
-            late[event.subject].append((event.id, event))
-        drop_erased_payloads(session, register, sorted(late), late)
+        drop_erased_payloads(
+            session, register, sorted({e.subject for e in new_events}), [e.id for e in new_events]
+        )
     return report
 
 

@@ -1,4 +1,5 @@
-"""Reading the audit trail: rows, exports, and a proof of erasure for one person.
+"""The audit trail: appending rows, reading them, exports, and a proof of erasure for one
+person.
 
 The trail never holds who a person was: a DPO who is asked "what did you do
 with my data?" gives Lethe the subject, Lethe recomputes its keyed hash and
@@ -14,8 +15,8 @@ import io
 import json
 import re
 from collections.abc import Iterable
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 import pendulum
 from sqlalchemy import select
@@ -26,6 +27,9 @@ from worker.domain.sweep_rules import ART17
 from worker.store.reads import row_state
 from worker.store.schema import Erasure, StoredEvent, StoredLifecycle
 from worker.store.sessions import now_utc, transaction
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
 
 COLUMNS = [
     "id",
@@ -40,6 +44,47 @@ COLUMNS = [
     "rows",
     "erased_at",
 ]
+
+
+# What each row of a batch says, in this order; the run and the time are the batch's.
+AuditRow = tuple[str, str, str, str, str, str, str, int]
+_WRITTEN = ("subject_ref", "activity", "rule", "target", "columns", "strategy", "outcome", "rows")
+
+
+def append(connection: Connection, run_id: int, at: datetime, rows: list[AuditRow]) -> None:
+    """Append a batch's audit rows (subject_ref, activity, rule, target, columns, strategy,
+    outcome, rows), all of run `run_id` at `at`."""
+    if not rows:
+        return
+    if connection.dialect.name != "postgresql":
+        common = {"run_id": run_id, "erased_at": at}
+        named = [{**common, **dict(zip(_WRITTEN, r, strict=True))} for r in rows]
+        connection.execute(Erasure.__table__.insert(), named)
+        return
+    # COPY in its text format, written by hand: the audit is a sweep's largest write, COPY
+    # takes it three times faster than an INSERT, and one string per batch costs a tenth of
+    # psycopg's per-value `write_row`.
+    tail = f"\t{at.astimezone(UTC).isoformat()}\n"
+    text = "".join(f"{run_id}\t" + "\t".join(r[:7]) + f"\t{r[7]}{tail}" for r in rows)
+    if (
+        "\\" in text
+        or "\r" in text
+        or text.count("\t") != 9 * len(rows)
+        or text.count("\n") != len(rows)
+    ):
+        # a value holds a tab, a line break or a backslash (a note, a failure's text): only
+        # then is each value escaped, as COPY reads it back unchanged
+        text = "".join(
+            f"{run_id}\t" + "\t".join(v.translate(_COPY_ESCAPES) for v in r[:7]) + f"\t{r[7]}{tail}"
+            for r in rows
+        )
+    cursor = connection.connection.driver_connection.cursor()
+    columns = ", ".join(("run_id", *_WRITTEN, "erased_at"))
+    with cursor.copy(f"COPY erasures ({columns}) FROM STDIN") as copy:
+        copy.write(text)
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
 def audit_rows(

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from worker.store.schema import ErasureReceipt
+from worker.store.schema import ErasureReceipt, UTCDateTime
 from worker.store.sessions import ONE_OF_CHUNK, chunks, engine_for, now_utc, one_of
 
 # A receipt matters until the next sweep claims its lifecycle again (the next night,
@@ -64,21 +64,46 @@ def write(url: str, run_id: int, receipts: Sequence[tuple[int, str, Receipt]]) -
     if not receipts:
         return
     recorded = now_utc()
-    rows = [
-        {
-            "lifecycle_id": lifecycle_id,
-            "target": target,
-            "deadline_at": receipt.deadline_at,
-            "rows": receipt.rows,
-            "suppressed": json.dumps(receipt.suppressed),
-            "run_id": run_id,
-            "recorded_at": recorded,
-        }
-        for lifecycle_id, target, receipt in receipts
-    ]
     with _engine(url).begin() as connection:
-        _delete(connection, sorted({row["lifecycle_id"] for row in rows}))
+        _delete(connection, sorted({lifecycle_id for lifecycle_id, _, _ in receipts}))
+        if connection.dialect.name == "postgresql":
+            # one statement, its rows one JSON text (as ingestion's events): an executemany
+            # INSERT is a statement per row, and a batch can hold thousands
+            rows = [
+                {
+                    "l": lifecycle_id,
+                    "t": target,
+                    "d": receipt.deadline_at.isoformat(),
+                    "r": receipt.rows,
+                    "s": json.dumps(receipt.suppressed),
+                }
+                for lifecycle_id, target, receipt in receipts
+            ]
+            connection.execute(
+                _INSERT_JSON, {"rows": json.dumps(rows), "run": run_id, "at": recorded}
+            )
+            return
+        rows = [
+            {
+                "lifecycle_id": lifecycle_id,
+                "target": target,
+                "deadline_at": receipt.deadline_at,
+                "rows": receipt.rows,
+                "suppressed": json.dumps(receipt.suppressed),
+                "run_id": run_id,
+                "recorded_at": recorded,
+            }
+            for lifecycle_id, target, receipt in receipts
+        ]
         connection.execute(ErasureReceipt.__table__.insert(), rows)
+
+
+_INSERT_JSON = sa.text(
+    "INSERT INTO erasure_receipts "
+    "(lifecycle_id, target, deadline_at, rows, suppressed, run_id, recorded_at) "
+    "SELECT l, t, d, r, s, :run, :at FROM json_to_recordset(CAST(:rows AS json)) "
+    "AS batch(l integer, t text, d timestamptz, r integer, s text)"
+).bindparams(sa.bindparam("at", type_=UTCDateTime()))
 
 
 def load(url: str, lifecycle_ids: Iterable[int]) -> dict[tuple[int, str], Receipt]:

@@ -84,21 +84,35 @@ def claim_batch(
     of the run's clock, in one write per lifecycle. The mark is this transaction's until
     commit (a crash rolls it back). Lifecycles whose erasure fails are set back to active,
     with their earlier erasure time, before commit, marked with the run that failed them."""
+    lc = StoredLifecycle.__table__.c
+    marked_at = now_utc()
+    mark = {"state": "erased", "erased_at": now, "updated_at": marked_at}
+    if session.get_bind().dialect.name == "postgresql":
+        # Found, locked and marked in one statement: one round trip, and no list of ids
+        # sent back. RETURNING keeps no order, so the batch is put back in claim order.
+        found = claim_statement(run_id, now, after, limit).cte("due")
+        statement = (
+            update(StoredLifecycle.__table__)
+            .where(lc.id == found.c.id)
+            .values(mark)
+            .returning(*found.c)  # `erased_at` as it was before this mark
+        )
+        claimed = [DueLifecycle(*row) for row in session.connection().execute(statement)]
+        claimed.sort(key=lambda c: (c.deadline_at, c.id))
+        return claimed
     rows = session.execute(claim_statement(run_id, now, after, limit)).all()
     claimed = [DueLifecycle(*row) for row in rows]
-    lc = StoredLifecycle.__table__.c
     # Locked and read first, then written once: `erased_at` is set here, not after the
     # shop's commit, so each lifecycle gets one new row version instead of two (that
     # second `UPDATE` per batch cost more than the claim: 3.9 s of claim and erased_at
     # together against 2.0 s for lock and one write, 180,000 lifecycles, /tmp script).
     # `erased_at` on the run's clock, as the events' (a demo's is simulated). Core, not
     # the ORM's bulk update: no session objects are involved.
-    marked_at = now_utc()
     for chunk in chunks([c.id for c in claimed], ONE_OF_CHUNK):
         session.connection().execute(
             update(StoredLifecycle.__table__)
             .where(one_of(lc.id, chunk, session.get_bind()))
-            .values(state="erased", erased_at=now, updated_at=marked_at)
+            .values(mark)
         )
     return claimed  # in claim order: the statement's ORDER BY
 

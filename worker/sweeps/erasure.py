@@ -31,7 +31,6 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import select, update
@@ -45,11 +44,10 @@ from worker.settings import Settings
 from worker.shop.apply import Applied, apply_targets
 from worker.shop.binding import BoundTarget, ShopUnavailable, shop_engine
 from worker.shop.constraints import failure_text
-from worker.store import receipts, suppression
-from worker.store.audit import COLUMNS as AUDIT_COLUMNS
+from worker.store import audit, receipts, suppression
 from worker.store.payloads import drop_erased_payloads
 from worker.store.reads import events_of
-from worker.store.schema import Erasure, PurgeRun, StoredEvent, StoredLifecycle
+from worker.store.schema import PurgeRun, StoredEvent, StoredLifecycle
 from worker.store.sessions import ONE_OF_CHUNK, chunks, now_utc, one_of, transaction
 from worker.sweeps.claims import claim_batch, subject_targets, targets_of
 from worker.sweeps.runs import SweepRefused, ahead_of_the_clock, heartbeat, load_run
@@ -59,7 +57,7 @@ Progress = Callable[[int], None]
 
 @dataclass
 class _BatchOutcome:
-    audit: list[dict[str, Any]] = field(default_factory=list)
+    audit: list[audit.AuditRow] = field(default_factory=list)
     erased_ids: list[int] = field(default_factory=list)
     failed_ids: list[int] = field(default_factory=list)
     rows: int = 0
@@ -92,10 +90,10 @@ def run_part(
             if not claimed:
                 break
             after = (claimed[-1].deadline_at, claimed[-1].id)
-            events = _events_of(session, sorted({lc.subject for lc in claimed}))
+            events = _ending_events(session, register, sorted({lc.subject for lc in claimed}))
             keeper = _ReceiptKeeper.for_batch(receipts_at, run_id, claimed, bound)
             outcome = _erase(engine, claimed, bound, register, events, settings.secret, keeper)
-            _record(session, run_id, register, claimed, outcome, events, now)
+            _record(session, run_id, register, claimed, outcome, now)
             if receipts_in_store:
                 # dropped with the commit of the audit rows they stood for
                 receipts.forget(session.connection(), keeper.touched)
@@ -169,14 +167,22 @@ class _ReceiptKeeper:
         self.touched.update(lifecycle_id for lifecycle_id, _, _ in written)
 
 
-def _events_of(session: Session, subjects: list[str]) -> dict[str, list[tuple[str, LoggedEvent]]]:
-    found: dict[str, list[tuple[str, LoggedEvent]]] = defaultdict(list)
+def _ending_events(
+    session: Session, register: Register, subjects: list[str]
+) -> dict[str, list[LoggedEvent]]:
+    """The batch's events of a type that ends an activity (the audit's rule names the one
+    that ended a lifecycle): a few per subject, however long its history."""
+    ending = sorted({t for a in register.activities for t in a.ending_events})
+    found: dict[str, list[LoggedEvent]] = defaultdict(list)
+    if not ending:
+        return found
+    e = StoredEvent.__table__.c
     for chunk in chunks(subjects, ONE_OF_CHUNK):
-        query = select(
-            StoredEvent.id, StoredEvent.subject, StoredEvent.type, StoredEvent.occurred_at
-        ).where(one_of(StoredEvent.subject, chunk, session.get_bind()))
-        for row in session.execute(query):
-            found[row.subject].append((row.id, LoggedEvent(row.type, row.occurred_at)))
+        query = select(e.subject, e.type, e.occurred_at).where(
+            one_of(e.subject, chunk, session.get_bind()), e.type.in_(ending)
+        )
+        for subject, event_type, occurred_at in session.execute(query):
+            found[subject].append(LoggedEvent(event_type, occurred_at))
     return found
 
 
@@ -185,7 +191,7 @@ def _erase(
     claimed: list[DueLifecycle],
     bound: dict[str, list[BoundTarget]],
     register: Register,
-    events: dict[str, list[tuple[str, LoggedEvent]]],
+    events: dict[str, list[LoggedEvent]],
     secret: bytes,
     keeper: _ReceiptKeeper,
 ) -> _BatchOutcome:
@@ -218,14 +224,14 @@ def _erase(
                 results[lc.id] = failure_text(exc)
     activities = {a.id: a for a in register.activities}
     tz = register.tz
-    moment = now_utc()
     seen_suppressed: set[int] = set()
     refs: dict[str, str] = {}
+    trail = outcome.audit
     for lc, targets in items:
         result = results[lc.id]
         activity = activities.get(lc.activity)
         rule = (
-            rule_text(activity, lc, [e for _, e in events.get(lc.subject, [])], tz)
+            rule_text(activity, lc, events.get(lc.subject, ()), tz)
             if activity
             else f"{lc.activity}: not in the register any more"
         )
@@ -233,64 +239,33 @@ def _erase(
         if ref is None:
             # a customer's three activities are usually due in the same batch
             ref = refs[lc.subject] = subject_ref(secret, lc.subject)
-        base = {"subject_ref": ref, "activity": lc.activity, "rule": rule, "erased_at": moment}
         if activity is None or isinstance(result, str):
             outcome.failed_ids.append(lc.id)
             why = result if isinstance(result, str) else "no activity"
             for b in targets or [None]:
                 columns, strategy = b.audit_text if b else ("-", "-")
-                outcome.audit.append(
-                    {
-                        **base,
-                        "target": b.name if b else "-",
-                        "columns": columns,
-                        "strategy": f"{strategy} (failed: {why})",
-                        "outcome": "failed",
-                        "rows": 0,
-                    }
-                )
+                name = b.name if b else "-"
+                failed = f"{strategy} (failed: {why})"
+                trail.append((ref, lc.activity, rule, name, columns, failed, "failed", 0))
             continue
         outcome.erased_ids.append(lc.id)
         if id(result) not in seen_suppressed:
             seen_suppressed.add(id(result))
             outcome.suppressed.extend(result.suppressed)
         if not targets:
-            outcome.audit.append(
-                {
-                    **base,
-                    "target": "-",
-                    "columns": "-",
-                    "strategy": "-",
-                    "outcome": "nothing_to_erase",
-                    "rows": 0,
-                }
-            )
+            trail.append((ref, lc.activity, rule, "-", "-", "-", "nothing_to_erase", 0))
         for b in targets:
             rows = result.rows.get((lc.subject, lc.activity, b.name), 0)
             if b.target.columns or b.target.delete_rows:
                 columns, strategy = b.audit_text
                 outcome.rows += rows
-                outcome.audit.append(
-                    {
-                        **base,
-                        "target": b.name,
-                        "columns": columns,
-                        "strategy": strategy,
-                        "outcome": "erased" if rows else "nothing_to_erase",
-                        "rows": rows,
-                    }
-                )
+                erased = "erased" if rows else "nothing_to_erase"
+                trail.append((ref, lc.activity, rule, b.name, columns, strategy, erased, rows))
             if b.target.keeps and rows:
-                outcome.audit.append(
-                    {
-                        **base,
-                        "rule": b.target.note or rule,
-                        "target": b.name,
-                        "columns": ",".join(b.target.keeps),
-                        "strategy": "kept_by_law",
-                        "outcome": "kept_by_law",
-                        "rows": rows,
-                    }
+                keeps = ",".join(b.target.keeps)
+                why = b.target.note or rule
+                trail.append(
+                    (ref, lc.activity, why, b.name, keeps, "kept_by_law", "kept_by_law", rows)
                 )
     return outcome
 
@@ -301,15 +276,11 @@ def _record(
     register: Register,
     claimed: list[DueLifecycle],
     outcome: _BatchOutcome,
-    events: dict[str, list[tuple[str, LoggedEvent]]],
     run_now: datetime,
 ) -> None:
     now = now_utc()
-    if outcome.audit:
-        _append_audit(session, [{**row, "run_id": run_id} for row in outcome.audit])
-    suppression.record(
-        session, _oppositions(session, register, claimed, outcome, events, run_now), now
-    )
+    audit.append(session.connection(), run_id, now, outcome.audit)
+    suppression.record(session, _oppositions(session, register, claimed, outcome, run_now), now)
     if outcome.failed_ids:
         # Claimed as erased; they stay due for the next run, not for this one's parts, and
         # keep the time of the last erasure that succeeded (the claim set the run's).
@@ -330,7 +301,7 @@ def _record(
                 if c.id in failed
             ],
         )
-    drop_erased_payloads(session, register, sorted({lc.subject for lc in claimed}), events)
+    drop_erased_payloads(session, register, sorted({lc.subject for lc in claimed}))
     session.execute(
         update(PurgeRun)
         .where(PurgeRun.id == run_id)
@@ -347,7 +318,6 @@ def _oppositions(
     register: Register,
     claimed: list[DueLifecycle],
     outcome: _BatchOutcome,
-    events: dict[str, list[tuple[str, LoggedEvent]]],
     now: datetime,
 ) -> dict[str, suppression.Entry]:
     """The addresses read from erased rows, each dated by its person's objection: a
@@ -359,43 +329,26 @@ def _oppositions(
     have deleted its row itself): an opposition's period counts from the erasure."""
     erased_at = now_utc()
     activities = {a.id: a for a in register.activities}
+    suppressing = {
+        a.id for a in register.activities if any(t.suppress for r in a.retention for t in r.targets)
+    }
+    erased = set(outcome.erased_ids)
+    carriers = {lc.subject for lc in claimed if lc.id in erased and lc.activity in suppressing}
+    # only these subjects' histories are read: people on a list, not the whole batch
+    history = events_of(session, sorted(carriers | {s for s, _, _ in outcome.suppressed}))
     deadlines = {(lc.subject, lc.activity): lc.deadline_at for lc in claimed}
     entries: dict[str, suppression.Entry] = {}
     for subject, value_hash, activity_id in outcome.suppressed:
         at = deadlines.get((subject, activity_id), now)
         if (activity := activities.get(activity_id)) is not None:
-            logged = ((e.type, e.occurred_at) for _, e in events.get(subject, []))
+            logged = ((e.type, e.occurred_at) for e in history.get(subject, []))
             at = suppression.opposed_at(activity, logged, at, now)
         entry = suppression.Entry(activity_id, opposed_at=at, erased_at=erased_at)
         suppression.add(entries, value_hash, entry)
-    suppressing = {
-        a.id for a in register.activities if any(t.suppress for r in a.retention for t in r.targets)
-    }
-    erased = set(outcome.erased_ids)
-    subjects = sorted(
-        {lc.subject for lc in claimed if lc.id in erased and lc.activity in suppressing}
-    )
-    if subjects:
-        carried = (e for history in events_of(session, subjects).values() for e in history)
-        for value_hash, entry in suppression.entries_from_events(carried, register).items():
-            suppression.add(entries, value_hash, replace(entry, erased_at=erased_at))
+    carried = (e for subject in sorted(carriers) for e in history.get(subject, []))
+    for value_hash, entry in suppression.entries_from_events(carried, register).items():
+        suppression.add(entries, value_hash, replace(entry, erased_at=erased_at))
     return entries
-
-
-# the audit row as `lethe audit` shows it, less the id the database assigns
-_AUDIT_COLUMNS = tuple(c for c in AUDIT_COLUMNS if c != "id")
-
-
-def _append_audit(session: Session, rows: list[dict[str, Any]]) -> None:
-    connection = session.connection()
-    if connection.dialect.name != "postgresql":
-        connection.execute(Erasure.__table__.insert(), rows)
-        return
-    # COPY: the audit is the sweep's largest write, and COPY takes it three times faster.
-    cursor = connection.connection.driver_connection.cursor()
-    with cursor.copy(f"COPY erasures ({', '.join(_AUDIT_COLUMNS)}) FROM STDIN") as copy:
-        for row in rows:
-            copy.write_row([row[c] for c in _AUDIT_COLUMNS])
 
 
 def shop_down(exc: Exception) -> str:

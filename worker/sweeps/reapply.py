@@ -21,7 +21,8 @@ from worker.domain.register import Register
 from worker.settings import Settings
 from worker.shop.apply import apply_targets
 from worker.shop.binding import BoundTarget, ShopUnavailable, bind_targets, shop_engine, unreachable
-from worker.store.schema import Erasure, PurgeRun
+from worker.store import audit
+from worker.store.schema import PurgeRun
 from worker.store.sessions import chunks, now_utc, transaction
 from worker.sweeps.coverage import scan, store_coverage
 from worker.sweeps.runs import REAPPLY_SCHEDULE, new_run
@@ -85,31 +86,19 @@ def reapply(settings: Settings, register: Register, *, since: datetime | None = 
 
 
 def _audit(settings, run_id, batch, counted) -> int:
-    moment = now_utc()
-    rows = []
+    rows: list[audit.AuditRow] = []
     for subject, bound, erased_at in batch:
         columns, strategy = bound.audit_text
         n = counted.get((subject, bound.activity, bound.name), 0)
-        rows.append(
-            {
-                "run_id": run_id,
-                "subject_ref": subject_ref(settings.secret, subject),
-                "activity": bound.activity,
-                "rule": (
-                    f"{bound.activity}: erased again, its rows were back after the erasure "
-                    f"of {erased_at.isoformat()} (a restore)"
-                ),
-                "target": bound.name,
-                "columns": columns,
-                "strategy": strategy,
-                "outcome": REAPPLIED,
-                "rows": n,
-                "erased_at": moment,
-            }
+        rule = (
+            f"{bound.activity}: erased again, its rows were back after the erasure "
+            f"of {erased_at.isoformat()} (a restore)"
         )
+        ref = subject_ref(settings.secret, subject)
+        rows.append((ref, bound.activity, rule, bound.name, columns, strategy, REAPPLIED, n))
     with transaction(settings.database_url) as session:
-        session.execute(Erasure.__table__.insert(), rows)
-    return sum(r["rows"] for r in rows)
+        audit.append(session.connection(), run_id, now_utc(), rows)
+    return sum(r[7] for r in rows)
 
 
 def _finish(settings, run_id, status, rows, subjects: int = 0) -> None:
