@@ -331,6 +331,12 @@ class Rule(_Strict):
         return _duration(value)
 
     @cached_property
+    def summary(self) -> str:
+        """How the audit names this rule: what it does, how long, after which events."""
+        clock = "|".join(map(str, self.clock or self.opens_on))
+        return f"{self.then} {self.keep} after {clock}"
+
+    @cached_property
     def matchers(self) -> dict[str, Matcher | None]:
         """clock, opens_on, ends_on and reopens_on as matchers (reopens_on None when absent);
         `ends_without_consent` adds the consent's otherwise_ends_on to ends_on."""

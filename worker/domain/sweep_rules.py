@@ -71,8 +71,7 @@ def rule_text(
     rule = activity.retention[0]
     if enders:
         return f"{activity.id}: ended by {enders[0].type} at {shown}, then {rule.then}"
-    clock = "|".join(map(str, rule.clock or rule.opens_on))
-    return f"{activity.id}: {rule.then} {rule.keep} after {clock} (anchor {shown})"
+    return f"{activity.id}: {rule.summary} (anchor {shown})"
 
 
 def _zone(tz: Any) -> Any:

@@ -104,14 +104,15 @@ def _covered_events(touched: Any, page: Any, carrying: Any, ordinary: Any, bind:
 def _everything_erased() -> Any:
     """The event's subject has lifecycles, and every one is erased."""
     e, lc = _events.c, _lifecycles.c
-    return and_(
-        exists().where(lc.subject == e.subject).correlate_except(_lifecycles),
-        not_(
-            exists()
-            .where(lc.subject == e.subject, lc.state != "erased")
-            .correlate_except(_lifecycles)
-        ),
+    # A scalar subquery (NULL without lifecycles), run per event on the subject's index:
+    # as EXISTS, PostgreSQL may hash the whole lifecycles table once per statement.
+    every = (
+        select(sa.func.min(sa.case((lc.state == "erased", 1), else_=0)))
+        .where(lc.subject == e.subject)
+        .correlate_except(_lifecycles)
+        .scalar_subquery()
     )
+    return every == 1
 
 
 def _touched(register: Register, bind: Any) -> Any:

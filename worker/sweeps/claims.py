@@ -97,7 +97,7 @@ def claim_batch(
             .values(mark)
             .returning(*found.c)  # `erased_at` as it was before this mark
         )
-        claimed = [DueLifecycle(*row) for row in session.connection().execute(statement)]
+        claimed = [DueLifecycle(*row) for row in session.connection().execute(statement).all()]
         claimed.sort(key=lambda c: (c.deadline_at, c.id))
         return claimed
     rows = session.execute(claim_statement(run_id, now, after, limit)).all()

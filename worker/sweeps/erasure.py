@@ -27,10 +27,14 @@ written here are read back by worker/store/audit.py.
 
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import partial
 
 import sqlalchemy as sa
 from sqlalchemy import select, update
@@ -48,7 +52,7 @@ from worker.store import audit, receipts, suppression
 from worker.store.payloads import drop_erased_payloads
 from worker.store.reads import events_of
 from worker.store.schema import PurgeRun, StoredEvent, StoredLifecycle
-from worker.store.sessions import ONE_OF_CHUNK, chunks, now_utc, one_of, transaction
+from worker.store.sessions import ONE_OF_CHUNK, chunks, engine_for, now_utc, one_of, transaction
 from worker.sweeps.claims import claim_batch, subject_targets, targets_of
 from worker.sweeps.runs import SweepRefused, ahead_of_the_clock, heartbeat, load_run
 
@@ -72,7 +76,15 @@ def run_part(
     now: datetime,
     progress: Progress | None = None,
 ) -> None:
-    """Erase due lifecycles batch by batch until none is left to claim."""
+    """Erase due lifecycles batch by batch until none is left to claim.
+
+    Each batch has two stages: claim it and apply it to the shop (which commits), then
+    record it in the store (audit, suppression, payloads) and commit. On a PostgreSQL
+    store the second stage of one batch runs in a thread of its own while the first stage
+    of the next one goes on: Python works on one batch while a database works on the
+    other. At most two batches are open; a failure in either stops the part once the
+    other is settled, and leaves what an interrupted batch always leaves (module doc).
+    """
     # Whoever reaches the broker can name any run: only one that is running (planned
     # within its limits, or approved by a DPO) erases anything.
     run = load_run(settings, run_id)
@@ -81,27 +93,95 @@ def run_part(
     if ahead_of_the_clock(run.now_at):
         raise SweepRefused(f"run {run_id} is set ahead of the real clock: it erases nothing")
     engine = shop_engine(settings.shop_database_url)
-    receipts_at = receipts.receipts_url(settings.database_url)
-    receipts_in_store = receipts.in_store(settings.database_url)
+    # SQLite has one writer: the next batch's claim would wait for this one's commit
+    pipelined = engine_for(settings.database_url).dialect.name == "postgresql"
     after: tuple[datetime, int] | None = None
-    while True:
-        with transaction(settings.database_url) as session:
-            claimed = claim_batch(session, run_id, now, after, settings.sweep.batch)
-            if not claimed:
-                break
-            after = (claimed[-1].deadline_at, claimed[-1].id)
-            events = _ending_events(session, register, sorted({lc.subject for lc in claimed}))
-            keeper = _ReceiptKeeper.for_batch(receipts_at, run_id, claimed, bound)
-            outcome = _erase(engine, claimed, bound, register, events, settings.secret, keeper)
-            _record(session, run_id, register, claimed, outcome, now)
-            if receipts_in_store:
-                # dropped with the commit of the audit rows they stood for
-                receipts.forget(session.connection(), keeper.touched)
-            heartbeat(session, run_id)
-        if not receipts_in_store:
-            receipts.forget(receipts_at, keeper.touched)  # the audit rows are committed
-        if progress:
-            progress(len(claimed))
+    recording: Future[None] | None = None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lethe-sweep-record") as recorder:
+        try:
+            while True:
+                batch = _apply_next(settings, register, bound, run_id, now, after, engine)
+                if batch is None:
+                    break
+                after = (batch.claimed[-1].deadline_at, batch.claimed[-1].id)
+                if recording is not None:
+                    recording.result()  # the batch before is committed, or its error raised
+                    recording = None
+                record = partial(_record_batch, settings, register, run_id, now, batch, progress)
+                if pipelined:
+                    recording = recorder.submit(record)
+                else:
+                    record()
+        finally:
+            if recording is not None:
+                recording.result()
+
+
+@dataclass
+class _Batch:
+    """A claimed batch applied to the shop, its store transaction still open."""
+
+    transaction: ExitStack
+    session: Session
+    claimed: list[DueLifecycle]
+    items: list[tuple[DueLifecycle, list[BoundTarget]]]
+    results: dict[int, Applied | str]
+    events: dict[str, list[LoggedEvent]]
+    keeper: _ReceiptKeeper
+
+
+def _apply_next(
+    settings: Settings,
+    register: Register,
+    bound: dict[str, list[BoundTarget]],
+    run_id: int,
+    now: datetime,
+    after: tuple[datetime, int] | None,
+    engine: sa.Engine,
+) -> _Batch | None:
+    """The first stage: claim the next batch in a store transaction left open, and apply
+    it to the shop (committed there); None when nothing is left to claim."""
+    stack = ExitStack()
+    session = stack.enter_context(transaction(settings.database_url))
+    try:
+        claimed = claim_batch(session, run_id, now, after, settings.sweep.batch)
+        if not claimed:
+            stack.close()
+            return None
+        events = _ending_events(session, register, sorted({lc.subject for lc in claimed}))
+        receipts_at = receipts.receipts_url(settings.database_url)
+        keeper = _ReceiptKeeper.for_batch(receipts_at, run_id, claimed, bound)
+        items = targets_of(claimed, bound)
+        results = _apply(engine, items, settings.secret, keeper)
+    except BaseException:
+        stack.__exit__(*sys.exc_info())  # rolled back: the batch is due again
+        raise
+    return _Batch(stack, session, claimed, items, results, events, keeper)
+
+
+def _record_batch(
+    settings: Settings,
+    register: Register,
+    run_id: int,
+    now: datetime,
+    batch: _Batch,
+    progress: Progress | None,
+) -> None:
+    """The second stage: audit the batch, record it in the store and commit."""
+    receipts_at = receipts.receipts_url(settings.database_url)
+    in_store = receipts.in_store(settings.database_url)
+    with batch.transaction:
+        session = batch.session
+        outcome = _outcome(batch.items, batch.results, register, batch.events, settings.secret)
+        _record(session, run_id, register, batch.claimed, outcome, now)
+        if in_store:
+            # dropped with the commit of the audit rows they stood for
+            receipts.forget(session.connection(), batch.keeper.touched)
+        heartbeat(session, run_id)
+    if not in_store:
+        receipts.forget(receipts_at, batch.keeper.touched)  # the audit rows are committed
+    if progress:
+        progress(len(batch.claimed))
 
 
 def _needs_receipt(bound: BoundTarget) -> bool:
@@ -181,37 +261,33 @@ def _ending_events(
         query = select(e.subject, e.type, e.occurred_at).where(
             one_of(e.subject, chunk, session.get_bind()), e.type.in_(ending)
         )
-        for subject, event_type, occurred_at in session.execute(query):
+        for subject, event_type, occurred_at in session.execute(query).all():
             found[subject].append(LoggedEvent(event_type, occurred_at))
     return found
 
 
-def _erase(
+def _apply(
     engine: sa.Engine,
-    claimed: list[DueLifecycle],
-    bound: dict[str, list[BoundTarget]],
-    register: Register,
-    events: dict[str, list[LoggedEvent]],
+    items: list[tuple[DueLifecycle, list[BoundTarget]]],
     secret: bytes,
     keeper: _ReceiptKeeper,
-) -> _BatchOutcome:
-    items = targets_of(claimed, bound)
+) -> dict[int, Applied | str]:
+    """Apply a batch to the shop: what each lifecycle's erasure did, or why it failed."""
     pairs = subject_targets(items)
-    outcome = _BatchOutcome()
     try:
         # The whole batch in one shop transaction: each lifecycle is erased whole or
         # not at all, at the cost of one transaction per batch instead of per subject.
         with engine.begin() as connection:
             applied = apply_targets(connection, pairs, secret)
             keeper.keep(items, applied)
-        results: dict[int, Applied | str] = {lc.id: applied for lc, _ in items}
+        return {lc.id: applied for lc, _ in items}
     except (OperationalError, InterfaceError) as exc:
         raise ShopUnavailable(shop_down(exc)) from None
     except Exception:
         # One subject's row broke a constraint, or a value no strategy could read (or a
         # bug met on one row): retry subject by subject so the others still go, and only
         # that one is audited as failed instead of every sweep dying on it.
-        results = {}
+        results: dict[int, Applied | str] = {}
         for lc, targets in items:
             try:
                 with engine.begin() as connection:
@@ -222,6 +298,18 @@ def _erase(
                 raise ShopUnavailable(shop_down(exc)) from None
             except Exception as exc:  # its constraint at most: a message may quote the row
                 results[lc.id] = failure_text(exc)
+        return results
+
+
+def _outcome(
+    items: list[tuple[DueLifecycle, list[BoundTarget]]],
+    results: dict[int, Applied | str],
+    register: Register,
+    events: dict[str, list[LoggedEvent]],
+    secret: bytes,
+) -> _BatchOutcome:
+    """The batch's audit rows, counts and suppression hashes, from what the shop did."""
+    outcome = _BatchOutcome()
     activities = {a.id: a for a in register.activities}
     tz = register.tz
     seen_suppressed: set[int] = set()
