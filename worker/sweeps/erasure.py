@@ -6,6 +6,8 @@ the shop, audits it and marks them erased.
       shop transaction: apply the strategies of every claimed lifecycle
                         receipts committed for deleted rows (worker/store/receipts.py)
                         commit
+      --- on a PostgreSQL store, the next batch's claim and shop transaction start here,
+          in the part's main thread, while a second thread finishes this one:
       audit rows, suppression hashes, failures set back to active (and to their
       earlier erasure time), payloads dropped
     commit; receipts dropped
@@ -14,11 +16,12 @@ A lifecycle whose erasure failed is due again for the next run, never for the ru
 that failed it: its parts skip it, so a run tries each lifecycle once and audits a
 failure once.
 
-A killed worker loses at most its open batch: the store rolls back, the claimed
-lifecycles are due again, and the strategies are idempotent, so the next sweep
-finishes them with one audit row per erasure. If the shop had committed, rows
-it deleted cannot be found again: the next sweep takes their count and
-suppression hashes from the receipts.
+A killed worker loses at most its open batches (two on a PostgreSQL store, one on
+SQLite): the store rolls back, the claimed lifecycles are due again, and the
+strategies are idempotent, so the next sweep finishes them with one audit row per
+erasure. If the shop had committed, rows it deleted cannot be found again: the next
+sweep takes their count and suppression hashes from the receipts. A batch whose
+store transaction fails is the same case, and so is the batch claimed beside it.
 
 The claim is worker/sweeps/claims.py; the run a part belongs to is worker/sweeps/run.py, whose
 `run_sweep` runs the first part (tasks/sweep.py runs the others). The audit rows
@@ -27,6 +30,7 @@ written here are read back by worker/store/audit.py.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections import defaultdict
 from collections.abc import Callable
@@ -105,16 +109,26 @@ def run_part(
                     break
                 after = (batch.claimed[-1].deadline_at, batch.claimed[-1].id)
                 if recording is not None:
-                    recording.result()  # the batch before is committed, or its error raised
-                    recording = None
+                    previous, recording = recording, None
+                    try:
+                        previous.result()  # the batch before is committed, or its error raised
+                    except BaseException:
+                        batch.transaction.__exit__(*sys.exc_info())  # rolled back: due again
+                        raise
                 record = partial(_record_batch, settings, register, run_id, now, batch, progress)
                 if pipelined:
                     recording = recorder.submit(record)
                 else:
                     record()
-        finally:
+        except BaseException:
             if recording is not None:
-                recording.result()
+                # the batch in the other stage settles (commits, or rolls back on its own
+                # error) before the first error is reported
+                with contextlib.suppress(Exception):
+                    recording.result()
+            raise
+        if recording is not None:
+            recording.result()
 
 
 @dataclass
