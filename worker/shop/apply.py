@@ -147,7 +147,7 @@ def _delete(connection, bound, chunk, keys, secret, applied) -> None:
         query = sa.select(key_col, *(table.c[c] for c in bound.target.suppress)).where(
             _named(key_col, chunk, connection)
         )
-        for key, *values in connection.execute(query):
+        for key, *values in connection.execute(query).all():
             subject = _subject_of(keys, key)
             for value in values:
                 if value is not None:
@@ -163,7 +163,8 @@ def _delete(connection, bound, chunk, keys, secret, applied) -> None:
         connection.execute(sa.delete(table).where(where))
     else:
         deleted = [
-            key for (key,) in connection.execute(sa.delete(table).where(where).returning(key_col))
+            key
+            for (key,) in connection.execute(sa.delete(table).where(where).returning(key_col)).all()
         ]
     for key in deleted:
         applied.rows[(_subject_of(keys, key), bound.activity, bound.name)] += 1
@@ -202,8 +203,10 @@ def _anonymise(connection, bound, chunk, keys, secret, applied) -> None:
 def _anonymise_in_sql(connection, bound, chunk, keys, secret, applied) -> None:
     # No read before the write: PostgreSQL computes every value (worker/shop/sql_strategies.py).
     rows = json.dumps([{"k": key, "s": keys[key]} for key in chunk])
-    for (subject,) in connection.execute(bound.sql_update(secret), {"rows": rows}):
-        applied.rows[(subject, bound.activity, bound.name)] += 1
+    counted = applied.rows
+    # rows fetched at once, not one round of the result machinery per row
+    for (subject,) in connection.execute(bound.sql_update(secret), {"rows": rows}).all():
+        counted[(subject, bound.activity, bound.name)] += 1
 
 
 def _update_rows(connection, bound, columns: list[str], changes: list[dict[str, Any]]) -> None:
@@ -272,7 +275,7 @@ def _count(connection, bound, chunk, keys, applied) -> None:
         .where(_named(key_col, chunk, connection))
         .group_by(key_col)
     )
-    for key, rows in connection.execute(query):
+    for key, rows in connection.execute(query).all():
         applied.rows[(_subject_of(keys, key), bound.activity, bound.name)] += rows
 
 

@@ -140,7 +140,6 @@ class _Batch:
     claimed: list[DueLifecycle]
     items: list[tuple[DueLifecycle, list[BoundTarget]]]
     results: dict[int, Applied | str]
-    events: dict[str, list[LoggedEvent]]
     keeper: _ReceiptKeeper
 
 
@@ -162,7 +161,6 @@ def _apply_next(
         if not claimed:
             stack.close()
             return None
-        events = _ending_events(session, register, sorted({lc.subject for lc in claimed}))
         receipts_at = receipts.receipts_url(settings.database_url)
         keeper = _ReceiptKeeper.for_batch(receipts_at, run_id, claimed, bound)
         items = targets_of(claimed, bound)
@@ -170,7 +168,7 @@ def _apply_next(
     except BaseException:
         stack.__exit__(*sys.exc_info())  # rolled back: the batch is due again
         raise
-    return _Batch(stack, session, claimed, items, results, events, keeper)
+    return _Batch(stack, session, claimed, items, results, keeper)
 
 
 def _record_batch(
@@ -186,7 +184,9 @@ def _record_batch(
     in_store = receipts.in_store(settings.database_url)
     with batch.transaction:
         session = batch.session
-        outcome = _outcome(batch.items, batch.results, register, batch.events, settings.secret)
+        subjects = sorted({lc.subject for lc in batch.claimed})
+        events = _ending_events(session, register, subjects)
+        outcome = _outcome(batch.items, batch.results, register, events, settings.secret)
         _record(session, run_id, register, batch.claimed, outcome, now)
         if in_store:
             # dropped with the commit of the audit rows they stood for
