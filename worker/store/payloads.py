@@ -53,10 +53,10 @@ def drop_erased_payloads(
         # planned with its values: a generic plan of `= ANY(:array)` may scan the whole log
         # (worker/store/reads.py, events_of)
         session.execute(sa.text("SET LOCAL plan_cache_mode = force_custom_plan"))
+    # a dispute's events keep their case alone, and only once everything is erased
+    dispute = e.type.in_(placed) if placed else sa.false()
+    kept = _case_only(register.holds.case, bind) if placed else _EMPTY
     for page in pages:
-        # most events carry no payload: leave those rows unwritten
-        carrying = sa.cast(e.data, sa.Text) != "{}"
-        ordinary = e.type.not_in(placed) if placed else sa.true()
         erased: Any = _everything_erased()
         if touched is not None:
             kind = _kind(e.subject, bind)
@@ -65,19 +65,25 @@ def drop_erased_payloads(
                 .where(touched.c.type == e.type, touched.c.kind == kind)
                 .correlate_except(touched)
             )
-            covered = _covered_events(touched, page, carrying, ordinary, bind)
+            covered = _covered_events(touched, page, ~dispute, bind)
             erased = or_(e.id.in_(covered), and_(untouched, erased))
         session.execute(
             update(_events)
-            .where(page, carrying, ordinary, erased)
-            .values(data={})
+            .where(
+                page,
+                # most events carry no payload: leave those rows unwritten
+                sa.cast(e.data, sa.Text) != "{}",
+                or_(and_(~dispute, erased), and_(dispute, _everything_erased())),
+            )
+            .values(data=sa.case((dispute, kept), else_=_EMPTY) if placed else _EMPTY)
             .execution_options(synchronize_session=False)
         )
-        if placed:
-            _keep_case_ids_only(session, register.holds.case, page, placed)
 
 
-def _covered_events(touched: Any, page: Any, carrying: Any, ordinary: Any, bind: Any) -> Any:
+_EMPTY = sa.text("'{}'")
+
+
+def _covered_events(touched: Any, page: Any, ordinary: Any, bind: Any) -> Any:
     """The ids of events that touch activities, every one of which has a lifecycle that
     covers the event: erased, or erased after it (later events may have started a new
     lifecycle). One join and one grouping, planned once for the whole page."""
@@ -94,7 +100,7 @@ def _covered_events(touched: Any, page: Any, carrying: Any, ordinary: Any, bind:
                 _lifecycles, and_(lc.subject == e.subject, lc.activity == touched.c.activity)
             )
         )
-        .where(page, carrying, ordinary)
+        .where(page, sa.cast(e.data, sa.Text) != "{}", ordinary)
         .group_by(e.id)
         # a touched activity with no lifecycle (NULL) leaves the event as it is
         .having(sa.func.min(sa.case((covered, 1), else_=0)) == 1)
@@ -147,27 +153,18 @@ def _kind(subject: Any, bind: Any) -> Any:
     return sa.case((colon > 0, sa.func.substr(subject, 1, colon - 1)), else_=subject)
 
 
-def _keep_case_ids_only(session: Session, case: str | None, page: Any, types: list[str]) -> None:
-    """Dispute events of erased data keep their case id and nothing else (a claimant's
-    name or a note may sit beside it)."""
-    e = _events.c
+def _case_only(case: str | None, bind: Any) -> Any:
+    """A dispute event's payload reduced to its case id (a claimant's name or a note may sit
+    beside it): `{}` when it has none."""
     if case is None:
-        kept: Any = sa.text("'{}'")
-    elif session.get_bind().dialect.name == "postgresql":
-        kept = sa.text(
+        return _EMPTY
+    if bind.dialect.name == "postgresql":
+        return sa.text(
             "CASE WHEN data->>:case IS NULL THEN '{}'::json "
             "ELSE json_build_object(:case, data->:case) END"
         ).bindparams(case=case)
-    else:
-        path = "'$.\"' || :case || '\"'"
-        kept = sa.text(
-            f"CASE WHEN json_extract(data, {path}) IS NULL THEN '{{}}' "
-            f"ELSE json_object(:case, json_extract(data, {path})) END"
-        ).bindparams(case=case)
-    # one statement for them all, each row keeping its own case
-    session.execute(
-        update(_events)
-        .where(page, e.type.in_(types), sa.cast(e.data, sa.Text) != "{}", _everything_erased())
-        .values(data=kept)
-        .execution_options(synchronize_session=False)
-    )
+    path = "'$.\"' || :case || '\"'"
+    return sa.text(
+        f"CASE WHEN json_extract(data, {path}) IS NULL THEN '{{}}' "
+        f"ELSE json_object(:case, json_extract(data, {path})) END"
+    ).bindparams(case=case)

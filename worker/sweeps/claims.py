@@ -93,7 +93,12 @@ def claim_batch(
         found = claim_statement(run_id, now, after, limit).cte("due")
         statement = (
             update(StoredLifecycle.__table__)
-            .where(lc.id == found.c.id)
+            .where(
+                lc.id == found.c.id,
+                # the same condition as an array of ids: the rows are found on the primary
+                # key, where the join alone let PostgreSQL hash the whole table per batch
+                lc.id == sa.any_(sa.func.array(select(found.c.id).scalar_subquery())),
+            )
             .values(mark)
             .returning(*found.c)  # `erased_at` as it was before this mark
         )
