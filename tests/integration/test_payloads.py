@@ -23,6 +23,8 @@ from worker.store.payloads import drop_erased_payloads
 from worker.store.schema import StoredEvent, StoredLifecycle
 
 REGISTER = load_register(default_register_path())
+# a register whose disputes name no case: their events then keep nothing
+NO_CASE = REGISTER.model_copy(update={"holds": REGISTER.holds.model_copy(update={"case": None})})
 KINDS = ["customer", "visitor", "prospect", "candidate"]
 # per kind: the event types that touch its activities, a dispute's, one that touches none
 # of them and one the register does not know; and its activities
@@ -125,7 +127,10 @@ def store(request: pytest.FixtureRequest, tmp_path: Any) -> str:
     return url
 
 
-def test_the_database_drops_exactly_the_payloads_the_rule_drops(store: str) -> None:
+@pytest.mark.parametrize("register", [REGISTER, NO_CASE], ids=["case", "no-case"])
+def test_the_database_drops_exactly_the_payloads_the_rule_drops(
+    store: str, register: Register
+) -> None:
     engine = sa.create_engine(store)
 
     @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -145,12 +150,12 @@ def test_the_database_drops_exactly_the_payloads_the_rule_drops(store: str) -> N
                     [{**lc, "updated_at": now, "then": "delete"} for lc in lifecycles],
                 )
             drop_erased_payloads(
-                session, REGISTER, sorted(swept), sorted(only) if only is not None else None
+                session, register, sorted(swept), sorted(only) if only is not None else None
             )
         with engine.connect() as connection:
             table = StoredEvent.__table__
             found = dict(connection.execute(sa.select(table.c.id, table.c.data)).all())
-        assert found == expected(REGISTER, events, lifecycles, swept, only)
+        assert found == expected(register, events, lifecycles, swept, only)
 
     try:
         check()

@@ -55,7 +55,9 @@ def drop_erased_payloads(
         session.execute(sa.text("SET LOCAL plan_cache_mode = force_custom_plan"))
     # a dispute's events keep their case alone, and only once everything is erased
     dispute = e.type.in_(placed) if placed else sa.false()
-    kept = _case_only(register.holds.case, bind) if placed else _EMPTY
+    case = register.holds.case
+    # (a CASE of two bare '{}' would be text, which PostgreSQL does not cast to json)
+    emptied = sa.case((dispute, _case_only(case, bind)), else_=_EMPTY) if case else _EMPTY
     for page in pages:
         erased: Any = _everything_erased()
         if touched is not None:
@@ -75,7 +77,7 @@ def drop_erased_payloads(
                 sa.cast(e.data, sa.Text) != "{}",
                 or_(and_(~dispute, erased), and_(dispute, _everything_erased())),
             )
-            .values(data=sa.case((dispute, kept), else_=_EMPTY) if placed else _EMPTY)
+            .values(data=emptied)
             .execution_options(synchronize_session=False)
         )
 
@@ -153,11 +155,9 @@ def _kind(subject: Any, bind: Any) -> Any:
     return sa.case((colon > 0, sa.func.substr(subject, 1, colon - 1)), else_=subject)
 
 
-def _case_only(case: str | None, bind: Any) -> Any:
+def _case_only(case: str, bind: Any) -> Any:
     """A dispute event's payload reduced to its case id (a claimant's name or a note may sit
     beside it): `{}` when it has none."""
-    if case is None:
-        return _EMPTY
     if bind.dialect.name == "postgresql":
         return sa.text(
             "CASE WHEN data->>:case IS NULL THEN '{}'::json "

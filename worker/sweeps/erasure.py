@@ -6,8 +6,6 @@ the shop, audits it and marks them erased.
       shop transaction: apply the strategies of every claimed lifecycle
                         receipts committed for deleted rows (worker/store/receipts.py)
                         commit
-      --- on a PostgreSQL store, the next batch's claim and shop transaction start here,
-          in the part's main thread, while a second thread finishes this one:
       audit rows, suppression hashes, failures set back to active (and to their
       earlier erasure time), payloads dropped
     commit; receipts dropped
@@ -16,7 +14,10 @@ A lifecycle whose erasure failed is due again for the next run, never for the ru
 that failed it: its parts skip it, so a run tries each lifecycle once and audits a
 failure once.
 
-A killed worker loses at most its open batches (two on a PostgreSQL store, one on
+On a PostgreSQL store the claim, the shop's transaction and the rest run in three
+overlapping stages, each batch in its own (worker/sweeps/stages.py).
+
+A killed worker loses at most its open batches (three on a PostgreSQL store, one on
 SQLite): the store rolls back, the claimed lifecycles are due again, and the
 strategies are idempotent, so the next sweep finishes them with one audit row per
 erasure. If the shop had committed, rows it deleted cannot be found again: the next
@@ -30,11 +31,9 @@ written here are read back by worker/store/audit.py.
 
 from __future__ import annotations
 
-import contextlib
 import sys
 from collections import defaultdict
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -59,6 +58,7 @@ from worker.store.schema import PurgeRun, StoredEvent, StoredLifecycle
 from worker.store.sessions import ONE_OF_CHUNK, chunks, engine_for, now_utc, one_of, transaction
 from worker.sweeps.claims import claim_batch, subject_targets, targets_of
 from worker.sweeps.runs import SweepRefused, ahead_of_the_clock, heartbeat, load_run
+from worker.sweeps.stages import run_batches
 
 Progress = Callable[[int], None]
 
@@ -97,78 +97,72 @@ def run_part(
     if ahead_of_the_clock(run.now_at):
         raise SweepRefused(f"run {run_id} is set ahead of the real clock: it erases nothing")
     engine = shop_engine(settings.shop_database_url)
-    # SQLite has one writer: the next batch's claim would wait for this one's commit
-    pipelined = engine_for(settings.database_url).dialect.name == "postgresql"
-    after: tuple[datetime, int] | None = None
-    recording: Future[None] | None = None
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="lethe-sweep-record") as recorder:
-        try:
-            while True:
-                batch = _apply_next(settings, register, bound, run_id, now, after, engine)
-                if batch is None:
-                    break
-                after = (batch.claimed[-1].deadline_at, batch.claimed[-1].id)
-                if recording is not None:
-                    previous, recording = recording, None
-                    try:
-                        previous.result()  # the batch before is committed, or its error raised
-                    except BaseException:
-                        batch.transaction.__exit__(*sys.exc_info())  # rolled back: due again
-                        raise
-                record = partial(_record_batch, settings, register, run_id, now, batch, progress)
-                if pipelined:
-                    recording = recorder.submit(record)
-                else:
-                    record()
-        except BaseException:
-            if recording is not None:
-                # the batch in the other stage settles (commits, or rolls back on its own
-                # error) before the first error is reported
-                with contextlib.suppress(Exception):
-                    recording.result()
-            raise
-        if recording is not None:
-            recording.result()
+    run_batches(
+        partial(_claim_next, settings, run_id, now),
+        partial(_apply_batch, settings, bound, engine, run_id),
+        partial(_record_batch, settings, register, run_id, now, progress),
+        # SQLite has one writer: a second batch's claim would wait for this one's commit
+        overlap=engine_for(settings.database_url).dialect.name == "postgresql",
+    )
+
+
+class _Abandoned(Exception):
+    """Rolls a batch's store transaction back when another stage failed."""
 
 
 @dataclass
 class _Batch:
-    """A claimed batch applied to the shop, its store transaction still open."""
+    """A claimed batch, its store transaction open until it is recorded or abandoned; once
+    applied to the shop, what that did."""
 
     transaction: ExitStack
     session: Session
     claimed: list[DueLifecycle]
-    items: list[tuple[DueLifecycle, list[BoundTarget]]]
-    results: dict[int, Applied | str]
-    keeper: _ReceiptKeeper
+    items: list[tuple[DueLifecycle, list[BoundTarget]]] = field(default_factory=list)
+    results: dict[int, Applied | str] = field(default_factory=dict)
+    keeper: _ReceiptKeeper | None = None
+
+    @property
+    def after(self) -> tuple[datetime, int]:
+        return (self.claimed[-1].deadline_at, self.claimed[-1].id)
+
+    def abandon(self) -> None:
+        # rolled back: its lifecycles are due again
+        self.transaction.__exit__(_Abandoned, _Abandoned(), None)
 
 
-def _apply_next(
-    settings: Settings,
-    register: Register,
-    bound: dict[str, list[BoundTarget]],
-    run_id: int,
-    now: datetime,
-    after: tuple[datetime, int] | None,
-    engine: sa.Engine,
+def _claim_next(
+    settings: Settings, run_id: int, now: datetime, after: tuple[datetime, int] | None
 ) -> _Batch | None:
-    """The first stage: claim the next batch in a store transaction left open, and apply
-    it to the shop (committed there); None when nothing is left to claim."""
+    """The first stage: claim the next batch in a store transaction left open; None when
+    nothing is left to claim."""
     stack = ExitStack()
     session = stack.enter_context(transaction(settings.database_url))
     try:
         claimed = claim_batch(session, run_id, now, after, settings.sweep.batch)
-        if not claimed:
-            stack.close()
-            return None
-        receipts_at = receipts.receipts_url(settings.database_url)
-        keeper = _ReceiptKeeper.for_batch(receipts_at, run_id, claimed, bound)
-        items = targets_of(claimed, bound)
-        results = _apply(engine, items, settings.secret, keeper)
     except BaseException:
-        stack.__exit__(*sys.exc_info())  # rolled back: the batch is due again
+        stack.__exit__(*sys.exc_info())
         raise
-    return _Batch(stack, session, claimed, items, results, keeper)
+    if not claimed:
+        stack.close()
+        return None
+    return _Batch(stack, session, claimed)
+
+
+def _apply_batch(
+    settings: Settings,
+    bound: dict[str, list[BoundTarget]],
+    engine: sa.Engine,
+    run_id: int,
+    batch: _Batch,
+) -> _Batch:
+    """The second stage: apply a claimed batch to the shop (committed there), its receipts
+    committed first."""
+    receipts_at = receipts.receipts_url(settings.database_url)
+    batch.keeper = _ReceiptKeeper.for_batch(receipts_at, run_id, batch.claimed, bound)
+    batch.items = targets_of(batch.claimed, bound)
+    batch.results = _apply(engine, batch.items, settings.secret, batch.keeper)
+    return batch
 
 
 def _record_batch(
@@ -176,10 +170,10 @@ def _record_batch(
     register: Register,
     run_id: int,
     now: datetime,
-    batch: _Batch,
     progress: Progress | None,
+    batch: _Batch,
 ) -> None:
-    """The second stage: audit the batch, record it in the store and commit."""
+    """The third stage: audit the batch, record it in the store and commit."""
     receipts_at = receipts.receipts_url(settings.database_url)
     in_store = receipts.in_store(settings.database_url)
     with batch.transaction:
@@ -188,11 +182,11 @@ def _record_batch(
         events = _ending_events(session, register, subjects)
         outcome = _outcome(batch.items, batch.results, register, events, settings.secret)
         _record(session, run_id, register, batch.claimed, outcome, now)
-        if in_store:
+        if in_store and batch.keeper is not None:
             # dropped with the commit of the audit rows they stood for
             receipts.forget(session.connection(), batch.keeper.touched)
         heartbeat(session, run_id)
-    if not in_store:
+    if not in_store and batch.keeper is not None:
         receipts.forget(receipts_at, batch.keeper.touched)  # the audit rows are committed
     if progress:
         progress(len(batch.claimed))
