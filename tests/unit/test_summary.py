@@ -92,9 +92,15 @@ def _rows(subject, events, erased_at):
 @given(history=long_histories(), erased_at=erasure_times())
 def test_the_summary_gives_the_lifecycles_of_the_whole_log(history, erased_at):
     subject, events = history
-    summary = summarise(events, REGISTER)
-    assert _rows(subject, list(summary.values()), erased_at) == _rows(subject, events, erased_at)
-    assert is_held(summary.values(), REGISTER) == is_held(events, REGISTER)
+    summary = list(summarise(events, REGISTER).values())
+    if erased_at:
+        # as ingestion reads them (worker/pipeline/ingest.py): after an erasure, the clock
+        # may start at the earliest event since, which no bounded summary holds, so the
+        # events after the earliest erasure come from the log
+        since = min(erased_at.values())
+        summary += [e for e in events if e.occurred_at > since]
+    assert _rows(subject, summary, erased_at) == _rows(subject, events, erased_at)
+    assert is_held(summary, REGISTER) == is_held(events, REGISTER)
 
 
 @given(history=long_histories(), data=st.data())

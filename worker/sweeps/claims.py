@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from worker.domain.sweep_rules import DueLifecycle
 from worker.shop.binding import BoundTarget
-from worker.store.schema import Hold, StoredLifecycle
+from worker.store.schema import Hold, StoredLifecycle, UTCDateTime
 from worker.store.sessions import ONE_OF_CHUNK, chunks, keyset_after, now_utc, one_of
 
 
@@ -100,7 +100,9 @@ def claim_batch(
                 lc.id == sa.any_(sa.func.array(select(found.c.id).scalar_subquery())),
             )
             .values(mark)
-            .returning(*found.c)  # `erased_at` as it was before this mark
+            # `erased_at` as it was before this mark; the times as psycopg reads them (aware,
+            # in the session's UTC): 270,000 conversions to no effect in a sweep of 90,000
+            .returning(*(_as_read(c) for c in found.c))
         )
         claimed = [DueLifecycle(*row) for row in session.connection().execute(statement).all()]
         claimed.sort(key=lambda c: (c.deadline_at, c.id))
@@ -122,14 +124,21 @@ def claim_batch(
     return claimed  # in claim order: the statement's ORDER BY
 
 
+def _as_read(column: Any) -> Any:
+    if isinstance(column.type, UTCDateTime):
+        return sa.type_coerce(column, sa.DateTime(timezone=True)).label(column.name)
+    return column
+
+
 def targets_of(
     claimed: Sequence[DueLifecycle], bound: dict[str, list[BoundTarget]]
 ) -> list[tuple[DueLifecycle, list[BoundTarget]]]:
     """Each lifecycle of a batch with the targets holding its kind's data, in batch order."""
-    return [
-        (lc, [b for b in bound.get(lc.activity, []) if b.target.applies_to(lc.kind)])
-        for lc in claimed
-    ]
+    items = []
+    for lc in claimed:
+        kind = lc.kind
+        items.append((lc, [b for b in bound.get(lc.activity, []) if b.target.applies_to(kind)]))
+    return items
 
 
 def subject_targets(
