@@ -2,13 +2,23 @@
 
     .venv/bin/python bench/memory.py [--sizes 10000 100000 300000]
                                      [--only ingest recompute sweep forgetting]
+                                     [--no-analyze] [--returning]
 
 Each workload runs in a fresh process of its own (spawned, so nothing is inherited)
 on PostgreSQL databases of its own, filled beforehand by bulk SQL from this process;
 the child reports its own peak resident set (VmHWM) and its time:
 
 - ingest: N events (one `order.closed` or `visit.recorded` each, N/2 customers), made
-  as they are sent, through `ingest()` in batches of 500, one transaction each;
+  as they are sent, through `ingest()` in batches of 500, one transaction each. Its time
+  is the batches' alone, with the first and the last tenth of them apart: flat means
+  the cost of an event does not grow with the store. Between batches the store's tables
+  are analysed each time they have grown by a tenth, as autovacuum's analyze does by
+  default (autovacuum_analyze_scale_factor 0.1), outside the time: this server runs
+  with autovacuum off, and on tables never analysed PostgreSQL plans each lookup of a
+  batch's subjects as a scan of the whole table (bench/README.md, "Memory").
+  --no-analyze leaves them so. --returning sends each `order.closed` for a customer
+  drawn at random among those seen so far (a returning customer, whose history is read
+  back from pages spread over the whole store) instead of the visit's new one;
 - recompute: `lethe recompute` (`recompute_lifecycles`, applied) over N customers with
   one event and one stored lifecycle each;
 - sweep: a sweep (planned, approved, run in one process, batch 2000) erasing about N
@@ -18,7 +28,8 @@ the child reports its own peak resident set (VmHWM) and its time:
   invoices' still running (10 years). It deletes nothing; what does it cost?
 
 Prints per workload and size the peak RSS, the time, and the ratio of the largest
-size's peak to the smallest's (target <= 1.5).
+size's peak to the smallest's (target <= 1.5); for ingest, the time per event of the
+last tenth of batches over the first tenth's (flat: near 1).
 """
 
 from __future__ import annotations
@@ -51,7 +62,9 @@ def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _child(work: str, url: str, shop: str | None, n: int, queue) -> None:
+def _child(
+    work: str, url: str, shop: str | None, n: int, analyze: bool, returning: bool, queue
+) -> None:
     import logging
 
     logging.disable(logging.WARNING)
@@ -60,8 +73,9 @@ def _child(work: str, url: str, shop: str | None, n: int, queue) -> None:
     register = load_register(default_register_path())
     before = _peak_mib()
     started = time.perf_counter()
+    tenths: tuple[float, float] | None = None
     if work == "ingest":
-        _ingest(url, register, n)
+        took, tenths = _ingest(url, register, n, analyze, returning)
     elif work == "recompute":
         from worker.pipeline.queries import recompute_lifecycles
 
@@ -76,34 +90,62 @@ def _child(work: str, url: str, shop: str | None, n: int, queue) -> None:
         since = datetime.now(UTC) - timedelta(days=365)
         done = forgetting.forget(url, register, since, since, 500)
         assert done.subjects == 0, done
-    queue.put((before, _peak_mib(), time.perf_counter() - started))
+    if work != "ingest":
+        took = time.perf_counter() - started
+    queue.put((before, _peak_mib(), took, tenths))
 
 
-def _ingest(url: str, register, n: int) -> None:
+def _ingest(
+    url: str, register, n: int, analyze: bool, returning: bool
+) -> tuple[float, tuple[float, float]]:
+    """The batches' time, and the mean per event of the first tenth of the batches after
+    the first and of the last tenth (at least one batch each), in seconds."""
+    import random
+
     import pendulum
 
     from worker.pipeline.ingest import ingest
-    from worker.store.sessions import transaction
+    from worker.store.sessions import engine_for, transaction
 
     now = pendulum.parse(NOW)
     batch: list[dict] = []
+    took: list[float] = []
+    analysed = 0
+    draw = random.Random(7)
+
+    def send() -> None:
+        nonlocal analysed
+        stored = len(took) * 500
+        if analyze and stored > 50 + 1.1 * analysed:
+            # autovacuum's threshold for an analyze: 50 rows + 10 % of the table
+            with engine_for(url).begin() as connection:
+                connection.execute(sa.text("ANALYZE"))
+            analysed = stored
+        started = time.perf_counter()
+        with transaction(url) as session:
+            ingest(session, batch, register, now)
+        took.append(time.perf_counter() - started)
+
     for i in range(n):
         kind = "order.closed" if i % 2 else "visit.recorded"
+        customer = draw.randrange(i // 2 + 1) if returning and i % 2 else i // 2
         batch.append(
             {
                 "id": f"m-{i}",
                 "type": kind,
-                "subject": f"customer:{i // 2}",
+                "subject": f"customer:{customer}",
                 "occurred_at": f"2025-{1 + i % 12:02d}-01T10:00:00+00:00",
             }
         )
         if len(batch) == 500:
-            with transaction(url) as session:
-                ingest(session, batch, register, now)
+            send()
             batch = []
     if batch:
-        with transaction(url) as session:
-            ingest(session, batch, register, now)
+        send()
+    tenth = max(1, len(took) // 10)
+    # the first batch opens the connection and fills SQLAlchemy's statement cache
+    first = took[1 : 1 + tenth] or took[:1]
+    return sum(took), (sum(first) / (len(first) * 500), sum(took[-tenth:]) / (tenth * 500))
 
 
 def _fill_recompute(url: str, n: int) -> None:
@@ -162,7 +204,7 @@ def _fill_forgetting(url: str, n: int) -> None:
     engine.dispose()
 
 
-def measure(work: str, n: int) -> tuple[float, float, float]:
+def measure(work: str, n: int, analyze: bool = True, returning: bool = False) -> tuple:
     from worker.store.migrate import upgrade
 
     context = multiprocessing.get_context("spawn")
@@ -178,7 +220,8 @@ def measure(work: str, n: int) -> tuple[float, float, float]:
             elif work == "forgetting":
                 _fill_forgetting(url, n)
         queue = context.Queue()
-        process = context.Process(target=_child, args=(work, url, shop, n, queue))
+        arguments = (work, url, shop, n, analyze, returning, queue)
+        process = context.Process(target=_child, args=arguments)
         process.start()
         found = queue.get()
         process.join()
@@ -190,15 +233,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 300_000])
     parser.add_argument("--only", nargs="+", default=["ingest", "recompute", "sweep", "forgetting"])
+    parser.add_argument(
+        "--no-analyze",
+        action="store_true",
+        help="ingest without the analyses autovacuum would run (this server has it off)",
+    )
+    parser.add_argument(
+        "--returning",
+        action="store_true",
+        help="ingest: each order for a customer drawn among those seen so far",
+    )
     args = parser.parse_args()
-    results: dict[str, dict[int, tuple[float, float, float]]] = {}
+    results: dict[str, dict[int, tuple]] = {}
     for work in args.only:
         results[work] = {}
         for n in args.sizes:
-            results[work][n] = found = measure(work, n)
+            results[work][n] = found = measure(work, n, not args.no_analyze, args.returning)
+            tenths = ""
+            if found[3] is not None:
+                first, last = found[3]
+                tenths = (
+                    f"; per event, first tenth of batches {first * 1e6:.0f} µs, "
+                    f"last tenth {last * 1e6:.0f} µs, last / first {last / first:.2f}"
+                )
             print(
                 f"{work:<10} {n:>9,}: peak {found[1]:7.1f} MiB (after imports {found[0]:6.1f}), "
-                f"{found[2]:7.1f} s",
+                f"{found[2]:7.1f} s{tenths}",
                 flush=True,
             )
     print()
