@@ -24,7 +24,7 @@ from worker.pipeline.delivery import dead_letter_row
 from worker.store.payloads import drop_erased_payloads
 from worker.store.reads import held_by_hand
 from worker.store.schema import DeadLetter, StoredEvent, StoredLifecycle, UTCDateTime, require_aware
-from worker.store.sessions import chunks, lock_subjects, one_of
+from worker.store.sessions import batch_sized, chunks, lock_subjects, one_of
 from worker.store.summaries import events_after, up_to_date
 from worker.store.suppression import entries_from_events, record
 
@@ -54,15 +54,7 @@ def ingest(
     Idempotent: events already in the log (same id) change nothing.
     """
     report = IngestReport()
-    if session.get_bind().dialect.name == "postgresql":
-        # Every statement here is bounded by the batch and runs in milliseconds, while
-        # JIT compiling one costs 50-250 ms. PostgreSQL compiles when a plan's estimated
-        # cost passes jit_above_cost, and estimates made without statistics (tables
-        # autovacuum has not analysed yet, or never will with it off) grow with the
-        # table: on a 200,000-event store the payload UPDATE, 1 ms of work, was
-        # compiled for 240 ms each batch (bench/README.md, "Memory"). For the rest of
-        # the transaction: no result changes.
-        session.execute(text("SET LOCAL jit = off"))
+    batch_sized(session)
     accepted: dict[str, Event] = {}
     dead: list[dict[str, Any]] = []
     for raw in raw_events:

@@ -55,7 +55,15 @@ from worker.store import audit, receipts, suppression
 from worker.store.payloads import drop_erased_payloads
 from worker.store.reads import events_of
 from worker.store.schema import PurgeRun, StoredEvent, StoredLifecycle
-from worker.store.sessions import ONE_OF_CHUNK, chunks, engine_for, now_utc, one_of, transaction
+from worker.store.sessions import (
+    ONE_OF_CHUNK,
+    batch_sized,
+    chunks,
+    engine_for,
+    now_utc,
+    one_of,
+    transaction,
+)
 from worker.sweeps.claims import claim_batch, subject_targets, targets_of
 from worker.sweeps.runs import SweepRefused, ahead_of_the_clock, heartbeat, load_run
 from worker.sweeps.stages import run_batches
@@ -139,6 +147,7 @@ def _claim_next(
     stack = ExitStack()
     session = stack.enter_context(transaction(settings.database_url))
     try:
+        batch_sized(session)  # the batch is recorded in this transaction too
         claimed = claim_batch(session, run_id, now, after, settings.sweep.batch)
     except BaseException:
         stack.__exit__(*sys.exc_info())
