@@ -90,12 +90,11 @@ def run_part(
 ) -> None:
     """Erase due lifecycles batch by batch until none is left to claim.
 
-    Each batch has two stages: claim it and apply it to the shop (which commits), then
-    record it in the store (audit, suppression, payloads) and commit. On a PostgreSQL
-    store the second stage of one batch runs in a thread of its own while the first stage
-    of the next one goes on: Python works on one batch while a database works on the
-    other. At most two batches are open; a failure in either stops the part once the
-    other is settled, and leaves what an interrupted batch always leaves (module doc).
+    Each batch goes through three stages: claimed (its store transaction opens), applied
+    to the shop (which commits), recorded in the store (audit, suppression, payloads) and
+    committed. On a PostgreSQL store the stages of three batches overlap
+    (worker/sweeps/stages.py); a failure leaves what an interrupted batch always leaves
+    (module doc).
     """
     # Whoever reaches the broker can name any run: only one that is running (planned
     # within its limits, or approved by a DPO) erases anything.
