@@ -140,6 +140,55 @@ def test_a_store_failure_amid_small_batches_leaves_each_erasure_audited_once(let
     assert _receipts_left(lethe) == 0
 
 
+def test_a_shop_lost_amid_small_batches_leaves_each_erasure_audited_once(
+    distributed: Lethe, request
+):
+    # The shop's connection dies in the middle of a sweep in batches of 3 (a trigger ends
+    # its own backend on the fifth customer it anonymises): the batch being recorded
+    # commits, the one being applied and the one claimed ahead roll back, the run fails
+    # saying the shop is unreachable, and the next sweep erases each lifecycle left once.
+    lethe = distributed
+    lethe.env["LETHE_SWEEP_BATCH"] = "3"
+    shop = make_shop(lethe, request, people=80)
+    seed_store(lethe, shop.data.events)
+    assert shop.purge_approved(EARLY)["status"] == "done"
+    due = set(shop.due())
+    engine = sa.create_engine(shop.url)
+    with engine.begin() as connection:
+        connection.exec_driver_sql("CREATE SEQUENCE lethe_test_updates")
+        connection.exec_driver_sql(
+            """CREATE FUNCTION lethe_test_cut() RETURNS trigger AS $$
+               BEGIN
+                 IF nextval('lethe_test_updates') = 5 THEN
+                   PERFORM pg_terminate_backend(pg_backend_pid());
+                 END IF;
+                 RETURN NEW;
+               END $$ LANGUAGE plpgsql"""
+        )
+        connection.exec_driver_sql(
+            "CREATE TRIGGER lethe_test_cut BEFORE UPDATE ON customers "
+            "FOR EACH ROW EXECUTE FUNCTION lethe_test_cut()"
+        )
+
+    failed = lethe.run("purge", "--now", NOW, check=False)
+    assert failed.returncode != 0 and "unreachable" in failed.stderr
+    assert "Traceback" not in failed.stderr
+    left = set(shop.due())
+    assert left and left < due, "batches before the cut should be committed, the rest due"
+
+    with engine.begin() as connection:
+        connection.exec_driver_sql("DROP TRIGGER lethe_test_cut ON customers")
+    engine.dispose()
+    done = shop.purge_approved(NOW)
+    assert done["status"] == "done" and done["failed"] == 0
+    assert not shop.due()
+    audited = one_row_per_erasure(shop.audit())
+    assert set(audited.values()) == {1}
+    secret = secret_of(lethe)
+    assert {(subject_ref(secret, s), a) for s, a in due} <= {(r, a) for r, a, _ in audited}
+    assert _receipts_left(lethe) == 0
+
+
 def _receipts_left(lethe: Lethe) -> int:
     from worker.store.receipts import receipts_url
 
