@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from harness import Lethe
+from harness import Lethe, wait_for
 
 
 def _execute(lethe: Lethe, statement: str) -> None:
@@ -178,3 +178,27 @@ def test_status_reports_an_embedded_store_left_behind_and_leaves_it_as_it_is(emb
     assert f"store schema upgraded from 0004 to {head}" in upgraded.stderr
     again = embedded.run("db", "upgrade")
     assert f"store schema is up to date ({head}): nothing to do" in again.stderr
+
+
+def test_a_large_store_without_statistics_needs_a_human(distributed: Lethe):
+    # This test server runs PostgreSQL with autovacuum off, as some installs do: nothing
+    # analyses the store, and its lookups turn into whole-table scans as it grows.
+    _execute(
+        distributed,
+        "INSERT INTO events (id, type, subject, occurred_at, data, received_at) "
+        "SELECT 'e-' || i, 'visit.recorded', 'visitor:v-' || (i % 5000), now(), '{}', now() "
+        "FROM generate_series(1, 120000) i",
+    )
+
+    def statistics_line() -> str:
+        out = distributed.run("status", check=False).stdout
+        return next((line for line in out.splitlines() if "statistics" in line), "")
+
+    # the server's counters reach pg_stat_user_tables within a second or so
+    wait_for(lambda: "ATTENTION" in statistics_line(), 30, "the statistics check to alert")
+    line = statistics_line()
+    assert "events (120,000 rows)" in line and "ANALYZE" in line
+    assert distributed.run("status", check=False).returncode == 1
+
+    _execute(distributed, "ANALYZE events")
+    wait_for(lambda: "OK" in statistics_line(), 30, "the statistics check to clear")

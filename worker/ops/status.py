@@ -12,6 +12,7 @@ from datetime import datetime
 from enum import IntEnum
 from pathlib import Path
 
+from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -278,17 +279,71 @@ def dead_letter_check(total: int) -> Check:
     return Check("dead letters", Level.ok, "none")
 
 
+# The store's large tables, and from how many rows their statistics matter: below it,
+# a whole-table scan costs about what an index lookup does.
+_PLANNED_TABLES = ("events", "lifecycles", "event_summary")
+STATISTICS_FROM_ROWS = 100_000
+
+
+def statistics_check(session: Session) -> Check | None:
+    """On PostgreSQL, whether the store's large tables have statistics: without them
+    PostgreSQL plans a batch's lookups as scans of the whole table, and ingestion slows as
+    the store grows (bench/README.md, "Memory"). None on SQLite."""
+    if session.get_bind().dialect.name != "postgresql":
+        return None
+    rows = session.execute(
+        text(
+            "SELECT relname, n_live_tup, n_mod_since_analyze, "
+            "coalesce(last_analyze, last_autoanalyze) IS NOT NULL "
+            "FROM pg_stat_user_tables WHERE relname = ANY(:tables) ORDER BY relname"
+        ),
+        {"tables": list(_PLANNED_TABLES)},
+    ).all()
+    autovacuum = session.execute(text("SHOW autovacuum")).scalar_one() == "on"
+    # never analysed, or grown to more than twice what was analysed
+    stale = [
+        (name, live)
+        for name, live, changed, analysed in rows
+        if live >= STATISTICS_FROM_ROWS and (not analysed or changed > live)
+    ]
+    if stale:
+        tables = ", ".join(f"{name} ({live:,} rows)" for name, live in stale)
+        remedy = (
+            "run `ANALYZE` on the store (autovacuum is off on this server: turn it on, or "
+            "schedule `ANALYZE`)"
+            if not autovacuum
+            else "run `ANALYZE` on the store, and check why autovacuum has not"
+        )
+        return Check(
+            "statistics",
+            Level.attention,
+            f"PostgreSQL has no up-to-date statistics for {tables}: it plans each batch's "
+            f"lookups as scans of the whole table, and ingestion slows as the store grows; "
+            f"{remedy}",
+        )
+    if not autovacuum:
+        return Check(
+            "statistics",
+            Level.ok,
+            "up to date for now; autovacuum is off on this server, so the store's tables "
+            "are analysed only by hand",
+        )
+    return Check("statistics", Level.ok, "kept by autovacuum")
+
+
 def store_checks(session: Session, now: datetime, grace: Duration = DEFAULT_GRACE) -> list[Check]:
     """The checks that read the store (needs a reachable, migrated store)."""
     _, letters = dead_letter_figures(session, limit=0)
     sweep = last_finished_sweep(session)
-    return [
+    checks = [
         sweep_check(
             sweep, now, grace, None if sweep else events_waiting_since(session, now, grace)
         ),
         overdue_check(overdue_count(session, now, grace), grace),
         dead_letter_check(letters),
     ]
+    statistics = statistics_check(session)
+    return checks if statistics is None else [*checks, statistics]
 
 
 def run_checks(settings: Settings, now: datetime, grace: Duration = DEFAULT_GRACE) -> list[Check]:
