@@ -149,9 +149,10 @@ def test_the_database_drops_exactly_the_payloads_the_rule_drops(
                     StoredLifecycle.__table__.insert(),
                     [{**lc, "updated_at": now, "then": "delete"} for lc in lifecycles],
                 )
-            drop_erased_payloads(
-                session, register, sorted(swept), sorted(only) if only is not None else None
-            )
+            if only is None:
+                drop_erased_payloads(session, register, subjects=sorted(swept))
+            else:
+                drop_erased_payloads(session, register, event_ids=sorted(only))
         with engine.connect() as connection:
             table = StoredEvent.__table__
             found = dict(connection.execute(sa.select(table.c.id, table.c.data)).all())

@@ -74,9 +74,7 @@ def ingest(
         report.lifecycles = _recompute(session, new_events, register, now)
         record(session, entries_from_events(new_events, register), now)
         # An old event arriving for data already erased: no later sweep picks it up.
-        drop_erased_payloads(
-            session, register, sorted({e.subject for e in new_events}), [e.id for e in new_events]
-        )
+        drop_erased_payloads(session, register, event_ids=[e.id for e in new_events])
     return report
 
 

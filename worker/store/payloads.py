@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from worker.domain.register import Register
 from worker.store.schema import StoredEvent, StoredLifecycle
-from worker.store.sessions import ONE_OF_CHUNK, chunks, one_of
+from worker.store.sessions import ONE_OF_CHUNK, chunks, custom_plans, one_of
 
 _events = StoredEvent.__table__
 _lifecycles = StoredLifecycle.__table__
@@ -32,27 +32,27 @@ _lifecycles = StoredLifecycle.__table__
 def drop_erased_payloads(
     session: Session,
     register: Register,
-    subjects: list[str],
+    *,
+    subjects: list[str] | None = None,
     event_ids: list[str] | None = None,
 ) -> None:
-    """Drop the payloads of these subjects' events (or only of `event_ids`, events just
-    stored) whose activities are all erased: an event keeps its payload while one
-    activity it touches has a lifecycle that is not erased and that it is not dated
-    before the last erasure of (later events may have started a new lifecycle). An
-    event that touches no activity goes once every lifecycle of its subject is erased;
-    a dispute's events then keep their case id alone."""
+    """Drop the payloads of the events named (every event of these `subjects`, for a sweep,
+    or those of `event_ids`, events just stored) whose activities are all erased: an event
+    keeps its payload while one activity it touches has a lifecycle that is not erased
+    and that it is not dated before the last erasure of (later events may have started a
+    new lifecycle). An event that touches no activity goes once every lifecycle of its
+    subject is erased; a dispute's events then keep their case id alone."""
     bind = session.get_bind()
     e = _events.c
     placed = [*register.holds.place, *register.holds.lift]
+    if (subjects is None) == (event_ids is None):
+        raise ValueError("drop_erased_payloads names either subjects or event ids")
     if event_ids is not None:
         pages = (one_of(e.id, chunk, bind) for chunk in chunks(event_ids, ONE_OF_CHUNK))
     else:
         pages = (one_of(e.subject, chunk, bind) for chunk in chunks(subjects, ONE_OF_CHUNK))
     touched = _touched(register, bind)
-    if bind.dialect.name == "postgresql":
-        # planned with its values: a generic plan of `= ANY(:array)` may scan the whole log
-        # (worker/store/reads.py, events_of)
-        session.execute(sa.text("SET LOCAL plan_cache_mode = force_custom_plan"))
+    custom_plans(session)
     # a dispute's events keep their case alone, and only once everything is erased
     dispute = e.type.in_(placed) if placed else sa.false()
     case = register.holds.case

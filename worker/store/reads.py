@@ -9,14 +9,14 @@ from collections.abc import Iterable
 from typing import Any
 
 import pendulum
-from sqlalchemy import Text, cast, select, text
+from sqlalchemy import Text, cast, select
 from sqlalchemy.orm import Session
 
 from worker.domain.event_data import read_stored
 from worker.domain.events import Event
 from worker.domain.retention import State
 from worker.store.schema import Hold, StoredEvent
-from worker.store.sessions import ONE_OF_CHUNK, chunks, one_of
+from worker.store.sessions import ONE_OF_CHUNK, chunks, custom_plans, one_of
 
 # subjects read per statement: one array parameter, so the statement stays small
 _READ_CHUNK = 5000
@@ -25,12 +25,7 @@ _READ_CHUNK = 5000
 def events_of(session: Session, subjects: list[str]) -> dict[str, list[Event]]:
     history: dict[str, list[Event]] = defaultdict(list)
     table = StoredEvent.__table__
-    if session.get_bind().dialect.name == "postgresql":
-        # psycopg prepares a statement after its fifth run, and PostgreSQL may then plan
-        # it once for any parameters: for `subject = ANY(:array)` on an event log that has
-        # just been filled, that generic plan is a sequential scan (250 ms instead of 10).
-        # Not for every connection: planning a 2,000-id array each time slowed sweeps.
-        session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+    custom_plans(session)
     # The payload as text, decoded only when there is one: most events carry none,
     # and a JSON decode per row read was a tenth of a batch's time.
     data = cast(table.c.data, Text)

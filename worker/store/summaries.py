@@ -23,7 +23,7 @@ from worker.domain.register import Register
 from worker.domain.summary import Key, as_rows, merge, spec, summarise
 from worker.store.reads import events_of
 from worker.store.schema import EventSummary, StoredEvent, UTCDateTime
-from worker.store.sessions import chunks, one_of
+from worker.store.sessions import chunks, custom_plans, one_of
 
 _READ_CHUNK = 5000
 _WRITE_CHUNK = 1000
@@ -84,9 +84,7 @@ def _read(
     found: dict[str, dict[Key, Event]] = defaultdict(dict)
     stale: set[str] = set()
     bind = session.get_bind()
-    if bind.dialect.name == "postgresql":
-        # as events_of: a generic plan for `= ANY(:array)` may be a sequential scan
-        session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+    custom_plans(session)
     for chunk in chunks(subjects, _READ_CHUNK):
         query = (
             select(

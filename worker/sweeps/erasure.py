@@ -405,7 +405,7 @@ def _record(
                 if c.id in failed
             ],
         )
-    drop_erased_payloads(session, register, sorted({lc.subject for lc in claimed}))
+    drop_erased_payloads(session, register, subjects=sorted({lc.subject for lc in claimed}))
     session.execute(
         update(PurgeRun)
         .where(PurgeRun.id == run_id)

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy import case, delete, exists, func, or_, select
 from sqlalchemy.orm import Session
 
@@ -36,6 +35,7 @@ from worker.store.schema import Hold, StoredEvent, StoredLifecycle
 from worker.store.sessions import (
     ONE_OF_CHUNK,
     chunks,
+    custom_plans,
     keyset_after,
     lock_subjects,
     one_of,
@@ -68,11 +68,7 @@ def forget(
     after: Any = None
     while True:
         with transaction(url) as session:
-            if session.get_bind().dialect.name == "postgresql":
-                # psycopg prepares a statement run five times, and PostgreSQL may then
-                # plan `subject = ANY(:array)` once for any array: a sequential scan of
-                # the event log per page (worker/pipeline/ingest.py, events_of)
-                session.execute(sa.text("SET LOCAL plan_cache_mode = force_custom_plan"))
+            custom_plans(session)  # pages of subjects read by `= ANY(:array)`
             rows = session.execute(_erased_before(kept_since, really_since, after, page)).all()
             if not rows:
                 break
