@@ -48,7 +48,7 @@ COLUMNS = [
 
 # What each row of a batch says, in this order; the run and the time are the batch's.
 AuditRow = tuple[str, str, str, str, str, str, str, int]
-_WRITTEN = ("subject_ref", "activity", "rule", "target", "columns", "strategy", "outcome", "rows")
+_WRITTEN = tuple(c for c in COLUMNS if c not in ("id", "run_id", "erased_at"))
 
 
 def append(connection: Connection, run_id: int, at: datetime, rows: list[AuditRow]) -> None:
