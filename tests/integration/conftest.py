@@ -54,35 +54,30 @@ def postgres_server() -> str:
     return POSTGRES_URL
 
 
-@pytest.fixture
-def postgres_url(postgres_server: str) -> Iterator[str]:
-    """A fresh database of our own on the shared server, dropped afterwards."""
+def _own_database(server: str, prefix: str) -> Iterator[str]:
+    """A fresh database of the test's own on the shared server, dropped afterwards."""
     import sqlalchemy as sa
 
-    name = f"lethe_test_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(postgres_server, isolation_level="AUTOCOMMIT")
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    base = postgres_server.rsplit("/", 1)[0]
-    yield f"{base}/{name}"
+    yield f"{server.rsplit('/', 1)[0]}/{name}"
     with admin.connect() as connection:
         connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """Lethe's store: a fresh PostgreSQL database of the test's own."""
+    yield from _own_database(postgres_server, "lethe_test")
 
 
 @pytest.fixture
 def shop_postgres_url(postgres_server: str) -> Iterator[str]:
     """The shop's own PostgreSQL database, apart from Lethe's store."""
-    import sqlalchemy as sa
-
-    name = f"lethe_shop_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(postgres_server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield f"{postgres_server.rsplit('/', 1)[0]}/{name}"
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    yield from _own_database(postgres_server, "lethe_shop")
 
 
 @pytest.fixture(scope="session")

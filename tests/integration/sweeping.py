@@ -161,3 +161,13 @@ def one_row_per_erasure(audit: list[dict[str, Any]]) -> Counter:
         for r in audit
         if r["outcome"] in ("erased", "nothing_to_erase")
     )
+
+
+def lock_waits(engine: sa.Engine) -> int:
+    """Sessions of this database waiting for a lock another transaction holds."""
+    query = (
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE wait_event_type = 'Lock' AND datname = current_database()"
+    )
+    with engine.connect() as connection:
+        return connection.execute(sa.text(query)).scalar_one()

@@ -24,6 +24,7 @@ from harness import Lethe, wait_for
 from sweeping import (
     EARLY,
     NOW,
+    lock_waits,
     make_shop,
     seed_store,
 )
@@ -155,15 +156,6 @@ def test_status_names_the_messages_of_a_dead_worker_until_one_starts(
     assert re.search(r"orphaned\s+OK", lethe.run("status", check=False).stdout)
 
 
-def _lock_waits(engine: sa.Engine) -> int:
-    query = (
-        "SELECT count(*) FROM pg_stat_activity "
-        "WHERE wait_event_type = 'Lock' AND datname = current_database()"
-    )
-    with engine.connect() as connection:
-        return connection.execute(sa.text(query)).scalar_one()
-
-
 def test_a_live_workers_long_sweep_stays_its_own_past_the_visibility_timeout(
     distributed: Lethe, request
 ):
@@ -185,11 +177,11 @@ def test_a_live_workers_long_sweep_stays_its_own_past_the_visibility_timeout(
             "from worker.app import app\n"
             f"app.send_task('lethe.sweep', kwargs={{'schedule': 'nightly-sweep', 'now': {NOW!r}}})"
         )
-        wait_for(lambda: _lock_waits(engine) > 0, 60, "the sweep to wait on the shop", lethe.logs)
+        wait_for(lambda: lock_waits(engine) > 0, 60, "the sweep to wait on the shop", lethe.logs)
         lethe.start_worker()
         # twice the visibility timeout, and more than a dead consumer's 20 s
         time.sleep(25)
-        assert _lock_waits(engine) > 0, "the sweep should still be running"
+        assert lock_waits(engine) > 0, "the sweep should still be running"
     finally:
         blocking.rollback()
         blocker.close()

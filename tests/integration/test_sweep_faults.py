@@ -17,6 +17,7 @@ from sweeping import (
     LEGAL,
     NOW,
     Shop,
+    lock_waits,
     make_shop,
     one_row_per_erasure,
     seed_store,
@@ -851,17 +852,6 @@ def test_a_dry_run_counts_the_rows_the_sweep_then_changes(lethe: Lethe, request)
     assert sum(would.values()) == done["rows"] > 7
 
 
-def _lock_waits(engine) -> int:
-    """Sessions of this database waiting for a lock another transaction holds."""
-
-    query = (
-        "SELECT count(*) FROM pg_stat_activity "
-        "WHERE wait_event_type = 'Lock' AND datname = current_database()"
-    )
-    with engine.connect() as connection:
-        return connection.execute(sa.text(query)).scalar_one()
-
-
 def test_a_visit_stored_while_a_sweep_erases_the_visitor_gets_a_deadline_of_its_own(
     distributed: Lethe, request
 ):
@@ -914,7 +904,7 @@ def test_a_visit_stored_while_a_sweep_erases_the_visitor_gets_a_deadline_of_its_
         stderr=subprocess.PIPE,
     )
     try:
-        wait_for(lambda: _lock_waits(shop_engine) > 0, 60, "the sweep to wait on the shop", [])
+        wait_for(lambda: lock_waits(shop_engine) > 0, 60, "the sweep to wait on the shop", [])
         settings = load_settings(distributed.env)
         visit = {
             "id": "v-2",
@@ -931,7 +921,7 @@ def test_a_visit_stored_while_a_sweep_erases_the_visitor_gets_a_deadline_of_its_
 
         ingesting = threading.Thread(target=ingest_visit)
         ingesting.start()
-        wait_for(lambda: _lock_waits(store) > 0, 30, "the visit to wait on the claim", [])
+        wait_for(lambda: lock_waits(store) > 0, 30, "the visit to wait on the claim", [])
     finally:
         blocking.rollback()
         blocker.close()

@@ -90,12 +90,18 @@ def event_data(draw, event_type: str) -> dict:
 
 
 @st.composite
-def histories(draw, types_for=lambda kind: TYPES_BY_KIND[kind], kinds=None, data_for=event_data):
+def histories(
+    draw,
+    types_for=lambda kind: TYPES_BY_KIND[kind],
+    kinds=None,
+    data_for=event_data,
+    max_size: int = 8,
+):
     """One subject and the events the shop sent about it (ids unique)."""
     kind = draw(st.sampled_from(kinds or REGISTER.subject_kinds))
     subject = f"{kind}:1"
     types = types_for(kind)
-    size = draw(st.integers(min_value=1, max_value=8))
+    size = draw(st.integers(min_value=1, max_value=max_size))
     events = []
     for n in range(size):
         event_type = draw(st.sampled_from(types))

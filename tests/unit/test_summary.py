@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 from hypothesis import given
 from hypothesis import strategies as st
-from test_properties import DISTRIBUTORS, NOW, REGISTER, TYPES_BY_KIND, instants
+from test_properties import DISTRIBUTORS, NOW, REGISTER, TYPES_BY_KIND, histories, instants
 
-from worker.domain.events import Event, parse_event
+from worker.domain.events import parse_event
 from worker.domain.retention import is_held, lifecycles
 from worker.domain.summary import fields_read, merge, spec, summarise, variant
 
@@ -46,20 +46,8 @@ def data_for(draw, event_type: str) -> dict:
 def long_histories(draw, max_size: int = 40):
     """One subject's events: a random part, then maybe a long run of one type (a loyal
     visitor's hundreds of visits), with duplicates (same id, same event) mixed in."""
-    kind = draw(st.sampled_from(REGISTER.subject_kinds))
-    subject = f"{kind}:1"
-    types = TYPES_BY_KIND[kind]
-    events: list[Event] = []
-    for n in range(draw(st.integers(min_value=1, max_value=max_size))):
-        event_type = draw(st.sampled_from(types))
-        raw = {
-            "id": f"ev-{n}",
-            "type": event_type,
-            "subject": subject,
-            "occurred_at": draw(instants()),
-            "data": draw(data_for(event_type)),
-        }
-        events.append(parse_event(raw, REGISTER))
+    subject, events = draw(histories(data_for=data_for, max_size=max_size))
+    types = TYPES_BY_KIND[subject.split(":", 1)[0]]
     run = draw(st.integers(min_value=0, max_value=400))
     if run:
         event_type = draw(st.sampled_from(types))
