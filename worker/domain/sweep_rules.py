@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import pendulum
 
@@ -27,8 +27,9 @@ if TYPE_CHECKING:
 ART17 = "erasure.requested"
 
 
-@dataclass(frozen=True)
-class DueLifecycle:
+class DueLifecycle(NamedTuple):
+    """A claimed (or counted) lifecycle: a sweep makes one per row it claims, so a tuple."""
+
     id: int
     subject: str
     activity: str

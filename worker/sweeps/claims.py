@@ -135,9 +135,16 @@ def targets_of(
 ) -> list[tuple[DueLifecycle, list[BoundTarget]]]:
     """Each lifecycle of a batch with the targets holding its kind's data, in batch order."""
     items = []
+    # one list per (activity, kind), shared by the batch's lifecycles: read, never changed
+    lists: dict[tuple[str, str], list[BoundTarget]] = {}
     for lc in claimed:
-        kind = lc.kind
-        items.append((lc, [b for b in bound.get(lc.activity, []) if b.target.applies_to(kind)]))
+        which = (lc.activity, lc.kind)
+        targets = lists.get(which)
+        if targets is None:
+            targets = lists[which] = [
+                b for b in bound.get(lc.activity, []) if b.target.applies_to(which[1])
+            ]
+        items.append((lc, targets))
     return items
 
 

@@ -38,6 +38,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import partial
+from typing import NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy import select, update
@@ -105,7 +106,7 @@ def run_part(
         raise SweepRefused(f"run {run_id} is set ahead of the real clock: it erases nothing")
     engine = shop_engine(settings.shop_database_url)
     run_batches(
-        partial(_claim_next, settings, run_id, now),
+        partial(_claim_next, settings, register, run_id, now),
         partial(_apply_batch, settings, bound, engine, run_id),
         partial(_record_batch, settings, register, run_id, now, progress),
         # SQLite has one writer: a second batch's claim would wait for this one's commit
@@ -125,6 +126,7 @@ class _Batch:
     transaction: ExitStack
     session: Session
     claimed: list[DueLifecycle]
+    labels: dict[int, _Label]
     items: list[tuple[DueLifecycle, list[BoundTarget]]] = field(default_factory=list)
     results: dict[int, Applied | str] = field(default_factory=dict)
     keeper: _ReceiptKeeper | None = None
@@ -139,22 +141,29 @@ class _Batch:
 
 
 def _claim_next(
-    settings: Settings, run_id: int, now: datetime, after: tuple[datetime, int] | None
+    settings: Settings,
+    register: Register,
+    run_id: int,
+    now: datetime,
+    after: tuple[datetime, int] | None,
 ) -> _Batch | None:
-    """The first stage: claim the next batch in a store transaction left open; None when
-    nothing is left to claim."""
+    """The first stage: claim the next batch in a store transaction left open, and name
+    its lifecycles as the audit will; None when nothing is left to claim."""
     stack = ExitStack()
     session = stack.enter_context(transaction(settings.database_url))
     try:
         batch_sized(session)  # the batch is recorded in this transaction too
         claimed = claim_batch(session, run_id, now, after, settings.sweep.batch)
+        if not claimed:
+            stack.close()
+            return None
+        # Done here, not when the batch is recorded: recording is the longest stage, and
+        # what the audit calls a lifecycle does not depend on what the shop did.
+        labels = _labels(session, register, claimed, settings.secret)
     except BaseException:
         stack.__exit__(*sys.exc_info())
         raise
-    if not claimed:
-        stack.close()
-        return None
-    return _Batch(stack, session, claimed)
+    return _Batch(stack, session, claimed, labels)
 
 
 def _apply_batch(
@@ -186,9 +195,7 @@ def _record_batch(
     in_store = receipts.in_store(settings.database_url)
     with batch.transaction:
         session = batch.session
-        subjects = sorted({lc.subject for lc in batch.claimed})
-        events = _ending_events(session, register, subjects)
-        outcome = _outcome(batch.items, batch.results, register, events, settings.secret)
+        outcome = _outcome(batch.items, batch.results, batch.labels)
         _record(session, run_id, register, batch.claimed, outcome, now)
         if in_store and batch.keeper is not None:
             # dropped with the commit of the audit rows they stood for
@@ -223,9 +230,8 @@ class _ReceiptKeeper:
         claimed: list[DueLifecycle],
         bound: dict[str, list[BoundTarget]],
     ) -> _ReceiptKeeper:
-        ids = [
-            lc.id for lc in claimed if any(_needs_receipt(b) for b in bound.get(lc.activity, []))
-        ]
+        needing = {a for a, targets in bound.items() if any(map(_needs_receipt, targets))}
+        ids = [lc.id for lc in claimed if lc.activity in needing]
         earlier = receipts.load(url, ids) if ids else {}
         return cls(url, run_id, earlier, {i for i, _ in earlier})
 
@@ -282,6 +288,37 @@ def _ending_events(
     return found
 
 
+class _Label(NamedTuple):
+    """A lifecycle as its audit rows name it."""
+
+    ref: str  # the subject's keyed hash
+    rule: str
+    in_register: bool  # its activity is still in the register (else it cannot be erased)
+
+
+def _labels(
+    session: Session, register: Register, claimed: list[DueLifecycle], secret: bytes
+) -> dict[int, _Label]:
+    """Each lifecycle's subject reference and rule, as its audit rows name them."""
+    events = _ending_events(session, register, sorted({lc.subject for lc in claimed}))
+    activities = {a.id: a for a in register.activities}
+    tz = register.tz
+    refs: dict[str, str] = {}
+    labels = {}
+    for lc in claimed:
+        ref = refs.get(lc.subject)
+        if ref is None:
+            # a customer's three activities are usually due in the same batch
+            ref = refs[lc.subject] = subject_ref(secret, lc.subject)
+        activity = activities.get(lc.activity)
+        if activity is None:
+            labels[lc.id] = _Label(ref, f"{lc.activity}: not in the register any more", False)
+        else:
+            rule = rule_text(activity, lc, events.get(lc.subject, ()), tz)
+            labels[lc.id] = _Label(ref, rule, True)
+    return labels
+
+
 def _apply(
     engine: sa.Engine,
     items: list[tuple[DueLifecycle, list[BoundTarget]]],
@@ -320,30 +357,16 @@ def _apply(
 def _outcome(
     items: list[tuple[DueLifecycle, list[BoundTarget]]],
     results: dict[int, Applied | str],
-    register: Register,
-    events: dict[str, list[LoggedEvent]],
-    secret: bytes,
+    labels: dict[int, _Label],
 ) -> _BatchOutcome:
     """The batch's audit rows, counts and suppression hashes, from what the shop did."""
     outcome = _BatchOutcome()
-    activities = {a.id: a for a in register.activities}
-    tz = register.tz
     seen_suppressed: set[int] = set()
-    refs: dict[str, str] = {}
     trail = outcome.audit
     for lc, targets in items:
         result = results[lc.id]
-        activity = activities.get(lc.activity)
-        rule = (
-            rule_text(activity, lc, events.get(lc.subject, ()), tz)
-            if activity
-            else f"{lc.activity}: not in the register any more"
-        )
-        ref = refs.get(lc.subject)
-        if ref is None:
-            # a customer's three activities are usually due in the same batch
-            ref = refs[lc.subject] = subject_ref(secret, lc.subject)
-        if activity is None or isinstance(result, str):
+        ref, rule, in_register = labels[lc.id]
+        if not in_register or isinstance(result, str):
             outcome.failed_ids.append(lc.id)
             why = result if isinstance(result, str) else "no activity"
             for b in targets or [None]:
@@ -358,16 +381,18 @@ def _outcome(
             outcome.suppressed.extend(result.suppressed)
         if not targets:
             trail.append((ref, lc.activity, rule, "-", "-", "-", "nothing_to_erase", 0))
+        counted = result.rows
         for b in targets:
-            rows = result.rows.get((lc.subject, lc.activity, b.name), 0)
-            if b.target.columns or b.target.delete_rows:
+            rows = counted.get((lc.subject, lc.activity, b.name), 0)
+            target = b.target
+            if target.columns or target.delete_rows:
                 columns, strategy = b.audit_text
                 outcome.rows += rows
                 erased = "erased" if rows else "nothing_to_erase"
                 trail.append((ref, lc.activity, rule, b.name, columns, strategy, erased, rows))
-            if b.target.keeps and rows:
-                keeps = ",".join(b.target.keeps)
-                why = b.target.note or rule
+            if target.keeps and rows:
+                keeps = ",".join(target.keeps)
+                why = target.note or rule
                 trail.append(
                     (ref, lc.activity, why, b.name, keeps, "kept_by_law", "kept_by_law", rows)
                 )
