@@ -57,8 +57,9 @@ class RemovedRows:
             readers[_rows_of(bound)].add((bound.activity, bound.name))
         return cls({rows for rows, idents in readers.items() if len(idents) > 1})
 
-    def removed(self, bound: BoundTarget, key: Any) -> bool:
-        return key in self._keys.get(_rows_of(bound), ())
+    def keys(self, bound: BoundTarget) -> set[Any] | frozenset[Any]:
+        """The keys whose rows are gone from this target's table and key column."""
+        return self._keys.get(_rows_of(bound), frozenset())
 
     def remove(self, bound: BoundTarget, keys: Iterable[Any]) -> None:
         rows = _rows_of(bound)
@@ -80,6 +81,9 @@ class Step:
     keys: dict[Any, str]
 
 
+_UNREAD = object()
+
+
 def plan_steps(work: Sequence[tuple[str, BoundTarget]], removed: RemovedRows) -> list[Step]:
     """The order in which a batch's (subject, target) pairs are applied, and the keys each
     step still finds rows for: the one decision the sweep acts on and the dry run counts.
@@ -96,12 +100,19 @@ def plan_steps(work: Sequence[tuple[str, BoundTarget]], removed: RemovedRows) ->
         targets[ident] = bound
         subjects[ident].append(subject)
     steps = []
+    # A customer's id names its rows in four tables: each subject's key is read once per
+    # spelling (the subject or its id) and key column.
+    spelled: dict[tuple[str, Any], dict[str, Any]] = {}
     for ident, named in subjects.items():
         bound = targets[ident]
+        known = spelled.setdefault((bound.target.key_value, bound.facts[bound.target.key]), {})
+        gone = removed.keys(bound)
         keys = {}
         for subject in named:
-            key = bound.key_for(subject)
-            if key is not None and not removed.removed(bound, key):
+            key = known.get(subject, _UNREAD)
+            if key is _UNREAD:
+                key = known[subject] = bound.key_for(subject)
+            if key is not None and key not in gone:
                 keys[key] = subject
         if bound.target.delete_rows:
             removed.remove(bound, keys)

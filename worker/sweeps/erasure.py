@@ -242,10 +242,13 @@ class _ReceiptKeeper:
         for subject, value_hash, activity in applied.suppressed:
             suppressed[(subject, activity)].append((value_hash, activity))
         written: list[tuple[int, str, receipts.Receipt]] = []
+        # a batch's lifecycles share their target lists (claims.targets_of): filtered once
+        filtered: dict[int, list[BoundTarget]] = {}
         for lc, targets in items:
-            for b in targets:
-                if not _needs_receipt(b):
-                    continue
+            needing = filtered.get(id(targets))
+            if needing is None:
+                needing = filtered[id(targets)] = [b for b in targets if _needs_receipt(b)]
+            for b in needing:
                 key = (lc.subject, lc.activity, b.name)
                 mine = suppressed[(lc.subject, lc.activity)]
                 # An earlier try's receipt stands whatever the deadline is now: new events
