@@ -5,21 +5,23 @@ on SQLite in Python (worker/domain/strategies.py): a person anonymised by one mu
 the same as by the other, keyed hashes and pseudonyms included. Every value
 here goes through both, on a real PostgreSQL, and the results are compared. The
 random strategies cannot agree value by value: their forms are compared instead
-(the same alphabet and length, a new value for every row, an erased address left).
+(the same alphabet and length, a new value for every row, an erased address left),
+and how SQL spells the uuid it draws is compared letter by letter.
 """
 
 from __future__ import annotations
 
 import re
+import uuid
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
-from worker.domain.strategies import MIN_LENGTH, ColumnFacts, Context, apply
+from worker.domain.strategies import MIN_LENGTH, RANDOM_ALPHABET, ColumnFacts, Context, apply
 from worker.shop.constraints import operable_domains
-from worker.shop.sql_strategies import SQL_STRATEGIES, HmacKey, SqlContext, sql_form
+from worker.shop.sql_strategies import SQL_STRATEGIES, HmacKey, SqlContext, sql_form, uuid_letters
 
 SHORT_SECRET = b"a secret of thirty-two bytes...!"
 LONG_SECRET = b"k" * 100  # longer than SHA-256's block: HMAC hashes the key first
@@ -101,8 +103,6 @@ SUBJECTS = ["customer:42", "visitor:n-7", "ambassador:é"]
 def values_table(postgres_server: str) -> Any:
     """One table per column kind, filled with the values above; rows read back as psycopg
     returns them (so Python sees what a sweep would read)."""
-    import uuid
-
     name = f"lethe_sqlstrat_{uuid.uuid4().hex[:8]}"
     admin = sa.create_engine(postgres_server, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
@@ -215,6 +215,25 @@ def test_sql_and_python_write_random_values_of_the_same_form(
             drawn.append(in_sql)
     # a new value for every row, none of them the original
     assert drawn and len(set(drawn)) == len(drawn)
+
+
+def test_sql_spells_each_hex_digit_of_a_uuid_as_its_letter(values_table: Any) -> None:
+    engine, _ = values_table
+    drawn = [
+        uuid.UUID(int=0),
+        uuid.UUID(int=2**128 - 1),
+        uuid.UUID("0123456789abcdef" * 2),
+        uuid.UUID("fedcba9876543210" * 2),
+        *(uuid.uuid4() for _ in range(50)),
+    ]
+    values = sa.values(sa.column("u", sa.Uuid), name="drawn").data([(u,) for u in drawn])
+    query = sa.select(values.c.u, uuid_letters(values.c.u, 32), uuid_letters(values.c.u, 12))
+    with engine.connect() as connection:
+        rows = connection.execute(query).all()
+    assert len(rows) == len(drawn)
+    for drawn_uuid, letters, first in rows:
+        spelt = "".join(RANDOM_ALPHABET[int(digit, 16)] for digit in drawn_uuid.hex)
+        assert (letters, first) == (spelt, spelt[:12]), drawn_uuid
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -183,8 +183,9 @@ POSTCODE_PATTERN = "[0-9]{5}"
 DEPARTMENT_PATTERN = "[0-9]{2,3}|2[AB]"
 _FR_POSTCODE = re.compile(POSTCODE_PATTERN)
 _DEPARTMENT = re.compile(DEPARTMENT_PATTERN)
-# ASCII only, as PostgreSQL's btrim and translate do (worker/shop/sql_strategies.py):
-# the same postcode gives the same département in Python and in SQL.
+# ASCII only, as PostgreSQL's btrim, and its upper() under the "C" collation, do
+# (worker/shop/sql_strategies.py): the same postcode gives the same département in
+# Python and in SQL.
 WHITESPACE = " \t\n\r\x0b\x0c"
 _UPPER = str.maketrans(string.ascii_lowercase, string.ascii_uppercase)
 
@@ -194,8 +195,6 @@ def department(value: Any, ctx: Context) -> Any:
     if value is None:
         return None
     text = str(value).strip(WHITESPACE).translate(_UPPER)
-    if _DEPARTMENT.fullmatch(text):
-        return text
     if _FR_POSTCODE.fullmatch(text):
         if text.startswith("97") or text.startswith("98"):
             return text[:3]
@@ -203,6 +202,8 @@ def department(value: Any, ctx: Context) -> Any:
             # Corsica: 200xx and 201xx are Corse-du-Sud, the rest Haute-Corse.
             return "2A" if int(text[:3]) < 202 else "2B"
         return text[:2]
+    if _DEPARTMENT.fullmatch(text):
+        return text
     # Outside France: the first two characters name a region at most (UK "SW", ...).
     return text[:2].strip(WHITESPACE)
 

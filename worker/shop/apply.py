@@ -216,7 +216,8 @@ def _anonymise_in_sql(connection, bound, chunk, keys, secret, applied) -> None:
     rows = json.dumps([{"k": key, "s": keys[key]} for key in chunk])
     counted = applied.rows
     # rows fetched at once, not one round of the result machinery per row
-    for (subject,) in connection.execute(bound.sql_update(secret), {"rows": rows}).all():
+    params = {"rows": rows, "keys": chunk}
+    for (subject,) in connection.execute(bound.sql_update(secret), params).all():
         counted[(subject, bound.activity, bound.name)] += 1
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import Engine
 
 from worker.domain.linkability import linked_until
@@ -87,9 +88,10 @@ class BoundTarget:
         return columns, strategy
 
     def sql_update(self, secret: bytes) -> Any | None:
-        """One `UPDATE ... FROM json_to_recordset(:rows)` that applies every strategy of this
-        target in PostgreSQL, RETURNING each row's subject; None when a strategy (or its
-        suppression list) needs Python."""
+        """One `UPDATE ... FROM json_to_recordset(:rows) ... AND key = ANY(:keys)` that
+        applies every strategy of this target in PostgreSQL, RETURNING each row's subject;
+        None when a strategy (or its suppression list) needs Python. `rows` are the batch's
+        keys with their subjects (JSON), `keys` the same keys (a list)."""
         if secret not in self._sql:
             self._sql[secret] = self._build_sql_update(secret)
         return self._sql[secret]
@@ -115,7 +117,18 @@ class BoundTarget:
             )
             for name, form in forms.items()
         }
-        return sa.update(table).where(key == batch.c.k).values(values).returning(batch.c.s)
+        # The keys once more, as an array: the planner cannot see how many rows
+        # json_to_recordset gives (it assumes 100), and on a table of up to some tens of
+        # thousands of rows it read all of them for each batch (a hash join); with
+        # `= ANY(:keys)` it reads only the batch's, by the key's index. Of the key's own
+        # type, so that its `=` is the join's: the same rows either way.
+        keys = sa.bindparam("keys", type_=ARRAY(key.type))
+        return (
+            sa.update(table)
+            .where(key == batch.c.k, key == sa.any_(keys))
+            .values(values)
+            .returning(batch.c.s)
+        )
 
     def key_for(self, subject: str) -> Any:
         """The key column's value naming `subject`, or None when no row can have it."""
