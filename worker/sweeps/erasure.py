@@ -2,7 +2,8 @@
 the shop, audits it and marks them erased.
 
     store transaction:  claim a batch: lock it, mark it erased as of the run's clock
-                        (the rows chosen FOR UPDATE SKIP LOCKED on PostgreSQL)
+                        (the rows chosen FOR UPDATE SKIP LOCKED on PostgreSQL);
+                        name each lifecycle as the audit will (subject reference, rule)
       shop transaction: apply the strategies of every claimed lifecycle
                         receipts committed for deleted rows (worker/store/receipts.py)
                         commit
