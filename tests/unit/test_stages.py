@@ -6,6 +6,7 @@ integration tests."""
 
 from __future__ import annotations
 
+import gc
 import threading
 from dataclasses import dataclass, field
 
@@ -102,3 +103,23 @@ def test_a_failed_stage_settles_every_open_batch_and_raises_its_error(
     # nothing after the failed batch is recorded, and everything before it is
     assert recorded == [1, 2, 3]
     assert 4 not in recorded
+
+
+@pytest.mark.parametrize("fail", [None, ("apply", 2)])
+def test_the_cycle_collector_runs_less_often_while_batches_run_and_as_before_after(
+    fail: tuple[str, int] | None,
+) -> None:
+    before = gc.get_threshold()
+    seen: list[tuple[int, ...]] = []
+    claim, apply, record = stages(Log(), 3, fail=fail)
+
+    def applying(batch: Batch) -> Batch:
+        seen.append(gc.get_threshold())
+        return apply(batch)
+
+    try:
+        run_batches(claim, applying, record, overlap=True)
+    except RuntimeError:
+        assert fail is not None
+    assert seen and all(t[0] >= 20_000 and t[1:] == before[1:] for t in seen)
+    assert gc.get_threshold() == before  # restored, even after a failure
