@@ -41,20 +41,6 @@ C = TypeVar("C", bound=Open)
 A = TypeVar("A", bound=Open)
 
 
-def run_batches(
-    claim: Callable[[Any], C | None],
-    apply: Callable[[C], A],
-    record: Callable[[A], None],
-    *,
-    overlap: bool,
-) -> None:
-    """Claim, apply and record batches until `claim` finds none (it gets the `after` of
-    the batch before, None at first). `record` commits its batch, or rolls it back
-    itself when it fails."""
-    with fewer_collections():
-        _run(claim, apply, record, overlap=overlap)
-
-
 @contextlib.contextmanager
 def fewer_collections(threshold: int = 20_000) -> Iterator[None]:
     """Run Python's cycle collector less often for the duration (process-wide).
@@ -72,13 +58,17 @@ def fewer_collections(threshold: int = 20_000) -> Iterator[None]:
         gc.set_threshold(*before)
 
 
-def _run(
+@fewer_collections()
+def run_batches(
     claim: Callable[[Any], C | None],
     apply: Callable[[C], A],
     record: Callable[[A], None],
     *,
     overlap: bool,
 ) -> None:
+    """Claim, apply and record batches until `claim` finds none (it gets the `after` of
+    the batch before, None at first). `record` commits its batch, or rolls it back
+    itself when it fails."""
     if not overlap:
         after = None
         while (claimed := claim(after)) is not None:
