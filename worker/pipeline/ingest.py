@@ -17,6 +17,7 @@ from sqlalchemy import and_, case, or_, select, text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
 
+from worker.collector import fewer_collections
 from worker.domain.events import Event, EventRefused, parse_event
 from worker.domain.register import Register
 from worker.domain.retention import Lifecycle, lifecycles
@@ -46,6 +47,7 @@ class IngestReport:
         self.lifecycles += other.lifecycles
 
 
+@fewer_collections()  # a batch's events, rows and lifecycles (worker/collector.py)
 def ingest(
     session: Session, raw_events: Sequence[Any], register: Register, now: pendulum.DateTime
 ) -> IngestReport:

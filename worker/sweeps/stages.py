@@ -20,10 +20,11 @@ transaction back: its lifecycles are due again, as a killed worker leaves them
 from __future__ import annotations
 
 import contextlib
-import gc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol, TypeVar
+
+from worker.collector import fewer_collections
 
 
 class Open(Protocol):
@@ -41,23 +42,6 @@ C = TypeVar("C", bound=Open)
 A = TypeVar("A", bound=Open)
 
 
-@contextlib.contextmanager
-def fewer_collections(threshold: int = 20_000) -> Iterator[None]:
-    """Run Python's cycle collector less often for the duration (process-wide).
-
-    A batch of 2,000 lifecycles allocates some 100,000 tuples, rows and lists, which live
-    until the batch is recorded: with the default threshold (700) the collector ran 1,250
-    times in a sweep of 90,000 lifecycles, walking them again each time, and took a
-    quarter of the sweep's Python time (bench/README.md, "Sweeps"). What a batch leaves is
-    freed by reference counting; the rare cycle waits for a later collection."""
-    before = gc.get_threshold()
-    gc.set_threshold(max(threshold, before[0]), *before[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*before)
-
-
 @fewer_collections()
 def run_batches(
     claim: Callable[[Any], C | None],
@@ -68,7 +52,8 @@ def run_batches(
 ) -> None:
     """Claim, apply and record batches until `claim` finds none (it gets the `after` of
     the batch before, None at first). `record` commits its batch, or rolls it back
-    itself when it fails."""
+    itself when it fails. Python's cycle collector runs less often meanwhile
+    (worker/collector.py)."""
     if not overlap:
         after = None
         while (claimed := claim(after)) is not None:
