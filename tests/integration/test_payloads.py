@@ -31,7 +31,7 @@ def _reading_a_dispute() -> Register:
     """The shipped register with website.navigation's clock also on `dispute.opened`: a
     rule may list a hold's type, and its events must still touch no activity here (they
     go, to their case id, once everything of their subject is erased). Parsed from the
-    YAML, not model_copy'd: copies keep the touch index cached on the original."""
+    YAML, so it is validated as a register file would be."""
     text = default_register_path().read_text(encoding="utf-8")
     clock = "      - clock: [visit.recorded]\n"
     assert text.count(clock) == 1, "the shipped register's navigation rule has changed"

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cached_property
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 import pendulum
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
@@ -44,6 +44,25 @@ LEGAL_BASIS_LABELS = {
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy; with `update`, its cached properties (the touch index, a rule's event
+        types and matchers) are worked out again from the new fields, where pydantic's
+        copy would carry the original's along."""
+        copied = super().model_copy(update=update, deep=deep)
+        if update:
+            for name in _cached_names(type(self)):
+                copied.__dict__.pop(name, None)
+        return copied
+
+
+def _cached_names(cls: type) -> set[str]:
+    return {
+        name
+        for klass in cls.__mro__
+        for name, value in vars(klass).items()
+        if isinstance(value, cached_property)
+    }
 
 
 # The longest keep a register may write. Events are accepted up to year 2999
