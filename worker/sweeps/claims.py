@@ -138,11 +138,11 @@ def targets_of(
     # one list per (activity, kind), shared by the batch's lifecycles: read, never changed
     lists: dict[tuple[str, str], list[BoundTarget]] = {}
     for lc in claimed:
-        which = (lc.activity, lc.kind)
-        targets = lists.get(which)
+        activity, kind = lc.activity, lc.kind
+        targets = lists.get((activity, kind))
         if targets is None:
-            targets = lists[which] = [
-                b for b in bound.get(lc.activity, []) if b.target.applies_to(which[1])
+            targets = lists[(activity, kind)] = [
+                b for b in bound.get(activity, []) if b.target.applies_to(kind)
             ]
         items.append((lc, targets))
     return items
