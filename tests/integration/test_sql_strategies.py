@@ -106,7 +106,15 @@ def values_table(postgres_server: str) -> Any:
     name = f"lethe_sqlstrat_{uuid.uuid4().hex[:8]}"
     admin = sa.create_engine(postgres_server, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        # A linguistic default collation, as a shop's database often has: there upper()
+        # maps é and ß, and 'a' < 'B'. Expressions that lean on the "C" collation must
+        # say so themselves; under a C-like default their mistakes would go unseen.
+        connection.execute(
+            sa.text(
+                f'CREATE DATABASE "{name}" TEMPLATE template0 '
+                "LOCALE_PROVIDER icu ICU_LOCALE 'fr-FR'"
+            )
+        )
     url = f"{postgres_server.rsplit('/', 1)[0]}/{name}"
     engine = sa.create_engine(url)
     metadata = sa.MetaData()
