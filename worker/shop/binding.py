@@ -175,21 +175,26 @@ def shop_engine(url: str) -> Engine:
 _engines: dict[str, Engine] = {}
 
 
+def shop_engine_options(url: str) -> dict[str, Any]:
+    """How Lethe connects to a shop database, for the sweep and the outbox relay alike."""
+    # hide_parameters: a failed statement's text would quote keys and shop values
+    options: dict[str, Any] = {"hide_parameters": True}
+    if url.startswith("sqlite"):
+        options["connect_args"] = {"timeout": 60}
+    else:
+        options["pool_pre_ping"] = True
+        if url.startswith("postgresql+psycopg"):
+            options["connect_args"] = POSTGRES_CONNECT_ARGS
+        elif url.startswith(("mysql", "mariadb")):
+            options["connect_args"] = mysql.CONNECT_ARGS
+            options["pool_recycle"] = mysql.POOL_RECYCLE
+    return options
+
+
 def _engine(url: str) -> Engine:
     if url not in _engines:
-        # hide_parameters: a failed statement's text would quote keys and shop values
-        options: dict[str, Any] = {"hide_parameters": True}
-        if url.startswith("sqlite"):
-            options["connect_args"] = {"timeout": 60}
-        else:
-            options["pool_pre_ping"] = True
-            if url.startswith("postgresql+psycopg"):
-                options["connect_args"] = POSTGRES_CONNECT_ARGS
-            elif url.startswith(("mysql", "mariadb")):
-                options["connect_args"] = mysql.CONNECT_ARGS
-                options["pool_recycle"] = mysql.POOL_RECYCLE
         try:
-            engine = sa.create_engine(url, **options)
+            engine = sa.create_engine(url, **shop_engine_options(url))
         except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
             raise ShopUnavailable(
                 f"LETHE_SHOP_DATABASE_URL is not a database URL Lethe can use "

@@ -17,7 +17,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from worker.settings import safe_url, sqlite_file
-from worker.store.sessions import POSTGRES_CONNECT_ARGS, one_of
+from worker.shop.binding import shop_engine_options
+from worker.store.sessions import one_of
 
 TABLE = "lethe_outbox"
 
@@ -140,14 +141,8 @@ def outbox_engine(url: str) -> Engine:
     """The relay's engine on the shop database (one per URL per process)."""
     dialect_of(url)
     if url not in _engines:
-        # hide_parameters: a failed statement's text would quote the rows' values
-        options: dict[str, Any] = {"hide_parameters": True}
-        if url.startswith("sqlite"):
-            options["connect_args"] = {"timeout": 60}
-        else:
-            options["pool_pre_ping"] = True
-            options["connect_args"] = POSTGRES_CONNECT_ARGS  # pymysql takes it too
-        engine = sa.create_engine(url, **options)
+        # the sweep's options: on MariaDB its charset, UTC session and recycled connections
+        engine = sa.create_engine(url, **shop_engine_options(url))
         if url.startswith("sqlite"):
             _sqlite_claims_write_lock(engine)
         _engines[url] = engine
