@@ -315,6 +315,19 @@ def test_targets_that_do_not_fit_the_shop_are_refused_with_the_register_line(
     assert result.returncode == 1
     where = f"{register}:{line}: activity 'crm.customers', target 'customers': "
     assert where + "table 'customers' has no column 'birthdate'" in result.stderr
+    # every command that reads the shop through the targets stops on it the same way
+    commands = (
+        ["shop", "coverage"],
+        ["access", "customer:1"],
+        ["anonymity"],
+        ["purge", "--reapply"],
+    )
+    for command in commands:
+        result = embedded.run(*command, check=False)
+        assert result.returncode == 1, (command, result.stderr)
+        assert where + "table 'customers' has no column 'birthdate'" in result.stderr, command
+        last = result.stderr.strip().splitlines()[-1]
+        assert last == "Error: the register's targets do not fit the shop schema", command
 
     register.write_text(text.replace("email: random_email", "email: null", 1))
     line = text[: text.index("email: random_email")].count("\n") + 1

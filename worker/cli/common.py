@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -23,6 +24,23 @@ def register_or_exit(path: str | Path) -> Register:
         for problem in exc.problems:
             click.echo(str(problem), err=True)
         raise SystemExit(1) from None
+
+
+@contextmanager
+def shop_errors() -> Iterator[None]:
+    """A shop database that does not fit the register, or cannot be reached, as the
+    command's error: each problem on stderr (it names the table or column and what to
+    change), then one line that says why the command stopped; exit status 1."""
+    from worker.shop.binding import ShopMismatch, ShopUnavailable
+
+    try:
+        yield
+    except ShopMismatch as exc:
+        for problem in exc.problems:
+            click.echo(str(problem), err=True)
+        raise click.ClickException("the register's targets do not fit the shop schema") from None
+    except ShopUnavailable as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def default_register() -> str:

@@ -15,6 +15,7 @@ from worker.cli.common import (
     now_option,
     print_rows,
     settings_or_exit,
+    shop_errors,
     store_url,
 )
 from worker.cli.group import main
@@ -49,7 +50,7 @@ def backfill(dry_run: bool, only: int | None, until_text: str | None, fmt: str) 
     from worker.client import BrokerUnavailable
     from worker.pipeline.backfill import backfill as run_backfill
     from worker.pipeline.backfill import chosen_sources
-    from worker.shop.binding import ShopMismatch, ShopUnavailable, shop_engine
+    from worker.shop.binding import ShopUnavailable, shop_engine
     from worker.shop.sources import count_source_rows
 
     settings = settings_or_exit()
@@ -58,18 +59,13 @@ def backfill(dry_run: bool, only: int | None, until_text: str | None, fmt: str) 
     # migrated when embedded: the backfill is recorded there, and the audit says who
     # was erased already (their rows are not sent again)
     store_url()
-    try:
-        sources = chosen_sources(settings, register, only)
-        engine = shop_engine(settings.shop_database_url)
-        total = sum(count_source_rows(engine, b) for b in sources)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
-    except ShopMismatch as exc:
-        for problem in exc.problems:
-            click.echo(str(problem), err=True)
-        raise SystemExit(1) from None
-    except ShopUnavailable as exc:
-        raise click.ClickException(str(exc)) from None
+    with shop_errors():
+        try:
+            sources = chosen_sources(settings, register, only)
+            engine = shop_engine(settings.shop_database_url)
+            total = sum(count_source_rows(engine, b) for b in sources)
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
     label = "counting" if dry_run else "sending"
     with click.progressbar(length=total, label=label, file=sys.stderr, show_pos=True) as bar:
         try:
@@ -105,20 +101,13 @@ _COVERAGE_COLUMNS = ["activity", "table", "rows", "covered", "uncovered", "back"
 def shop_coverage(fmt: str) -> None:
     """Per target, the shop rows no lifecycle covers (never erased) and the rows back after
     an erasure (a restore): counts and example primary keys, never a subject. Exit 0."""
-    from worker.shop.binding import ShopMismatch, ShopUnavailable
     from worker.sweeps.coverage import measure_coverage
 
     settings = settings_or_exit()
     register = configured_register()
     store_url()
-    try:
+    with shop_errors():
         rows = measure_coverage(settings, register, store=True)
-    except ShopMismatch as exc:
-        for problem in exc.problems:
-            click.echo(str(problem), err=True)
-        raise click.ClickException("the register's targets do not fit the shop schema") from None
-    except ShopUnavailable as exc:
-        raise click.ClickException(str(exc)) from None
     shown = [r.as_dict() for r in rows]
     if fmt == "json":
         json.dump(shown, sys.stdout, indent=2, ensure_ascii=False, default=str)
@@ -148,7 +137,6 @@ def access(subject: str, fmt: str, matches: tuple[str, ...]) -> None:
     data categories, deadlines, holds, and the shop's rows, read live. Never logged."""
     from worker.cli.common import subject_or_exit
     from worker.ops.access import access_report, render_html
-    from worker.shop.binding import ShopMismatch, ShopUnavailable
 
     settings = settings_or_exit()
     register = configured_register()
@@ -160,14 +148,8 @@ def access(subject: str, fmt: str, matches: tuple[str, ...]) -> None:
             raise click.BadParameter("give NAME=VALUE, such as email=...", param_hint="--match")
         values[name] = value
     store_url()
-    try:
+    with shop_errors():
         report: dict[str, Any] = access_report(settings, register, subject, values)
-    except ShopMismatch as exc:
-        for problem in exc.problems:
-            click.echo(str(problem), err=True)
-        raise click.ClickException("the register's targets do not fit the shop schema") from None
-    except ShopUnavailable as exc:
-        raise click.ClickException(str(exc)) from None
     if fmt == "html":
         click.echo(render_html(register, report))
     else:

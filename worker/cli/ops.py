@@ -7,7 +7,7 @@ import os
 
 import click
 
-from worker.cli.common import register_or_exit, settings_or_exit
+from worker.cli.common import register_or_exit, settings_or_exit, shop_errors
 from worker.cli.group import main
 
 
@@ -106,18 +106,11 @@ def anonymity(k: int, fmt: str) -> None:
     from worker.cli.common import print_rows
     from worker.ops.anonymity import anonymity as measure
     from worker.ops.anonymity import as_rows
-    from worker.shop.binding import ShopMismatch, ShopUnavailable
 
     settings = settings_or_exit()
     register = register_or_exit(settings.register_path)
-    try:
+    with shop_errors():
         found = measure(settings, register, k)
-    except ShopMismatch as exc:
-        for problem in exc.problems:
-            click.echo(str(problem), err=True)
-        raise SystemExit(1) from None
-    except ShopUnavailable as exc:
-        raise click.ClickException(str(exc)) from None
     rows = as_rows(found)
     if fmt == "json":
         print_rows(rows, fmt, [])

@@ -19,6 +19,7 @@ from worker.cli.common import (
     now_option,
     print_rows,
     settings_or_exit,
+    shop_errors,
     store_url,
     subject_or_exit,
     table,
@@ -120,21 +121,14 @@ def purge(
 
 
 def _reapply(since_text: str | None, fmt: str) -> None:
-    from worker.shop.binding import ShopMismatch, ShopUnavailable
     from worker.sweeps.reapply import reapply
 
     store_url()
     settings = settings_or_exit()
     register = configured_register()
     since = now_option(since_text, "--since") if since_text else None
-    try:
+    with shop_errors():
         done = reapply(settings, register, since=since)
-    except ShopMismatch as exc:
-        for problem in exc.problems:
-            click.echo(str(problem), err=True)
-        raise SystemExit(1) from None
-    except ShopUnavailable as exc:
-        raise click.ClickException(str(exc)) from None
     summary = {
         "run": done.run_id,
         "status": "done" if done.run_id else "nothing_back",
