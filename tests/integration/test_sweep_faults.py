@@ -321,6 +321,7 @@ def test_targets_that_do_not_fit_the_shop_are_refused_with_the_register_line(
         ["access", "customer:1"],
         ["anonymity"],
         ["purge", "--reapply"],
+        ["purge", "--now", NOW],
     )
     for command in commands:
         result = embedded.run(*command, check=False)

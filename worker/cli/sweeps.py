@@ -91,10 +91,11 @@ def purge(
     try:
         result = run_sweep(settings, register, run_id, progress=bar.update, on_plan=bar.start)
     except ShopMismatch as exc:
-        fail_run(settings, run_id, "the register's targets do not fit the shop schema")
+        why = "the register's targets do not fit the shop schema"
+        fail_run(settings, run_id, why)
         for problem in exc.problems:
             click.echo(str(problem), err=True)
-        raise SystemExit(1) from None
+        raise click.ClickException(why) from None  # as cli.common.shop_errors ends
     except ShopUnavailable as exc:
         fail_run(settings, run_id, str(exc))
         if not dry_run:
