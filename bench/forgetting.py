@@ -2,7 +2,7 @@
 long ago (worker/sweeps/forgetting.py, LETHE_FORGET_AFTER_DAYS) costs, against hand-written
 bulk SQL deleting the same rows.
 
-    .venv/bin/python bench/forgetting.py [--forgotten 100000] [--kept 100000] [--page 500]
+    .venv/bin/python bench/forgetting.py [--forgotten 100000] [--kept 100000] [--page 2000]
 
 A PostgreSQL store (migrated as `lethe db upgrade` does) holds N people whose every
 lifecycle was erased two years ago (two lifecycles and three events each: the
@@ -151,7 +151,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--forgotten", type=int, default=100_000)
     parser.add_argument("--kept", type=int, default=100_000)
-    parser.add_argument("--page", type=int, default=500, help="LETHE_SWEEP_BATCH")
+    from worker.settings import SweepSettings
+
+    parser.add_argument(
+        "--page", type=int, default=SweepSettings.batch, help="LETHE_SWEEP_BATCH, its default"
+    )
     args = parser.parse_args()
     import logging
 

@@ -31,9 +31,9 @@ class SweepSettings:
     report_at: str = "07:00"  # LETHE_REPORT_AT: the daily report
     timezone: str = "Europe/Paris"  # LETHE_SWEEP_TIMEZONE
     # LETHE_SWEEP_BATCH: lifecycles claimed per transaction, and the forgetting pass's page.
-    # 2000: against 500, a sweep of 90,000 lifecycles took 7.1-7.4 s instead of 10.0-10.8
-    # and forgetting 4.0 s instead of 5.3-6.7 (bench/README.md, "Batch size"); a batch
-    # still holds its shop rows for a fraction of a second.
+    # 2000: against 500, a sweep of 90,000 lifecycles took 5.8-5.9 s instead of 8.3-8.8
+    # and forgetting 4.0 s instead of 5.3-6.7 (bench/README.md, "the default batch"); a
+    # batch still holds its shop rows for a fraction of a second.
     batch: int = 2000
     parts: int = 1  # LETHE_SWEEP_PARTS: workers sharing one scheduled sweep
     max_factor: float = 10.0  # LETHE_SWEEP_MAX_FACTOR: x the median of recent sweeps
