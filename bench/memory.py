@@ -23,9 +23,10 @@ the child reports its own peak resident set (VmHWM) and its time:
   one event and one stored lifecycle each;
 - sweep: a sweep (planned, approved, run in one process, batch 2000) erasing about N
   due lifecycles in a PostgreSQL shop (bench/sweep.py's shop and store);
-- forgetting: the nightly pass (`forgetting.forget`, pages of 500) over N customers
-  kept only for their invoices: their other lifecycles erased two years ago, the
-  invoices' still running (10 years). It deletes nothing; what does it cost?
+- forgetting: the nightly pass (`forgetting.forget`, pages of LETHE_SWEEP_BATCH's default)
+  over N customers kept only for their invoices: their other lifecycles erased two
+  years ago, the invoices' still running (10 years). It deletes nothing; what does it
+  cost?
 
 Prints per workload and size the peak RSS, the time, and the ratio of the largest
 size's peak to the smallest's (target <= 1.5); for ingest, the time per event of the
@@ -85,10 +86,11 @@ def _child(
 
         run_lethe_sweep(url, shop, 2000, 1)
     else:
+        from worker.settings import SweepSettings
         from worker.sweeps import forgetting
 
         since = datetime.now(UTC) - timedelta(days=365)
-        done = forgetting.forget(url, register, since, since, 500)
+        done = forgetting.forget(url, register, since, since, SweepSettings.batch)
         assert done.subjects == 0, done
     if work != "ingest":
         took = time.perf_counter() - started
