@@ -30,3 +30,11 @@ def test_a_copy_with_another_rule_touches_what_its_rule_reads() -> None:
     # and the original is as it was
     assert not register.activities_touched("dispute.opened", "visitor")
     assert "dispute.opened" not in rule.event_types
+
+
+def test_a_copy_in_another_zone_computes_in_that_zone() -> None:
+    register = load_register(default_register_path())
+    assert register.tz.key == "Europe/Paris"  # made once, and kept
+    copy = register.model_copy(update={"timezone": "America/Martinique"})
+    assert copy.tz.key == "America/Martinique"
+    assert register.tz is register.tz
