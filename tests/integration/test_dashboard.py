@@ -122,6 +122,11 @@ class Stack:
     run_id: int
 
 
+# The tests that read the stack share one process (run-tests: --dist loadgroup), so it is
+# built once instead of once per process: a worker, a sweep and the dashboard.
+ON_THE_STACK = pytest.mark.xdist_group("dashboard_stack")
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory, postgres_server: str, redis_server: str):
     """One Lethe on Redis + PostgreSQL, filled by a worker and swept once, with its dashboard."""
@@ -216,6 +221,7 @@ def open_page(browser, url: str, **context):
     return page, response
 
 
+@ON_THE_STACK
 def test_the_page_shows_the_databases_numbers_and_a_rendered_chart(browser, stack: Stack):
     page, response = open_page(browser, f"{stack.base}/?token={stack.token}")
     now = datetime.now(UTC)
@@ -273,6 +279,7 @@ def test_the_page_shows_the_databases_numbers_and_a_rendered_chart(browser, stac
     assert sum(drawn.values()) > 0, "no deadline ahead: the chart was not exercised"
 
 
+@ON_THE_STACK
 def test_a_missing_or_wrong_token_gets_401_and_nothing_else(browser, stack: Stack):
     activities = {a for a, _, _ in lifecycles_in_store(stack.store)}
     for url in (f"{stack.base}/", f"{stack.base}/?token=wrong-{stack.token}"):
@@ -293,6 +300,7 @@ def test_a_missing_or_wrong_token_gets_401_and_nothing_else(browser, stack: Stac
     assert page.get_by_test_id("deadline-chart").is_visible()
 
 
+@ON_THE_STACK
 def test_audit_search_hashes_the_subject_and_never_shows_it_back(browser, stack: Stack):
     from worker.domain.hashing import subject_ref
 
@@ -324,6 +332,7 @@ def test_audit_search_hashes_the_subject_and_never_shows_it_back(browser, stack:
     assert erased not in log and stack.token not in log
 
 
+@ON_THE_STACK
 def test_metrics_are_the_databases_figures(stack: Stack):
     from prometheus_client.parser import text_string_to_metric_families
 

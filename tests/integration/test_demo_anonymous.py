@@ -38,6 +38,11 @@ NAME_COLUMNS = {
 }
 
 
+# Every test reads the one demo the module runs: one xdist process runs them all, so the
+# demo runs once (run-tests: --dist loadgroup) instead of once per process.
+pytestmark = pytest.mark.xdist_group("demo_anonymous")
+
+
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Lethe:
     home = tmp_path_factory.mktemp("anonymous-demo")
