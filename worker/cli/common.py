@@ -26,6 +26,10 @@ def register_or_exit(path: str | Path) -> Register:
         raise SystemExit(1) from None
 
 
+# The last line of every command stopped by a shop that does not fit the register.
+SHOP_MISMATCH = "the register's targets do not fit the shop schema"
+
+
 @contextmanager
 def shop_errors() -> Iterator[None]:
     """A shop database that does not fit the register, or cannot be reached, as the
@@ -38,7 +42,7 @@ def shop_errors() -> Iterator[None]:
     except ShopMismatch as exc:
         for problem in exc.problems:
             click.echo(str(problem), err=True)
-        raise click.ClickException("the register's targets do not fit the shop schema") from None
+        raise click.ClickException(SHOP_MISMATCH) from None
     except ShopUnavailable as exc:
         raise click.ClickException(str(exc)) from None
 

@@ -13,6 +13,7 @@ import psycopg
 import sqlalchemy as sa
 
 from worker.cli.common import (
+    SHOP_MISMATCH,
     configured_register,
     empty_audit_note,
     note,
@@ -91,11 +92,10 @@ def purge(
     try:
         result = run_sweep(settings, register, run_id, progress=bar.update, on_plan=bar.start)
     except ShopMismatch as exc:
-        why = "the register's targets do not fit the shop schema"
-        fail_run(settings, run_id, why)
+        fail_run(settings, run_id, SHOP_MISMATCH)
         for problem in exc.problems:
             click.echo(str(problem), err=True)
-        raise click.ClickException(why) from None  # as cli.common.shop_errors ends
+        raise click.ClickException(SHOP_MISMATCH) from None  # as cli.common.shop_errors ends
     except ShopUnavailable as exc:
         fail_run(settings, run_id, str(exc))
         if not dry_run:
