@@ -19,6 +19,7 @@ import time
 import uuid
 from pathlib import Path
 
+import redis
 import sqlalchemy as sa
 from harness import Lethe, wait_for
 from sweeping import (
@@ -72,6 +73,17 @@ def _given_back(logs: list[Path]) -> int:
     return sum(int(n) for n in found)
 
 
+def _holds(lethe: Lethe, worker: subprocess.Popen) -> bool:
+    """Whether the worker holds deliveries it has not acknowledged: its held set
+    (worker/brokers/consumers.py, `lethe.held.<pid>-<uuid>`) is not empty."""
+    client = redis.Redis.from_url(lethe.env["LETHE_BROKER_URL"])
+    try:
+        pattern = f"{lethe.env['LETHE_QUEUE_PREFIX']}:lethe.held.{worker.pid}-*"
+        return any(client.scard(key) for key in client.scan_iter(match=pattern))
+    finally:
+        client.close()
+
+
 def test_a_worker_killed_four_times_mid_stream_loses_nothing_and_waits_no_hour(
     distributed: Lethe, tmp_path: Path
 ):
@@ -79,12 +91,17 @@ def test_a_worker_killed_four_times_mid_stream_loses_nothing_and_waits_no_hour(
     del lethe.env["LETHE_VISIBILITY_TIMEOUT"]  # an hour: nothing may come back by it
     events = _events(tmp_path / "events.jsonl", 20_000)
     expected = lethe.simulate(events)
-    lethe.start_worker()
+    worker = lethe.start_worker()
     shop = _stream(lethe, events, pause=0.5)
     for _ in range(4):
-        time.sleep(3)  # each worker has taken messages by then, and not finished them
+        # Killed while it holds messages: a fixed sleep killed, on a busy machine, workers
+        # that had taken none yet (CI: nothing to give back).
+        deadline = time.monotonic() + 60
+        while not _holds(lethe, worker):  # polled often: a message is held a fraction of a second
+            assert time.monotonic() < deadline, "the worker took no message within 60 s"
+            time.sleep(0.01)
         lethe.kill_workers()  # SIGKILL to the worker's whole group
-        lethe.start_worker()
+        worker = lethe.start_worker()
     restarted = time.monotonic()
     assert shop.wait(timeout=120) == 0
     wait_for(
