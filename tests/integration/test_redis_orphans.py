@@ -84,6 +84,13 @@ def _holds(lethe: Lethe, worker: subprocess.Popen) -> bool:
         client.close()
 
 
+def _wait_holding(lethe: Lethe, worker: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 60
+    while not _holds(lethe, worker):  # polled often: a message is held a fraction of a second
+        assert time.monotonic() < deadline, "the worker took no message within 60 s"
+        time.sleep(0.01)
+
+
 def test_a_worker_killed_four_times_mid_stream_loses_nothing_and_waits_no_hour(
     distributed: Lethe, tmp_path: Path
 ):
@@ -96,10 +103,7 @@ def test_a_worker_killed_four_times_mid_stream_loses_nothing_and_waits_no_hour(
     for _ in range(4):
         # Killed while it holds messages: a fixed sleep killed, on a busy machine, workers
         # that had taken none yet (CI: nothing to give back).
-        deadline = time.monotonic() + 60
-        while not _holds(lethe, worker):  # polled often: a message is held a fraction of a second
-            assert time.monotonic() < deadline, "the worker took no message within 60 s"
-            time.sleep(0.01)
+        _wait_holding(lethe, worker)
         lethe.kill_workers()  # SIGKILL to the worker's whole group
         worker = lethe.start_worker()
     restarted = time.monotonic()
@@ -124,7 +128,7 @@ def test_the_survivor_of_two_machines_takes_back_the_dead_ones_messages(
     survivor = lethe.start_worker()  # in a process group ("machine") of its own
     assert _stream(lethe, events, pause=0).wait(timeout=120) == 0
     # BRPOP shares the messages out between the two; each takes several (prefetch)
-    wait_for(lambda: lethe.store_count("events") > 0, 60, "the workers to store")
+    _wait_holding(lethe, doomed)
     lethe.workers.remove(doomed)
     os.killpg(doomed.pid, signal.SIGKILL)  # its "machine": the worker and its pool
     doomed.wait(timeout=30)
@@ -141,9 +145,9 @@ def test_status_names_the_messages_of_a_dead_worker_until_one_starts(
     lethe = distributed
     del lethe.env["LETHE_VISIBILITY_TIMEOUT"]
     events = _events(tmp_path / "events.jsonl", 6_000)
-    lethe.start_worker()
+    worker = lethe.start_worker()
     assert _stream(lethe, events, pause=0).wait(timeout=120) == 0
-    wait_for(lambda: lethe.store_count("events") > 0, 60, "the worker to store")
+    _wait_holding(lethe, worker)
     lethe.kill_workers()
     assert lethe.store_count("events") < 6_000, "the kill should land mid-stream"
 
