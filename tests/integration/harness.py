@@ -216,13 +216,17 @@ def rabbitmqctl(*args: str) -> str:
 
 
 def wait_for(
-    condition: Callable[[], bool], timeout: float, what: str, logs: list[Path] | None = None
+    condition: Callable[[], bool],
+    timeout: float,
+    what: str,
+    logs: list[Path] | None = None,
+    every: float = 0.2,
 ) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
             return
-        time.sleep(0.2)
+        time.sleep(every)
     tails = "\n".join(p.read_text()[-3000:] for p in logs or [] if p.exists())
     raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{tails}")
 

@@ -73,22 +73,21 @@ def _given_back(logs: list[Path]) -> int:
     return sum(int(n) for n in found)
 
 
-def _holds(lethe: Lethe, worker: subprocess.Popen) -> bool:
-    """Whether the worker holds deliveries it has not acknowledged: its held set
+def _wait_holding(lethe: Lethe, worker: subprocess.Popen) -> None:
+    """Until the worker holds deliveries it has not acknowledged: its held set
     (worker/brokers/consumers.py, `lethe.held.<pid>-<uuid>`) is not empty."""
     client = redis.Redis.from_url(lethe.env["LETHE_BROKER_URL"])
+    pattern = f"{lethe.env['LETHE_QUEUE_PREFIX']}:lethe.held.{worker.pid}-*"
     try:
-        pattern = f"{lethe.env['LETHE_QUEUE_PREFIX']}:lethe.held.{worker.pid}-*"
-        return any(client.scard(key) for key in client.scan_iter(match=pattern))
+        wait_for(
+            lambda: any(client.scard(key) for key in client.scan_iter(match=pattern)),
+            60,
+            "the worker to take messages",
+            lethe.logs,
+            every=0.01,  # a message is held a fraction of a second
+        )
     finally:
         client.close()
-
-
-def _wait_holding(lethe: Lethe, worker: subprocess.Popen) -> None:
-    deadline = time.monotonic() + 60
-    while not _holds(lethe, worker):  # polled often: a message is held a fraction of a second
-        assert time.monotonic() < deadline, "the worker took no message within 60 s"
-        time.sleep(0.01)
 
 
 def test_a_worker_killed_four_times_mid_stream_loses_nothing_and_waits_no_hour(

@@ -7,6 +7,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 import pendulum
@@ -15,6 +16,9 @@ from worker.domain.events import EventRefused, check_subject, parse_instant
 from worker.domain.register import Register
 from worker.domain.register_file import RegisterError, load_register, not_utf8_message
 from worker.settings import Settings, register_path_from_env
+
+if TYPE_CHECKING:
+    from worker.shop.binding import ShopMismatch
 
 
 def register_or_exit(path: str | Path) -> Register:
@@ -40,11 +44,16 @@ def shop_errors() -> Iterator[None]:
     try:
         yield
     except ShopMismatch as exc:
-        for problem in exc.problems:
-            click.echo(str(problem), err=True)
-        raise click.ClickException(SHOP_MISMATCH) from None
+        raise shop_mismatch(exc) from None
     except ShopUnavailable as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def shop_mismatch(exc: ShopMismatch) -> click.ClickException:
+    """Each problem of a mismatch on stderr; returns the error that ends the command."""
+    for problem in exc.problems:
+        click.echo(str(problem), err=True)
+    return click.ClickException(SHOP_MISMATCH)
 
 
 def default_register() -> str:

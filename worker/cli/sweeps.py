@@ -21,6 +21,7 @@ from worker.cli.common import (
     print_rows,
     settings_or_exit,
     shop_errors,
+    shop_mismatch,
     store_url,
     subject_or_exit,
     table,
@@ -93,9 +94,7 @@ def purge(
         result = run_sweep(settings, register, run_id, progress=bar.update, on_plan=bar.start)
     except ShopMismatch as exc:
         fail_run(settings, run_id, SHOP_MISMATCH)
-        for problem in exc.problems:
-            click.echo(str(problem), err=True)
-        raise click.ClickException(SHOP_MISMATCH) from None  # as cli.common.shop_errors ends
+        raise shop_mismatch(exc) from None  # as every command ends (cli.common.shop_errors)
     except ShopUnavailable as exc:
         fail_run(settings, run_id, str(exc))
         if not dry_run:
